@@ -1,0 +1,118 @@
+"""The attack protocol, its parameter models, and the registry.
+
+Attacks only *search*: they return candidate inputs. Projection onto the ball, bounds,
+verification by a fresh forward pass and success counting belong to the engine, so no
+attack can overstate robustness by trusting its own success flag (foolbox 3's lesson).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from types import UnionType
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Union, get_args, get_origin
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from robaudit.classifier import Classifier
+    from robaudit.threat import Threat
+
+
+class AttackParams(BaseModel):
+    """Typed, validated parameters of one attack; unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass
+class AttackOutput:
+    """What an attack hands back: one candidate per input, plus an optional loss trace.
+
+    ``loss_trace`` is the mean attack loss over the batch per step (for integrity checks).
+    """
+
+    x_adv: torch.Tensor
+    loss_trace: list[float] | None = None
+
+
+class Attack(ABC):
+    """One algorithm. Subclasses set the class variables and implement :meth:`run`."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    paper: ClassVar[str]
+    norms: ClassVar[tuple[str, ...]]
+    requires: ClassVar[str] = "gradients"  # "gradients" | "scores" | "labels"
+    Params: ClassVar[type[AttackParams]] = AttackParams
+    cost_rank: ClassVar[int] = 50  # cheap first in a cascade; lower runs earlier
+
+    def __init__(self, params: AttackParams | None = None) -> None:
+        self.params = params if params is not None else self.Params()
+
+    @abstractmethod
+    def run(
+        self,
+        clf: Classifier,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        threat: Threat,
+        generator: torch.Generator,
+    ) -> AttackOutput:
+        """Search the threat's ball around each ``x`` for an input ``clf`` misclassifies."""
+
+    def cost(self) -> float:
+        """A rough number of forward+backward passes per sample, for cheap-first ordering."""
+        return float(self.cost_rank)
+
+
+_REGISTRY: dict[str, type[Attack]] = {}
+
+
+def register(cls: type[Attack]) -> type[Attack]:
+    """Class decorator: make an attack available by its ``name`` to configs and the CLI."""
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"attack name {cls.name!r} registered twice")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def registry() -> dict[str, type[Attack]]:
+    """All registered attacks by name (importing the built-in families first)."""
+    import robaudit.attacks  # noqa: F401  (registers the built-in attacks)
+
+    return dict(sorted(_REGISTRY.items()))
+
+
+def get_attack(name: str) -> type[Attack]:
+    """Look up an attack class by name; KeyError when unknown."""
+    return registry()[name]
+
+
+def _type_name(ann: Any) -> str:
+    """Readable type names: ``ce|margin`` for a Literal, ``float|None`` for an Optional."""
+    origin = get_origin(ann)
+    if origin is Literal:
+        return "|".join(str(a) for a in get_args(ann))
+    if origin in (Union, UnionType):
+        return "|".join(_type_name(a) for a in get_args(ann))
+    if ann is type(None):
+        return "None"
+    return getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
+
+
+def param_table(cls: type[Attack]) -> list[dict[str, Any]]:
+    """Rows (name, type, default, description) describing an attack's parameters."""
+    rows = []
+    for fname, field in cls.Params.model_fields.items():
+        tname = _type_name(field.annotation)
+        rows.append(
+            {
+                "name": fname,
+                "type": tname,
+                "default": field.default,
+                "description": field.description or "",
+            }
+        )
+    return rows

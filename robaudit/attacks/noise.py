@@ -1,0 +1,61 @@
+"""Random noise of full budget: the baseline that separates adversarial from merely noisy.
+
+If random noise breaks as many samples as PGD, the "attack" found nothing a sensor glitch
+would not; if PGD breaks far more, the model has real adversarial vulnerability.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+
+from robaudit.attacks.base import Attack, AttackOutput, AttackParams, register
+from robaudit.attacks.projections import clip_to_ball, random_on_sphere
+from robaudit.classifier import Classifier
+from robaudit.threat import Threat
+
+
+class NoiseParams(AttackParams):
+    draws: int = Field(
+        1, ge=1, le=10_000, description="random draws per sample; any fooling one counts"
+    )
+
+
+@register
+class Noise(Attack):
+    """Uniform sign noise at the Linf ball's corners, or Gaussian directions on the L2 sphere."""
+
+    name = "noise"
+    summary = "Random noise at the full budget (baseline, not an attack)"
+    paper = "baseline (Carlini et al. 2019, 'On Evaluating Adversarial Robustness')"
+    norms = ("linf", "l2")
+    requires = "labels"
+    Params = NoiseParams
+    cost_rank = 0
+
+    def run(
+        self,
+        clf: Classifier,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        threat: Threat,
+        generator: torch.Generator,
+    ) -> AttackOutput:
+        assert isinstance(self.params, NoiseParams)
+        best = x.clone()
+        standing = torch.arange(x.shape[0], device=x.device)
+        for _ in range(self.params.draws):
+            if standing.numel() == 0:
+                break
+            x0 = x[standing]
+            cand = clip_to_ball(
+                x0 + random_on_sphere(x0, threat.norm, threat.eps, generator),
+                x0,
+                threat.norm,
+                threat.eps,
+                clf.bounds,
+            )
+            fooled = clf.predict(cand) != y[standing]
+            best[standing] = cand  # keep the latest draw for samples still standing
+            standing = standing[~fooled]
+        return AttackOutput(x_adv=best)

@@ -1,0 +1,146 @@
+"""The Classifier wrapper: the only thing attacks ever call.
+
+It owns the device, eval mode, preprocessing (attacks see pixel space; mean/std are applied
+here), batching, query and gradient counting, and the access level. A ``score`` or
+``decision`` wrapper refuses gradients, so black-box query counts are real.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from robaudit.errors import RobauditError, RuntimeFailure
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class AccessDenied(RobauditError):
+    """An attack asked for more than its access level allows (a bug in the attack)."""
+
+
+@dataclass
+class Counters:
+    """Per-sample forward passes (queries) and gradient evaluations."""
+
+    queries: int = 0
+    grad_evals: int = 0
+
+    def snapshot(self) -> tuple[int, int]:
+        return self.queries, self.grad_evals
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA without one is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        from robaudit.errors import UserInputError
+
+        raise UserInputError(f"--device {name}: CUDA is not available here; use 'cpu' or 'auto'")
+    return torch.device(name)
+
+
+@dataclass
+class Classifier:
+    """A model as attacks see it: pixel-space inputs in ``bounds``, logits out."""
+
+    model: nn.Module
+    num_classes: int
+    bounds: tuple[float, float] = (0.0, 1.0)
+    mean: Sequence[float] | None = None
+    std: Sequence[float] | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    access: str = "white-box"
+    batch_size: int = 256
+    counters: Counters = field(default_factory=Counters)
+
+    def __post_init__(self) -> None:
+        self.model = self.model.to(self.device).eval()
+        self._mean = self._stat(self.mean)
+        self._std = self._stat(self.std)
+
+    def _stat(self, values: Sequence[float] | None) -> torch.Tensor | None:
+        if values is None:
+            return None
+        return torch.tensor(list(values), dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+
+    # -- forward passes ---------------------------------------------------------------
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._mean is not None:
+            x = x - self._mean
+        if self._std is not None:
+            x = x / self._std
+        out = self.model(x)
+        if not isinstance(out, torch.Tensor):
+            raise RuntimeFailure(
+                f"model returned {type(out).__name__}, expected a logits tensor of shape N x "
+                f"{self.num_classes}"
+            )
+        return out
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits without gradients, batched; every sample is one counted query."""
+        if self.access == "decision":
+            raise AccessDenied("a decision-access classifier gives labels only, not scores")
+        return self._logits_nograd(x)
+
+    def _logits_nograd(self, x: torch.Tensor) -> torch.Tensor:
+        outs = []
+        with torch.no_grad():
+            for i in range(0, x.shape[0], self.batch_size):
+                chunk = x[i : i + self.batch_size].to(self.device)
+                outs.append(self._forward(chunk))
+        self.counters.queries += int(x.shape[0])
+        if not outs:
+            return torch.empty(0, self.num_classes, device=self.device)
+        return torch.cat(outs)
+
+    def verification_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for the engine's own verification pass, at any access level.
+
+        Attacks must not call this: it bypasses the access level so the engine can judge
+        every candidate the same way.
+        """
+        return self._logits_nograd(x)
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Top-1 labels; allowed at every access level; counted as queries."""
+        return self._logits_nograd(x).argmax(dim=1)
+
+    def loss_and_grad(
+        self, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-sample loss, its gradient w.r.t. the pixel input, and the logits (detached).
+
+        The caller's batch is used as is (attacks already work on device batches); the
+        loss is summed so each sample's gradient is its own.
+        """
+        if self.access != "white-box":
+            raise AccessDenied(f"a {self.access}-access classifier does not give gradients")
+        x = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = self._forward(x)
+            loss = loss_fn(logits, y)
+            (grad,) = torch.autograd.grad(loss.sum(), x)
+        n = int(x.shape[0])
+        self.counters.queries += n
+        self.counters.grad_evals += n
+        return loss.detach(), grad.detach(), logits.detach()
+
+    def restricted(self, access: str) -> Classifier:
+        """A view of the same model at a lower access level, with its own counters."""
+        view = Classifier(
+            model=self.model,
+            num_classes=self.num_classes,
+            bounds=self.bounds,
+            mean=self.mean,
+            std=self.std,
+            device=self.device,
+            access=access,
+            batch_size=self.batch_size,
+        )
+        return view

@@ -1,0 +1,251 @@
+"""The ``robaudit`` command line: parse flags, load the config, call the library, map errors
+to exit codes (0 pass, 1 gate failed, 2 bad input, 3 runtime failure, 130 interrupted).
+
+No audit logic lives here; :mod:`robaudit.scan` does the work.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+import robaudit
+from robaudit.attacks.base import param_table, registry
+from robaudit.config import PRESET_NAMES, load_config, preset_path
+from robaudit.errors import (
+    EXIT_GATE_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_RUNTIME,
+    RobauditError,
+    UserInputError,
+)
+
+app = typer.Typer(
+    name="robaudit",
+    help="Robustness audits of image classifiers: attacks, a scored report, a CI gate.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_state = {"debug": False}
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _err_console() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def handle_errors(fn: F) -> F:
+    """Turn every failure into one line on stderr and its exit code (traceback with --debug)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except RobauditError as exc:
+            if _state["debug"]:
+                traceback.print_exc()
+            msg = str(exc).replace("\n", " ")
+            _err_console().print(f"[red]robaudit: error:[/] {msg}", markup=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            _err_console().print("robaudit: interrupted")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except Exception as exc:
+            if _state["debug"]:
+                traceback.print_exc()
+            first = (str(exc).splitlines() or [""])[0][:300]
+            _err_console().print(
+                f"[red]robaudit: internal error:[/] {type(exc).__name__}: {first} "
+                "(run again with --debug for the traceback)"
+            )
+            raise typer.Exit(EXIT_RUNTIME) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"robaudit {robaudit.__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+) -> None:
+    """robaudit: how much accuracy survives an attacker with this knowledge and budget?"""
+    _state["debug"] = debug
+
+
+class RichProgress:
+    """Adapts the engine's progress callback to a rich progress bar on stderr."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._p = progress
+        self._task: Any = None
+
+    def start(self, label: str, total: int) -> None:
+        self._task = self._p.add_task(label, total=max(total, 1))
+        if total == 0:
+            self._p.update(self._task, completed=1)
+
+    def advance(self, n: int) -> None:
+        if self._task is not None:
+            self._p.advance(self._task, n)
+
+    def finish(self) -> None:
+        if self._task is not None:
+            self._p.update(self._task, visible=True)
+
+
+@app.command()
+@handle_errors
+def scan(
+    model: Annotated[Path, typer.Argument(help="Checkpoint: TorchScript, state_dict (+ model.arch), or .pt2.")],
+    config: Annotated[Path, typer.Option("--config", "-c", help="Threat-model YAML (see `robaudit init`).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.json/.html and results.csv.")] = Path("out/robaudit"),
+    data: Annotated[str | None, typer.Option(help="Override data.source (builtin:digits, a .npz, a folder, torchvision:NAME:PATH).")] = None,
+    samples: Annotated[int | None, typer.Option(help="Override data.samples.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Override the run seed.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda (default: engine.device).")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Override data.batch_size.")] = None,
+    trust_model: Annotated[bool, typer.Option("--trust-model", help="Allow pickled whole-module checkpoints (unpickling runs code).")] = False,
+    exit_zero: Annotated[bool, typer.Option("--exit-zero", help="Report only: exit 0 even when the gate fails.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary; errors only.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+) -> None:
+    """Attack MODEL as CONFIG describes, write the report, and exit 1 if the gate fails."""
+    from robaudit.report.console import print_summary
+    from robaudit.report.document import to_document
+    from robaudit.report.writers import prepare_out_dir, write_reports
+    from robaudit.scan import ScanOptions, run_scan
+
+    _state["debug"] = _state["debug"] or debug
+    if samples is not None and samples <= 0:
+        raise UserInputError(f"--samples {samples}: give a positive number of samples")
+    if batch_size is not None and batch_size <= 0:
+        raise UserInputError(f"--batch-size {batch_size}: give a positive batch size")
+    if device is not None and device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+        raise UserInputError(f"--device {device!r}: valid values are auto, cpu, cuda, cuda:N")
+    cfg = load_config(config)
+    if not model.exists():
+        raise UserInputError(f"{model}: model file not found")
+    prepare_out_dir(out)
+    opts = ScanOptions(
+        data=data, samples=samples, seed=seed, device=device, batch_size=batch_size,
+        trust_model=trust_model,
+    )
+    console = _err_console()
+    if quiet:
+        result = run_scan(model, cfg, opts, config_path=str(config))
+    else:
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), console=console, transient=True,
+        ) as bar:
+            result = run_scan(model, cfg, opts, progress=RichProgress(bar), config_path=str(config))
+    doc = to_document(result)
+    written = write_reports(doc, out, list(cfg.report.formats))
+    if not quiet:
+        print_summary(doc, console, written)
+    if not result.gate.passed and not exit_zero:
+        raise typer.Exit(EXIT_GATE_FAILED)
+
+
+@app.command()
+@handle_errors
+def init(
+    preset: Annotated[str, typer.Option(help=f"Starter preset: {', '.join(PRESET_NAMES)}.")] = "standard",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to a file instead of stdout.")] = None,
+) -> None:
+    """Print a commented starter config (a preset) to stdout or a file."""
+    text = preset_path(preset).read_text(encoding="utf-8")
+    if output is None:
+        sys.stdout.write(text)
+        return
+    if output.exists():
+        raise UserInputError(f"{output}: already exists; not overwriting it")
+    from robaudit.report.writers import atomic_write_text
+
+    atomic_write_text(output, text)
+
+
+@app.command()
+@handle_errors
+def validate(
+    config: Annotated[Path, typer.Argument(help="Threat-model YAML to check.")],
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing when valid.")] = False,
+) -> None:
+    """Check a config against the schema without loading any model."""
+    cfg = load_config(config)
+    if not quiet:
+        threats = cfg.threats()
+        typer.echo(
+            f"{config}: valid · {len(cfg.attacks)} attack entr{'y' if len(cfg.attacks) == 1 else 'ies'}, "
+            f"{len(threats)} threat(s): " + ", ".join(f"{t.norm} {t.label}" for t in threats)
+        )
+
+
+@app.command()
+@handle_errors
+def attacks(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List the registered attacks, their norms and parameters."""
+    rows = []
+    for name, cls in registry().items():
+        rows.append(
+            {
+                "name": name,
+                "summary": cls.summary,
+                "paper": cls.paper,
+                "norms": list(cls.norms),
+                "requires": cls.requires,
+                "params": [{**p, "default": p["default"]} for p in param_table(cls)],
+            }
+        )
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    table = Table(title="Registered attacks", show_lines=True)
+    table.add_column("attack", style="bold")
+    table.add_column("norms")
+    table.add_column("needs")
+    table.add_column("parameters (default)")
+    table.add_column("what / paper")
+    for r in rows:
+        params = "\n".join(f"{p['name']}: {p['type']} = {p['default']}" for p in r["params"]) or "—"
+        table.add_row(r["name"], ", ".join(r["norms"]), r["requires"], params, f"{r['summary']}\n{r['paper']}")
+    Console(highlight=False).print(table)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+__all__ = ["app", "main"]

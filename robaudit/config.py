@@ -1,0 +1,412 @@
+"""The threat-model config: YAML in, typed and validated objects out.
+
+Every validation error names its YAML path (``attacks[1].steps``) and what would be valid;
+an unknown key suggests the closest known one. Attack parameters are validated by each
+attack's own parameter model, so ``robaudit attacks`` and the config never disagree.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from robaudit.attacks.base import AttackParams, registry
+from robaudit.errors import ConfigError
+from robaudit.threat import ACCESS_LEVELS, NORMS, Threat, parse_eps
+
+PRESETS_DIR = Path(__file__).parent / "presets"
+PRESET_NAMES = ("quick", "standard", "strict")
+MAX_CONFIG_BYTES = 1_000_000
+
+Norm = Literal["linf", "l2"]
+Access = Literal["white-box", "score", "decision"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSection(_Section):
+    """What the model expects: its input, classes, pixel range and preprocessing."""
+
+    input_shape: tuple[int, int, int] = Field(description="C, H, W of one input")
+    num_classes: int = Field(ge=2, le=100_000)
+    class_names: list[str] | None = None
+    bounds: tuple[float, float] = (0.0, 1.0)
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    arch: str | None = Field(None, description="'package.module:Class' for state_dict files")
+    arch_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("input_shape")
+    @classmethod
+    def _positive_shape(cls, v: tuple[int, int, int]) -> tuple[int, int, int]:
+        if any(d <= 0 for d in v):
+            raise ValueError(f"every dimension must be > 0, got {list(v)}")
+        return v
+
+    @field_validator("bounds")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(math.isfinite(b) for b in v) or v[0] >= v[1]:
+            raise ValueError(f"bounds must be finite [low, high] with low < high, got {list(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelSection:
+        c = self.input_shape[0]
+        for name in ("mean", "std"):
+            vals = getattr(self, name)
+            if vals is not None and len(vals) not in (1, c):
+                raise ValueError(f"{name} has {len(vals)} values; the input has {c} channel(s)")
+        if self.std is not None and any(s <= 0 for s in self.std):
+            raise ValueError(f"std values must be > 0, got {self.std}")
+        if self.class_names is not None and len(self.class_names) != self.num_classes:
+            raise ValueError(
+                f"class_names has {len(self.class_names)} names; num_classes is {self.num_classes}"
+            )
+        return self
+
+
+class DataSection(_Section):
+    """Where the evaluation samples come from."""
+
+    source: str = "builtin:digits"
+    split: str = "test"
+    samples: int | None = Field(None, ge=1, description="seeded random subset; null = all")
+    batch_size: int = Field(256, ge=1, le=1_000_000)
+    seed: int | None = Field(None, description="subset seed; defaults to the top-level seed")
+
+
+class AttackSpec(BaseModel):
+    """One attack at one or more budgets; its own parameters sit beside name, norm and eps."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    norm: Norm = "linf"
+    eps: list[float]
+    access: Access = "white-box"
+    _params: AttackParams | None = PrivateAttr(default=None)
+    _eps_labels: list[str] = PrivateAttr(default_factory=list)
+
+    @field_validator("eps", mode="before")
+    @classmethod
+    def _parse_eps(cls, v: Any) -> list[float]:
+        raw = v if isinstance(v, list) else [v]
+        if not raw:
+            raise ValueError("eps list is empty; give at least one budget")
+        return [parse_eps(e) for e in raw]
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        names = list(registry())
+        if v not in names:
+            raise ValueError(
+                f"unknown attack {v!r}{_did_you_mean(v, names)}; valid: {', '.join(names)}"
+            )
+        return v
+
+    @property
+    def params(self) -> AttackParams:
+        """The attack's validated parameters (set by :func:`load_config`)."""
+        if self._params is None:
+            self._params = registry()[self.name].Params.model_validate(self.model_extra or {})
+        return self._params
+
+    def threats(self) -> list[Threat]:
+        """One threat per eps value."""
+        labels = self._eps_labels or [""] * len(self.eps)
+        return [Threat(self.norm, e, self.access, lab) for e, lab in zip(self.eps, labels, strict=True)]
+
+
+class GateThreshold(_Section):
+    """A minimum robust accuracy at one threat."""
+
+    norm: Norm
+    eps: float
+    value: float = Field(ge=0.0, le=1.0)
+    access: Access = "white-box"
+
+    @field_validator("eps", mode="before")
+    @classmethod
+    def _parse_eps(cls, v: Any) -> float:
+        return parse_eps(v)
+
+
+class GateSection(_Section):
+    """Thresholds that decide the exit code."""
+
+    min_clean_accuracy: float | None = Field(None, ge=0.0, le=1.0)
+    min_robust_accuracy: list[GateThreshold] = Field(default_factory=list)
+    min_score: float | None = Field(None, ge=0.0, le=100.0)
+
+
+class ReportSection(_Section):
+    """Which files to write and how many example images to show."""
+
+    formats: list[Literal["json", "html", "csv"]] = Field(
+        default_factory=lambda: ["json", "html", "csv"]
+    )
+    examples: int = Field(8, ge=0, le=256)
+
+
+class EngineSection(_Section):
+    """How the attacks run (not what they measure)."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    cascade: bool = Field(
+        False,
+        description="later attacks at a threat only attack samples still unbroken "
+        "(faster; per-attack rows then show cumulative numbers only)",
+    )
+
+
+class Config(_Section):
+    """A whole threat model: model, data, attacks, gate, report, engine."""
+
+    version: Literal[1] = 1
+    seed: int = 0
+    model: ModelSection
+    data: DataSection = Field(default_factory=DataSection)
+    attacks: list[AttackSpec] = Field(min_length=1)
+    gate: GateSection = Field(default_factory=GateSection)
+    report: ReportSection = Field(default_factory=ReportSection)
+    engine: EngineSection = Field(default_factory=EngineSection)
+
+    def threats(self) -> list[Threat]:
+        """Every distinct threat in the config, sorted by access, norm and eps."""
+        seen: dict[tuple[str, str, float], Threat] = {}
+        for spec in self.attacks:
+            for t in spec.threats():
+                seen.setdefault((t.access, t.norm, t.eps), t)
+        return sorted(seen.values(), key=lambda t: (t.access, t.norm, t.eps))
+
+    @property
+    def data_seed(self) -> int:
+        return self.data.seed if self.data.seed is not None else self.seed
+
+
+# ---------------------------------------------------------------------------------------
+# loading and error formatting
+
+
+def load_config(path: str | Path) -> Config:
+    """Read, parse and validate a YAML config file; any problem is a one-line ConfigError."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"{p}: config file not found")
+    if p.is_dir():
+        raise ConfigError(f"{p}: is a directory, expected a YAML config file")
+    if p.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{p}: config is larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read config ({exc})") from None
+    return config_from_yaml(text, source=str(p))
+
+
+def config_from_yaml(text: str, source: str = "<config>") -> Config:
+    """Parse YAML text (``yaml.safe_load`` only) and validate it."""
+    if text.count("*") > 1000 or text.count("&") > 1000:
+        raise ConfigError(
+            f"{source}: too many YAML anchors/aliases (refusing a possible alias bomb)"
+        )
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{source}: malformed YAML at {where}{problem}") from None
+    if data is None:
+        raise ConfigError(f"{source}: config is empty; start from `robaudit init --preset quick`")
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{source}: top level must be a mapping of sections (model, data, attacks, ...), "
+            f"got {type(data).__name__}"
+        )
+    return config_from_dict(data, source=source)
+
+
+def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
+    """Validate a config given as a dict (YAML already parsed, or built in Python)."""
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(source, exc, (), Config)) from None
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    problems: list[str] = []
+    for i, spec in enumerate(cfg.attacks):
+        cls = registry()[spec.name]
+        try:
+            spec._params = cls.Params.model_validate(spec.model_extra or {})
+        except ValidationError as exc:
+            problems.append(_format_errors(source, exc, ("attacks", i), cls.Params, spec=True))
+            continue
+        raw = data["attacks"][i].get("eps") if isinstance(data["attacks"][i], dict) else None
+        raw_list = raw if isinstance(raw, list) else [raw]
+        spec._eps_labels = [str(r).strip() if isinstance(r, str) else "" for r in raw_list]
+        if spec.norm not in cls.norms:
+            problems.append(
+                f"{source}: attacks[{i}].norm: {spec.name} supports {', '.join(cls.norms)}, "
+                f"not {spec.norm!r}"
+            )
+        problems.extend(_check_eps(source, i, spec, cfg.model))
+    problems.extend(_check_gate(source, cfg))
+    if problems:
+        extra = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        raise ConfigError(problems[0] + extra)
+    return cfg
+
+
+def _check_eps(source: str, i: int, spec: AttackSpec, model: ModelSection) -> list[str]:
+    lo, hi = model.bounds
+    span = hi - lo
+    dims = model.input_shape[0] * model.input_shape[1] * model.input_shape[2]
+    limit = span if spec.norm == "linf" else span * math.sqrt(dims)
+    out = []
+    for j, e in enumerate(spec.eps):
+        if e > limit + 1e-12:
+            out.append(
+                f"{source}: attacks[{i}].eps[{j}]: {e:g} is larger than the whole input range "
+                f"({spec.norm} budget at most {limit:g} for bounds {list(model.bounds)})"
+            )
+    return out
+
+
+def _check_gate(source: str, cfg: Config) -> list[str]:
+    threats = cfg.threats()
+    out = []
+    for k, g in enumerate(cfg.gate.min_robust_accuracy):
+        if not any(
+            t.norm == g.norm and t.access == g.access and abs(t.eps - g.eps) < 1e-9 for t in threats
+        ):
+            have = ", ".join(f"{t.norm} {t.label}" for t in threats if t.norm == g.norm) or "none"
+            out.append(
+                f"{source}: gate.min_robust_accuracy[{k}]: no attack runs at {g.norm} eps {g.eps:g} "
+                f"({g.access}); threats in this config at {g.norm}: {have}"
+            )
+    return out
+
+
+def _loc_str(loc: tuple[Any, ...]) -> str:
+    s = ""
+    for part in loc:
+        if isinstance(part, int):
+            s += f"[{part}]"
+        else:
+            s += ("." if s else "") + str(part)
+    return s or "(top level)"
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f", did you mean {close[0]!r}?" if close else ""
+
+
+def _fields_at(root: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Known keys of the mapping that holds the last element of ``loc`` (for suggestions)."""
+    model: Any = root
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return []
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        model = _inner_model(field.annotation)
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return list(model.model_fields)
+    return []
+
+
+def _inner_model(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _format_errors(
+    source: str,
+    exc: ValidationError,
+    prefix: tuple[Any, ...],
+    root: type[BaseModel],
+    spec: bool = False,
+) -> str:
+    msgs = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if p not in ("function-after", "function-before"))
+        full = prefix + loc
+        where = f"{source}: {_loc_str(full)}"
+        if err["type"] == "extra_forbidden":
+            known = list(root.model_fields) if spec and len(loc) == 1 else _fields_at(root, loc)
+            if spec:
+                known += ["name", "norm", "eps", "access"]
+            msgs.append(f"{where}: unknown key{_did_you_mean(str(loc[-1]), known)}")
+        elif err["type"] == "missing":
+            msgs.append(f"{where}: required key is missing")
+        else:
+            msg = err["msg"]
+            for lead in ("Value error, ", "Assertion failed, "):
+                msg = msg.removeprefix(lead)
+            got = err.get("input")
+            shown = (
+                ""
+                if isinstance(got, (dict, list)) or got is None or repr(got) in msg
+                else f" (got {got!r})"
+            )
+            msgs.append(f"{where}: {msg}{shown}")
+    first = msgs[0]
+    if len(msgs) > 1:
+        first += f" (and {len(msgs) - 1} more problem(s))"
+    return first
+
+
+def preset_path(name: str) -> Path:
+    """Path of a bundled preset; unknown names are a ConfigError listing the valid ones."""
+    if name not in PRESET_NAMES:
+        raise ConfigError(
+            f"unknown preset {name!r}{_did_you_mean(name, list(PRESET_NAMES))}; "
+            f"valid: {', '.join(PRESET_NAMES)}"
+        )
+    return PRESETS_DIR / f"{name}.yaml"
+
+
+__all__ = [
+    "ACCESS_LEVELS",
+    "NORMS",
+    "AttackSpec",
+    "Config",
+    "DataSection",
+    "EngineSection",
+    "GateSection",
+    "GateThreshold",
+    "ModelSection",
+    "ReportSection",
+    "config_from_dict",
+    "config_from_yaml",
+    "load_config",
+    "preset_path",
+]

@@ -1,0 +1,258 @@
+"""Runs a plan of attacks on a classifier and returns verified, per-sample outcomes.
+
+The engine owns every invariant: it seeds each cell, moves data to the device, counts
+queries, records any budget or bounds violation an attack returned (then projects), and
+counts a sample as broken only when a fresh forward pass outside the attack misclassifies
+the returned input. Attacks never decide success.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from robaudit.attacks.base import Attack
+from robaudit.attacks.projections import clip_to_ball, flat_norm
+from robaudit.classifier import Classifier
+from robaudit.errors import RuntimeFailure
+from robaudit.progress import NullProgress, Progress
+from robaudit.threat import Threat
+
+TOLERANCE = 1e-6
+
+
+@dataclass(frozen=True)
+class PlannedAttack:
+    """An attack instance at one threat, with its position in the config."""
+
+    index: int
+    attack: Attack
+    threat: Threat
+
+
+@dataclass
+class CellOutcome:
+    """What one attack did at one threat, over all samples (masks are over the whole set)."""
+
+    index: int
+    attack: str
+    threat: Threat
+    attacked: torch.Tensor  # bool[N]: samples this attack ran on
+    broken: torch.Tensor  # bool[N]: verified breaks
+    norms: torch.Tensor  # float[N]: perturbation norm of each attacked sample's candidate
+    adv_pred: torch.Tensor  # int64[N]: fresh prediction on the candidate (-1 if not attacked)
+    queries: int
+    grad_evals: int
+    seconds: float
+    budget_violations: int
+    bounds_violations: int
+    nonfinite: int
+    loss_trace: list[float] | None
+
+
+@dataclass
+class Example:
+    """One sample's clean and adversarial input, kept for the report's gallery."""
+
+    sample: int
+    threat_key: str
+    attack: str
+    x: torch.Tensor
+    x_adv: torch.Tensor
+    label: int
+    clean_pred: int
+    clean_conf: float
+    adv_pred: int
+    adv_conf: float
+
+
+@dataclass
+class EngineResult:
+    """Clean predictions plus one outcome per cell, and a few examples per threat."""
+
+    clean_pred: torch.Tensor
+    clean_conf: torch.Tensor
+    correct: torch.Tensor
+    cells: list[CellOutcome]
+    examples: list[Example] = field(default_factory=list)
+    clean_seconds: float = 0.0
+
+
+def cell_seed(seed: int, *parts: object) -> int:
+    """A seed derived from the run seed and the cell's identity (not from batch order)."""
+    h = hashlib.sha256(repr((seed, *parts)).encode()).digest()
+    return int.from_bytes(h[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def order_plan(plan: list[PlannedAttack]) -> list[PlannedAttack]:
+    """Threats in (access, norm, eps) order; within a threat, cheap attacks first."""
+    return sorted(
+        plan, key=lambda p: (p.threat.access, p.threat.norm, p.threat.eps, p.attack.cost(), p.index)
+    )
+
+
+def clean_pass(clf: Classifier, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Clean predictions and confidences; refuses NaN/inf outputs or a wrong output shape."""
+    logits = clf.logits(x)
+    if logits.dim() != 2 or logits.shape[1] != clf.num_classes:
+        raise RuntimeFailure(
+            f"model output has shape {list(logits.shape)}, expected N x {clf.num_classes} "
+            "(model.num_classes)"
+        )
+    if not torch.isfinite(logits).all():
+        bad = int((~torch.isfinite(logits)).any(dim=1).sum())
+        raise RuntimeFailure(f"model returned NaN or inf logits on {bad} clean sample(s)")
+    probs = logits.softmax(dim=1)
+    conf, pred = probs.max(dim=1)
+    pred, conf = pred.cpu(), conf.cpu()
+    return pred, conf, pred == y.cpu()
+
+
+def run_plan(
+    clf: Classifier,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    plan: list[PlannedAttack],
+    *,
+    seed: int,
+    batch_size: int,
+    cascade: bool = False,
+    examples: int = 8,
+    progress: Progress | None = None,
+) -> EngineResult:
+    """Attack every correctly classified sample with every planned attack, verify, record."""
+    progress = progress or NullProgress()
+    n = int(x.shape[0])
+    t0 = time.perf_counter()
+    clean_pred, clean_conf, correct = clean_pass(clf, x, y)
+    result = EngineResult(
+        clean_pred, clean_conf, correct, [], clean_seconds=time.perf_counter() - t0
+    )
+    # broken[family] holds verified breaks at the largest eps done so far (balls are nested)
+    broken_family: dict[tuple[str, str], torch.Tensor] = {}
+    broken_at: dict[str, torch.Tensor] = {}
+    kept: dict[str, int] = {}
+    for item in order_plan(plan):
+        threat = item.threat
+        fam = (threat.access, threat.norm)
+        done = broken_at.setdefault(
+            threat.key, broken_family.get(fam, torch.zeros(n, dtype=torch.bool)).clone()
+        )
+        targets = correct.clone()
+        if cascade:
+            targets &= ~done
+        room = max(0, examples - kept.get(threat.key, 0))
+        cell, shown = _run_cell(
+            clf, x, y, item, targets, seed, batch_size, progress, done, room, result
+        )
+        kept[threat.key] = kept.get(threat.key, 0) + len(shown)
+        result.examples.extend(shown)
+        result.cells.append(cell)
+        done |= cell.broken
+        broken_family[fam] = done.clone()
+    return result
+
+
+def _run_cell(
+    clf: Classifier,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    item: PlannedAttack,
+    targets: torch.Tensor,
+    seed: int,
+    batch_size: int,
+    progress: Progress,
+    done: torch.Tensor,
+    room: int,
+    res: EngineResult,
+) -> tuple[CellOutcome, list[Example]]:
+    threat, attack = item.threat, item.attack
+    n = int(x.shape[0])
+    idx_all = targets.nonzero().flatten()
+    broken = torch.zeros(n, dtype=torch.bool)
+    norms = torch.full((n,), float("nan"))
+    adv_pred = torch.full((n,), -1, dtype=torch.long)
+    viol_budget = viol_bounds = nonfinite = 0
+    trace: list[float] | None = None
+    shown: list[Example] = []
+    label = f"{attack.name} {threat.norm} eps={threat.label}"
+    progress.start(label, int(idx_all.numel()))
+    q0, g0 = clf.counters.snapshot()
+    verify_queries = 0
+    t0 = time.perf_counter()
+    lo, hi = clf.bounds
+    for start in range(0, int(idx_all.numel()), batch_size):
+        idx = idx_all[start : start + batch_size]
+        xb = x[idx].to(clf.device)
+        yb = y[idx].to(clf.device)
+        gen = torch.Generator().manual_seed(
+            cell_seed(seed, item.index, attack.name, threat.key, int(idx[0]))
+        )
+        try:
+            out = attack.run(clf, xb, yb, threat, gen)
+        except torch.cuda.OutOfMemoryError as exc:  # pragma: no cover - GPU only
+            raise RuntimeFailure(f"{label}: out of GPU memory at batch size {batch_size}") from exc
+        except RuntimeError as exc:
+            raise RuntimeFailure(f"{label}: the model raised during the attack: {exc}") from exc
+        xa = out.x_adv.detach()
+        if xa.shape != xb.shape:
+            raise RuntimeFailure(
+                f"{label}: attack returned shape {list(xa.shape)}, expected {list(xb.shape)}"
+            )
+        finite = torch.isfinite(xa.reshape(xa.shape[0], -1)).all(dim=1)
+        nonfinite += int((~finite).sum())
+        xa = torch.where(finite.view(-1, *([1] * (xa.dim() - 1))), xa, xb)
+        d = flat_norm(xa - xb, threat.norm)
+        viol_budget += int((d > threat.eps + TOLERANCE).sum())
+        flat = xa.reshape(xa.shape[0], -1)
+        viol_bounds += int(((flat < lo - TOLERANCE) | (flat > hi + TOLERANCE)).any(dim=1).sum())
+        xa = clip_to_ball(xa, xb, threat.norm, threat.eps, clf.bounds)
+        q_before = clf.counters.queries
+        probs = clf.verification_logits(xa).softmax(dim=1).cpu()
+        verify_queries += clf.counters.queries - q_before
+        conf, pred = probs.max(dim=1)
+        if out.loss_trace is not None and trace is None:
+            trace = out.loss_trace
+        b = pred != y[idx]
+        broken[idx] = b
+        new = (b & ~done[idx]).nonzero().flatten()[: room - len(shown)]
+        shown.extend(
+            Example(
+                sample=int(idx[j]),
+                threat_key=threat.key,
+                attack=attack.name,
+                x=xb[j].cpu().clone(),
+                x_adv=xa[j].cpu().clone(),
+                label=int(y[idx[j]]),
+                clean_pred=int(res.clean_pred[idx[j]]),
+                clean_conf=float(res.clean_conf[idx[j]]),
+                adv_pred=int(pred[j]),
+                adv_conf=float(conf[j]),
+            )
+            for j in new.tolist()
+        )
+        adv_pred[idx] = pred
+        norms[idx] = flat_norm(xa - xb, threat.norm).cpu()
+        progress.advance(int(idx.numel()))
+    progress.finish()
+    q1, g1 = clf.counters.snapshot()
+    cell = CellOutcome(
+        index=item.index,
+        attack=attack.name,
+        threat=threat,
+        attacked=targets.clone(),
+        broken=broken,
+        norms=norms,
+        adv_pred=adv_pred,
+        queries=q1 - q0 - verify_queries,
+        grad_evals=g1 - g0,
+        seconds=time.perf_counter() - t0,
+        budget_violations=viol_budget,
+        bounds_violations=viol_bounds,
+        nonfinite=nonfinite,
+        loss_trace=trace,
+    )
+    return cell, shown

@@ -1,0 +1,1 @@
+"""Small reference architectures shipped with robaudit (sample models, self-test corpus)."""

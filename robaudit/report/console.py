@@ -1,0 +1,51 @@
+"""The terminal summary (rich): verdict, clean vs robust table, where the report went."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+
+def _pct(v: float | None) -> str:
+    return "—" if v is None else f"{100 * v:.1f}%"
+
+
+def print_summary(doc: dict[str, Any], console: Console, written: dict[str, Path]) -> None:
+    """Print what a person needs to see at the end of a scan."""
+    m, d = doc["model"], doc["data"]
+    console.print(
+        f"[bold]robaudit[/] {doc['robaudit_version']} · model {m['path']} ({m['format']}) · "
+        f"{d['samples']} samples of {d['source']}:{d['split']} · device {doc['meta']['device']}",
+        highlight=False,
+    )
+    table = Table(title="Clean vs robust accuracy (worst case over attacks)", title_justify="left")
+    for col in ("threat", "robust acc.", "95% CI", "success rate", "attacks"):
+        table.add_column(col, justify="right" if col != "attacks" and col != "threat" else "left")
+    lo, hi = doc["clean_ci"]
+    table.add_row("clean", _pct(doc["clean_accuracy"]), f"{_pct(lo)}–{_pct(hi)}", "", "")
+    clean = doc["clean_accuracy"] or 1.0
+    for t in doc["threats"]:
+        ratio = t["robust_accuracy"] / clean if clean else 0.0
+        style = "green" if ratio >= 0.8 else "yellow" if ratio >= 0.5 else "red"
+        table.add_row(
+            f"{t['access']} {t['norm']} ε={t['eps_label']}",
+            Text(_pct(t["robust_accuracy"]), style=style),
+            f"{_pct(t['ci'][0])}–{_pct(t['ci'][1])}",
+            _pct(t["success_rate"]),
+            ", ".join(t["attacks"]),
+        )
+    console.print(table)
+    for f in doc["findings"]:
+        colour = {"error": "red", "warning": "yellow"}.get(f["severity"], "cyan")
+        console.print(f"[{colour}]{f['id']} {f['severity']}[/]: {f['title']} — {f['detail']}", highlight=False)
+    gate = doc["gate"]
+    verdict = "[bold green]PASS[/]" if gate["passed"] else "[bold red]FAIL[/]"
+    console.print(f"Score {doc['score']:.1f} / 100, grade {doc['grade']} · gate {verdict}")
+    for fail in gate["failures"]:
+        console.print(f"  [red]✗[/] {fail['criterion']}: {fail['detail']}", highlight=False)
+    for fmt, path in written.items():
+        console.print(f"  {fmt:5s} → {path}", highlight=False)

@@ -1,0 +1,87 @@
+"""The report document: a JSON-ready dict of a run, versioned by ``schema_version``.
+
+The published JSON Schema (``schema.json`` beside this file) describes it; a breaking
+change bumps the major version.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from typing import Any
+
+from robaudit.report.images import perturbation_png_b64, to_png_b64
+from robaudit.results import SCHEMA_VERSION, RunResult
+from robaudit.scoring import SCORE_FORMULA
+
+DEFINITIONS = {
+    "robust_accuracy": (
+        "share of all evaluated samples that the model classifies correctly clean and that no "
+        "attack at the threat (or at a smaller eps of the same norm) broke; verified by a fresh "
+        "forward pass"
+    ),
+    "success_rate": (
+        "verified breaks / samples the attack ran on (those classified correctly clean; in a "
+        "cascade, minus those already broken)"
+    ),
+    "confidence_interval": "95% Wilson score interval",
+    "score": SCORE_FORMULA,
+}
+
+
+def _clean(v: Any) -> Any:
+    """NaN/inf are not JSON: they become null."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    return v
+
+
+def to_document(r: RunResult, *, incomplete: bool = False) -> dict[str, Any]:
+    """Everything the renderers need, as plain JSON types."""
+    bounds = (float(r.model["bounds"][0]), float(r.model["bounds"][1]))
+    examples = [
+        {
+            **{k: v for k, v in e.items() if k not in ("x", "x_adv")},
+            "linf": float((e["x_adv"] - e["x"]).abs().max()),
+            "l2": float((e["x_adv"] - e["x"]).norm()),
+            "clean_png": to_png_b64(e["x"], bounds),
+            "adv_png": to_png_b64(e["x_adv"], bounds),
+            "perturbation_png": perturbation_png_b64(e["x"], e["x_adv"]),
+        }
+        for e in r.examples
+    ]
+    doc = {
+        "schema_version": SCHEMA_VERSION,
+        "robaudit_version": r.meta["robaudit_version"],
+        "incomplete": incomplete,
+        "model": r.model,
+        "data": r.data,
+        "clean_accuracy": r.clean_accuracy,
+        "clean_correct": r.clean_correct,
+        "clean_ci": list(r.clean_ci),
+        "threats": [
+            {**asdict(t), "ci": [t.ci_low, t.ci_high], "attacks": list(t.attacks)} for t in r.threats
+        ],
+        "attacks": [asdict(a) for a in r.attacks],
+        "samples": list(r.samples),
+        "per_class": list(r.per_class),
+        "examples": examples,
+        "score": r.score,
+        "grade": r.grade,
+        "gate": {
+            "passed": r.gate.passed,
+            "checked": list(r.gate.checked),
+            "failures": [asdict(f) for f in r.gate.failures],
+        },
+        "findings": [asdict(f) for f in r.findings],
+        "definitions": DEFINITIONS,
+        "config": r.config,
+        "meta": r.meta,
+    }
+    out = _clean(doc)
+    assert isinstance(out, dict)
+    return out

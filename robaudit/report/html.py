@@ -1,0 +1,178 @@
+"""The HTML report: one self-contained file (inline CSS and SVG, base64 PNGs, no JavaScript).
+
+It reads only the report document (:func:`robaudit.report.document.to_document`) and computes
+nothing new: formatting (percentages, rounding), severity colours and chart geometry only.
+Autoescaping is on, so class names, paths and config values from users render as text.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from functools import lru_cache
+from typing import Any
+
+from jinja2 import ChainableUndefined, Environment, PackageLoader, Undefined
+
+from robaudit.report.svg import Point, Series, line_chart
+
+DASH = "—"
+GOOD_RATIO = 0.8  # robust / clean accuracy at or above this: green
+WARN_RATIO = 0.5  # at or above this: amber; below: red
+_B64 = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
+
+
+def _missing(v: Any) -> bool:
+    return v is None or isinstance(v, Undefined)
+
+
+def na(v: Any) -> Any:
+    """Absent values as a dash (``0`` and ``False`` are values, not absences)."""
+    return DASH if _missing(v) or v == "" else v
+
+
+def pct(v: Any, digits: int = 1) -> str:
+    """A proportion in [0, 1] as a percentage."""
+    if _missing(v) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return DASH
+    return f"{100 * v:.{digits}f}%"
+
+
+def ci(v: Any, digits: int = 1) -> str:
+    """A ``[low, high]`` proportion interval as ``[a%, b%]``."""
+    if _missing(v) or not isinstance(v, (list, tuple)) or len(v) != 2:
+        return DASH
+    return f"[{pct(v[0], digits)}, {pct(v[1], digits)}]"
+
+
+def num(v: Any, digits: int = 4) -> str:
+    """A float with ``digits`` significant digits (norms, eps)."""
+    if _missing(v) or isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return DASH
+    return f"{v:.{digits}g}"
+
+
+def count(v: Any) -> str:
+    """An integer with thousands separators."""
+    if _missing(v) or isinstance(v, bool) or not isinstance(v, (int, float)):
+        return DASH
+    return f"{int(v):,}"
+
+
+def seconds(v: Any) -> str:
+    """A duration in seconds, rounded for reading."""
+    if _missing(v) or isinstance(v, bool) or not isinstance(v, (int, float)):
+        return DASH
+    return f"{v:.1f} s" if v >= 10 else f"{v:.2f} s"
+
+
+def heat(v: Any) -> str:
+    """Background colour for an accuracy cell: red (0%) through amber to green (100%)."""
+    if _missing(v) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return "#eeeeee"
+    return f"hsl({120 * min(1.0, max(0.0, v)):.0f}, 65%, 80%)"
+
+
+def pretty_json(v: Any) -> str:
+    """Config values as indented JSON text (the template escapes it)."""
+    return json.dumps(v, indent=2, ensure_ascii=False, default=str)
+
+
+def params_text(v: Any) -> str:
+    """An attack's parameters as ``k=v`` pairs, unset ones left out."""
+    if not isinstance(v, dict):
+        return ""
+    return ", ".join(f"{k}={x}" for k, x in v.items() if x is not None)
+
+
+def png_b64(v: Any) -> str | None:
+    """The base64 payload if it is plausibly base64 (else the image is left out)."""
+    return v if isinstance(v, str) and _B64.match(v) else None
+
+
+def severity(robust: Any, clean: Any) -> str:
+    """CSS class for a threat row from how much of the clean accuracy survives."""
+    if not isinstance(robust, (int, float)) or not isinstance(clean, (int, float)):
+        return "sev-unknown"
+    ratio = robust / clean if clean > 0 else 0.0
+    if ratio >= GOOD_RATIO:
+        return "sev-good"
+    return "sev-warn" if ratio >= WARN_RATIO else "sev-bad"
+
+
+def class_label(names: list[str] | None, k: Any) -> str:
+    """A class index as its name when the model declares names, else the index."""
+    if isinstance(k, int) and names and 0 <= k < len(names):
+        return str(names[k])
+    return DASH if _missing(k) else str(k)
+
+
+def _pair(v: Any) -> tuple[float, float] | None:
+    """A ``[low, high]`` interval from the document, if it is one."""
+    if isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v):
+        return (float(v[0]), float(v[1]))
+    return None
+
+
+def charts(doc: dict[str, Any]) -> list[tuple[str, Any]]:
+    """One robust-accuracy-vs-eps chart per norm (eps scales differ across norms).
+
+    Each (variant, access) at that norm is a polyline starting at clean accuracy, eps 0.
+    """
+    threats = doc.get("threats") or []
+    variants = {t.get("variant") for t in threats}
+    clean, cci = doc.get("clean_accuracy"), doc.get("clean_ci")
+    out = []
+    for norm in dict.fromkeys(t.get("norm") for t in threats):
+        groups: dict[str, list[Point]] = {}
+        for t in threats:
+            if t.get("norm") != norm:
+                continue
+            name = str(t.get("access"))
+            if len(variants) > 1:
+                name = f"{t.get('variant')} · {name}"
+            pts = groups.setdefault(name, [])
+            if not pts and isinstance(clean, (int, float)):
+                pts.append(Point(0.0, clean, f"clean: {pct(clean)} {ci(cci)}", _pair(cci)))
+            ra, e = t.get("robust_accuracy"), t.get("eps")
+            if isinstance(ra, (int, float)) and isinstance(e, (int, float)):
+                c = t.get("ci")
+                tip = f"{name} {norm} eps={t.get('eps_label')}: {pct(ra)} {ci(c)}"
+                pts.append(Point(float(e), float(ra), tip, _pair(c)))
+        series = [Series(n, tuple(p)) for n, p in groups.items()]
+        title = f"Robust accuracy vs eps ({norm})"
+        out.append((str(norm), line_chart(series, title=title, x_label=f"eps ({norm})")))
+    return out
+
+
+@lru_cache(maxsize=1)
+def _env() -> Environment:
+    env = Environment(
+        loader=PackageLoader("robaudit", "report/templates"),
+        autoescape=True,
+        undefined=ChainableUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(
+        na=na, pct=pct, ci=ci, num=num, count=count, seconds=seconds, heat=heat,
+        pretty_json=pretty_json, params_text=params_text, png_b64=png_b64,
+    )
+    return env
+
+
+def render_html(doc: dict[str, Any]) -> str:
+    """The whole report as one HTML string (sections in a security reviewer's order)."""
+    model = doc.get("model") or {}
+    names = model.get("class_names")
+    clean = doc.get("clean_accuracy")
+    return _env().get_template("report.html.j2").render(
+        doc=doc,
+        threats_by_key={t.get("key"): t for t in doc.get("threats") or []},
+        severity=lambda ra: severity(ra, clean),
+        label=lambda k: class_label(names, k),
+        charts=charts(doc),
+        good_ratio=GOOD_RATIO,
+        warn_ratio=WARN_RATIO,
+    )

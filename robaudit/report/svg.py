@@ -1,0 +1,154 @@
+"""Inline SVG charts for the HTML report: pure functions from numbers to SVG markup.
+
+No JavaScript and no external assets, so the report stays one self-contained file. Every piece
+of text that reaches the SVG goes through :func:`markupsafe.escape`; the result is returned as
+:class:`markupsafe.Markup` so the (autoescaping) template inserts it as markup, not as text.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from markupsafe import Markup, escape
+
+WIDTH = 520
+HEIGHT = 300
+MARGIN_LEFT = 56
+MARGIN_RIGHT = 24
+MARGIN_TOP = 40  # room for the legend
+MARGIN_BOTTOM = 46
+PALETTE = ("#1f6feb", "#d1242f", "#1a7f37", "#9a6700", "#8250df", "#0e7490")
+
+
+@dataclass(frozen=True)
+class Point:
+    """One measured point: x (eps), y (a proportion in [0, 1]), an optional CI and a tooltip."""
+
+    x: float
+    y: float
+    tooltip: str
+    ci: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True)
+class Series:
+    """One polyline of the chart (one access level / variant of a norm)."""
+
+    name: str
+    points: tuple[Point, ...]
+
+
+def nice_ticks(hi: float, count: int = 5) -> list[float]:
+    """Round tick values from 0 to at least ``hi`` (1, 2, 2.5 or 5 × a power of ten apart)."""
+    if not math.isfinite(hi) or hi <= 0:
+        return [0.0, 1.0]
+    raw = hi / max(1, count)
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    n = math.ceil(hi / step - 1e-9)
+    return [round(i * step, 12) for i in range(n + 1)]
+
+
+def _fmt_tick(v: float) -> str:
+    return f"{v:g}"
+
+
+def _f(v: float) -> str:
+    """Coordinates with two decimals: short markup, sub-pixel precision."""
+    return f"{v:.2f}"
+
+
+def line_chart(
+    series: Sequence[Series],
+    *,
+    title: str,
+    x_label: str,
+    y_label: str = "robust accuracy",
+    width: int = WIDTH,
+    height: int = HEIGHT,
+) -> Markup:
+    """A line chart of proportions (y axis 0–100%) against a non-negative x, as ``<svg>``.
+
+    Each point carries a ``<title>`` tooltip and, when given, a vertical CI whisker.
+    """
+    xs = [p.x for s in series for p in s.points if math.isfinite(p.x)]
+    x_ticks = nice_ticks(max(xs, default=0.0))
+    x_max = x_ticks[-1]
+    plot_w = width - MARGIN_LEFT - MARGIN_RIGHT
+    plot_h = height - MARGIN_TOP - MARGIN_BOTTOM
+
+    def sx(x: float) -> float:
+        return MARGIN_LEFT + (x / x_max) * plot_w
+
+    def sy(y: float) -> float:
+        return MARGIN_TOP + (1.0 - min(1.0, max(0.0, y))) * plot_h
+
+    parts: list[str] = [
+        f'<svg class="chart" viewBox="0 0 {width} {height}" '
+        f'width="{width}" height="{height}" role="img">',
+        f"<title>{escape(title)}</title>",
+    ]
+    # grid and y axis (0–100%)
+    for pct in (0, 25, 50, 75, 100):
+        y = sy(pct / 100)
+        parts.append(
+            f'<line class="grid" x1="{_f(MARGIN_LEFT)}" y1="{_f(y)}" x2="{_f(width - MARGIN_RIGHT)}" '
+            f'y2="{_f(y)}"/>'
+        )
+        parts.append(
+            f'<text class="tick" x="{_f(MARGIN_LEFT - 6)}" y="{_f(y + 4)}" text-anchor="end">{pct}%</text>'
+        )
+    for t in x_ticks:
+        x = sx(t)
+        parts.append(
+            f'<line class="axis" x1="{_f(x)}" y1="{_f(sy(0))}" x2="{_f(x)}" y2="{_f(sy(0) + 4)}"/>'
+        )
+        parts.append(
+            f'<text class="tick" x="{_f(x)}" y="{_f(sy(0) + 16)}" text-anchor="middle">'
+            f"{escape(_fmt_tick(t))}</text>"
+        )
+    parts.append(
+        f'<line class="axis" x1="{_f(MARGIN_LEFT)}" y1="{_f(sy(0))}" x2="{_f(width - MARGIN_RIGHT)}" '
+        f'y2="{_f(sy(0))}"/>'
+    )
+    parts.append(
+        f'<line class="axis" x1="{_f(MARGIN_LEFT)}" y1="{_f(sy(1))}" x2="{_f(MARGIN_LEFT)}" '
+        f'y2="{_f(sy(0))}"/>'
+    )
+    parts.append(
+        f'<text class="label" x="{_f(MARGIN_LEFT + plot_w / 2)}" y="{height - 8}" '
+        f'text-anchor="middle">{escape(x_label)}</text>'
+    )
+    parts.append(
+        f'<text class="label" transform="translate(14 {_f(MARGIN_TOP + plot_h / 2)}) rotate(-90)" '
+        f'text-anchor="middle">{escape(y_label)}</text>'
+    )
+    # series
+    for i, s in enumerate(series):
+        colour = PALETTE[i % len(PALETTE)]
+        pts = sorted((p for p in s.points if math.isfinite(p.x) and math.isfinite(p.y)), key=lambda p: p.x)
+        lx, ly = MARGIN_LEFT + (i % 3) * 150, 12 + (i // 3) * 14
+        parts.append(
+            f'<g class="legend"><line x1="{lx}" y1="{ly}" x2="{lx + 18}" y2="{ly}" stroke="{colour}" '
+            f'stroke-width="2.5"/><text x="{lx + 24}" y="{ly + 4}">{escape(s.name)}</text></g>'
+        )
+        if not pts:
+            continue
+        coords = " ".join(f"{_f(sx(p.x))},{_f(sy(p.y))}" for p in pts)
+        parts.append(
+            f'<polyline class="series" fill="none" stroke="{colour}" stroke-width="2" points="{coords}"/>'
+        )
+        for p in pts:
+            cx, cy = sx(p.x), sy(p.y)
+            g = [f'<g class="point"><title>{escape(p.tooltip)}</title>']
+            if p.ci is not None:
+                g.append(
+                    f'<line class="ci" x1="{_f(cx)}" y1="{_f(sy(p.ci[0]))}" x2="{_f(cx)}" '
+                    f'y2="{_f(sy(p.ci[1]))}" stroke="{colour}"/>'
+                )
+            g.append(f'<circle cx="{_f(cx)}" cy="{_f(cy)}" r="4" fill="{colour}"/></g>')
+            parts.append("".join(g))
+    parts.append("</svg>")
+    return Markup("\n".join(parts))

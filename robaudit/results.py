@@ -1,0 +1,265 @@
+"""The run's results: one long table of (variant, attack, threat) rows, threat summaries,
+per-sample records and run metadata. Everything downstream (score, gate, renderers)
+reads only this.
+
+Definitions, stated once and used everywhere:
+- robust accuracy at a threat = samples classified correctly clean and not broken by any
+  attack at that threat (nor at a smaller eps of the same norm: the balls are nested),
+  over all evaluated samples;
+- attack success rate = verified breaks / samples the attack ran on (those classified
+  correctly clean, minus, in a cascade, those already broken);
+- 95% confidence intervals are Wilson score intervals.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pandas as pd
+import torch
+
+from robaudit.engine import EngineResult
+from robaudit.threat import Threat
+
+SCHEMA_VERSION = "1.0"
+VARIANT = "model"  # the bare model; defenses add variants later
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval for a proportion (sensible even at 0 or n successes)."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+@dataclass(frozen=True)
+class Finding:
+    """An integrity or pre-flight observation with a stable id."""
+
+    id: str
+    severity: str  # "info" | "warning" | "error"
+    title: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class ThreatRow:
+    """Worst case over every attack at one threat."""
+
+    variant: str
+    access: str
+    norm: str
+    eps: float
+    eps_label: str
+    key: str
+    n: int
+    robust: int
+    robust_accuracy: float
+    ci_low: float
+    ci_high: float
+    success_rate: float
+    attacks: tuple[str, ...]
+    inherited: int  # samples counted broken by an example found at a smaller eps
+
+
+@dataclass(frozen=True)
+class AttackRow:
+    """What one attack did at one threat (a diagnostic; the headline is the ThreatRow)."""
+
+    variant: str
+    attack: str
+    attack_index: int
+    access: str
+    norm: str
+    eps: float
+    eps_label: str
+    threat_key: str
+    attacked: int
+    broken: int
+    robust_accuracy: float | None  # the attack alone; None when a cascade skipped samples
+    cumulative_robust_accuracy: float  # this attack and those run before it at this threat
+    success_rate: float
+    median_norm: float | None
+    mean_norm: float | None
+    queries: int
+    grad_evals: int
+    seconds: float
+    budget_violations: int
+    bounds_violations: int
+    nonfinite: int
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GateFailure:
+    """A threshold the run did not meet."""
+
+    criterion: str
+    value: float
+    limit: float
+    detail: str
+
+
+@dataclass(frozen=True)
+class GateResult:
+    passed: bool
+    failures: tuple[GateFailure, ...]
+    checked: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Everything a report needs; renderers compute nothing new."""
+
+    model: dict[str, Any]
+    data: dict[str, Any]
+    n: int
+    clean_correct: int
+    clean_accuracy: float
+    clean_ci: tuple[float, float]
+    threats: tuple[ThreatRow, ...]
+    attacks: tuple[AttackRow, ...]
+    samples: tuple[dict[str, Any], ...]
+    examples: tuple[dict[str, Any], ...]
+    findings: tuple[Finding, ...]
+    score: float
+    grade: str
+    gate: GateResult
+    meta: dict[str, Any]
+    config: dict[str, Any]
+    per_class: tuple[dict[str, Any], ...] = ()
+
+    def table(self) -> pd.DataFrame:
+        """The long results table: one row per (variant, attack, threat)."""
+        return pd.DataFrame([{k: v for k, v in asdict(r).items() if k != "params"} for r in self.attacks])
+
+    def threat_table(self) -> pd.DataFrame:
+        return pd.DataFrame([asdict(r) for r in self.threats])
+
+
+def _median(v: torch.Tensor) -> float | None:
+    v = v[torch.isfinite(v)]
+    return float(v.median()) if v.numel() else None
+
+
+def build_tables(
+    er: EngineResult, y: torch.Tensor, params: dict[int, dict[str, Any]], cascade: bool
+) -> tuple[tuple[ThreatRow, ...], tuple[AttackRow, ...], dict[str, dict[int, dict[str, Any]]]]:
+    """Aggregate the engine's cells into threat rows, attack rows and per-sample verdicts."""
+    n = int(er.correct.numel())
+    correct = er.correct
+    by_key: dict[str, list[int]] = {}
+    threats: dict[str, Threat] = {}
+    for i, c in enumerate(er.cells):
+        by_key.setdefault(c.threat.key, []).append(i)
+        threats[c.threat.key] = c.threat
+    attack_rows: list[AttackRow] = []
+    threat_rows: list[ThreatRow] = []
+    verdicts: dict[str, dict[int, dict[str, Any]]] = {}
+    carried: dict[tuple[str, str], tuple[torch.Tensor, dict[int, dict[str, Any]]]] = {}
+    for key in sorted(by_key, key=lambda k: (threats[k].access, threats[k].norm, threats[k].eps)):
+        t = threats[key]
+        fam = (t.access, t.norm)
+        prev_mask, prev_verdict = carried.get(fam, (torch.zeros(n, dtype=torch.bool), {}))
+        own = torch.zeros(n, dtype=torch.bool)
+        verdict: dict[int, dict[str, Any]] = {}
+        for ci in by_key[key]:
+            c = er.cells[ci]
+            new = c.broken & ~own
+            for s in new.nonzero().flatten().tolist():
+                verdict[s] = {
+                    "attack": c.attack,
+                    "norm": float(c.norms[s]),
+                    "adv_pred": int(c.adv_pred[s]),
+                    "eps_found": t.eps,
+                }
+            own |= c.broken
+            attacked = int(c.attacked.sum())
+            broken = int(c.broken.sum())
+            norms_b = c.norms[c.broken]
+            full = bool(torch.equal(c.attacked, correct))
+            attack_rows.append(
+                AttackRow(
+                    variant=VARIANT,
+                    attack=c.attack,
+                    attack_index=c.index,
+                    access=t.access,
+                    norm=t.norm,
+                    eps=t.eps,
+                    eps_label=t.label,
+                    threat_key=key,
+                    attacked=attacked,
+                    broken=broken,
+                    robust_accuracy=(int(correct.sum()) - broken) / n if full else None,
+                    cumulative_robust_accuracy=int((correct & ~(own | prev_mask)).sum()) / n,
+                    success_rate=broken / attacked if attacked else 0.0,
+                    median_norm=_median(norms_b),
+                    mean_norm=float(norms_b.mean()) if norms_b.numel() else None,
+                    queries=c.queries,
+                    grad_evals=c.grad_evals,
+                    seconds=round(c.seconds, 4),
+                    budget_violations=c.budget_violations,
+                    bounds_violations=c.bounds_violations,
+                    nonfinite=c.nonfinite,
+                    params=params.get(c.index, {}),
+                )
+            )
+        inherited = prev_mask & ~own & correct
+        for s in inherited.nonzero().flatten().tolist():
+            verdict[s] = dict(prev_verdict[s])
+        total = (own | prev_mask) & correct
+        carried[fam] = (total, verdict)
+        verdicts[key] = verdict
+        robust = int(correct.sum()) - int(total.sum())
+        lo, hi = wilson_interval(robust, n)
+        nc = int(correct.sum())
+        threat_rows.append(
+            ThreatRow(
+                variant=VARIANT,
+                access=t.access,
+                norm=t.norm,
+                eps=t.eps,
+                eps_label=t.label,
+                key=key,
+                n=n,
+                robust=robust,
+                robust_accuracy=robust / n if n else 0.0,
+                ci_low=lo,
+                ci_high=hi,
+                success_rate=int(total.sum()) / nc if nc else 0.0,
+                attacks=tuple(dict.fromkeys(er.cells[ci].attack for ci in by_key[key])),
+                inherited=int(inherited.sum()),
+            )
+        )
+    del y
+    return tuple(threat_rows), tuple(attack_rows), verdicts
+
+
+def per_class_rows(
+    y: torch.Tensor, correct: torch.Tensor, threats: tuple[ThreatRow, ...],
+    verdicts: dict[str, dict[int, dict[str, Any]]], num_classes: int,
+) -> tuple[dict[str, Any], ...]:
+    """Clean and robust accuracy per class and threat (for the per-class table)."""
+    rows = []
+    for k in range(num_classes):
+        members = (y == k).nonzero().flatten().tolist()
+        if not members:
+            continue
+        row: dict[str, Any] = {
+            "class": k,
+            "n": len(members),
+            "clean_accuracy": sum(bool(correct[i]) for i in members) / len(members),
+            "robust_accuracy": {},
+        }
+        for t in threats:
+            broken = verdicts[t.key]
+            ok = sum(1 for i in members if bool(correct[i]) and i not in broken)
+            row["robust_accuracy"][t.key] = ok / len(members)
+        rows.append(row)
+    return tuple(rows)

@@ -1,0 +1,246 @@
+"""One audit, end to end, as a library call: the CLI is a thin layer over :func:`run_scan`.
+
+config → load model and data → Classifier → plan → engine → results → score → gate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import robaudit
+from robaudit.attacks.base import registry
+from robaudit.classifier import Classifier, resolve_device
+from robaudit.config import Config
+from robaudit.engine import EngineResult, PlannedAttack, run_plan
+from robaudit.errors import ModelLoadError
+from robaudit.loading.data import DataSet, load_data
+from robaudit.loading.model import LoadedModel, load_model
+from robaudit.progress import Progress
+from robaudit.results import (
+    SCHEMA_VERSION,
+    Finding,
+    RunResult,
+    build_tables,
+    per_class_rows,
+    wilson_interval,
+)
+from robaudit.scoring import evaluate_gate, grade, score
+
+
+@dataclass(frozen=True)
+class ScanOptions:
+    """Command-line overrides of the config (None = keep the config's value)."""
+
+    data: str | None = None
+    samples: int | None = None
+    seed: int | None = None
+    device: str | None = None
+    batch_size: int | None = None
+    trust_model: bool = False
+
+
+def build_plan(cfg: Config) -> list[PlannedAttack]:
+    """Every (attack, eps) pair in the config, as attack instances at threats."""
+    plan = []
+    reg = registry()
+    for i, spec in enumerate(cfg.attacks):
+        attack = reg[spec.name](spec.params)
+        plan.extend(PlannedAttack(i, attack, t) for t in spec.threats())
+    return plan
+
+
+def config_sha256(cfg: Config) -> str:
+    """Hash of the validated config (so formatting and comments do not change it)."""
+    blob = json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def _check_model_output(loaded: LoadedModel, cfg: Config, data: DataSet) -> None:
+    """The model must map one input of the declared shape to ``num_classes`` logits."""
+    probe = data.x[:2]
+    try:
+        with torch.no_grad():
+            out = loaded.module(probe)
+    except Exception as exc:  # any failure here means the model does not fit the config
+        raise ModelLoadError(
+            f"{loaded.path}: model fails on inputs of shape {list(probe.shape)} "
+            f"(model.input_shape {list(cfg.model.input_shape)}): {str(exc).splitlines()[0][:200]}"
+        ) from None
+    if not isinstance(out, torch.Tensor):
+        raise ModelLoadError(
+            f"{loaded.path}: model returns {type(out).__name__}, expected a logits tensor "
+            f"N x {cfg.model.num_classes}"
+        )
+    if out.dim() != 2 or out.shape[1] != cfg.model.num_classes:
+        raise ModelLoadError(
+            f"{loaded.path}: model output has shape {list(out.shape)} for {probe.shape[0]} inputs; "
+            f"expected [{probe.shape[0]}, {cfg.model.num_classes}] (model.num_classes)"
+        )
+
+
+def preflight_findings(er: EngineResult, cfg: Config) -> list[Finding]:
+    """Findings the foundation can already raise; the integrity module adds more."""
+    out: list[Finding] = []
+    n = int(er.correct.numel())
+    acc = float(er.correct.float().mean()) if n else 0.0
+    chance = 1.0 / cfg.model.num_classes
+    if n and acc < min(0.5, 2 * chance):
+        out.append(
+            Finding(
+                "RA001",
+                "error",
+                "Clean accuracy near chance",
+                f"clean accuracy {acc:.1%} with {cfg.model.num_classes} classes (chance "
+                f"{chance:.1%}): check model.mean/std, model.bounds and the labels; robust "
+                "accuracy of a model that does not work clean means nothing",
+            )
+        )
+    viol = [c for c in er.cells if c.budget_violations or c.bounds_violations or c.nonfinite]
+    for c in viol:
+        out.append(
+            Finding(
+                "RA002",
+                "warning",
+                "Attack returned inputs outside the threat",
+                f"{c.attack} at {c.threat.key}: {c.budget_violations} outside the eps ball, "
+                f"{c.bounds_violations} outside the bounds, {c.nonfinite} non-finite; the engine "
+                "projected them back before verifying (an attack bug, reported not hidden)",
+            )
+        )
+    return out
+
+
+def run_scan(
+    model_path: str | Path,
+    cfg: Config,
+    options: ScanOptions | None = None,
+    *,
+    progress: Progress | None = None,
+    config_path: str | None = None,
+) -> RunResult:
+    """Run a whole audit and return its results; raises RobauditError subclasses on bad input."""
+    opts = options or ScanOptions()
+    started = datetime.now(timezone.utc)
+    t0 = time.perf_counter()
+    seed = opts.seed if opts.seed is not None else cfg.seed
+    data_seed = cfg.data.seed if cfg.data.seed is not None else seed
+    device = resolve_device(opts.device or cfg.engine.device)
+    batch_size = opts.batch_size or cfg.data.batch_size
+    source = opts.data or cfg.data.source
+    samples = opts.samples if opts.samples is not None else cfg.data.samples
+
+    loaded = load_model(
+        model_path, arch=cfg.model.arch, arch_kwargs=cfg.model.arch_kwargs,
+        trust_model=opts.trust_model,
+    )
+    data = load_data(
+        source, split=cfg.data.split, input_shape=cfg.model.input_shape, bounds=cfg.model.bounds,
+        num_classes=cfg.model.num_classes, samples=samples, seed=data_seed,
+    )
+    _check_model_output(loaded, cfg, data)
+    clf = Classifier(
+        loaded.module, num_classes=cfg.model.num_classes, bounds=cfg.model.bounds,
+        mean=cfg.model.mean, std=cfg.model.std, device=device, batch_size=batch_size,
+    )
+    torch.manual_seed(seed)  # for models that draw randomness from the global generator
+    plan = build_plan(cfg)
+    er = run_plan(
+        clf, data.x, data.y, plan, seed=seed, batch_size=batch_size,
+        cascade=cfg.engine.cascade, examples=cfg.report.examples, progress=progress,
+    )
+    params = {i: spec.params.model_dump(mode="json") for i, spec in enumerate(cfg.attacks)}
+    threats, attacks, verdicts = build_tables(er, data.y, params, cfg.engine.cascade)
+    n = int(data.y.numel())
+    nc = int(er.correct.sum())
+    clean_acc = nc / n if n else 0.0
+    sc = score(threats, clean_acc)
+    gate = evaluate_gate(cfg.gate, clean_acc, threats, sc)
+    class_names = cfg.model.class_names or (list(data.class_names) if data.class_names else None)
+    samples_out = tuple(
+        {
+            "index": i,
+            "source_index": int(data.indices[i]),
+            "label": int(data.y[i]),
+            "clean_pred": int(er.clean_pred[i]),
+            "correct": bool(er.correct[i]),
+            "threats": {t.key: verdicts[t.key].get(i) for t in threats},
+        }
+        for i in range(n)
+    )
+    examples = tuple(
+        {
+            "sample": e.sample,
+            "threat_key": e.threat_key,
+            "attack": e.attack,
+            "label": e.label,
+            "clean_pred": e.clean_pred,
+            "clean_conf": e.clean_conf,
+            "adv_pred": e.adv_pred,
+            "adv_conf": e.adv_conf,
+            "x": e.x,
+            "x_adv": e.x_adv,
+        }
+        for e in er.examples
+    )
+    duration = time.perf_counter() - t0
+    meta: dict[str, Any] = {
+        "robaudit_version": robaudit.__version__,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "platform": platform.platform(),
+        "device": str(device),
+        "seed": seed,
+        "data_seed": data_seed,
+        "batch_size": batch_size,
+        "cascade": cfg.engine.cascade,
+        "config_path": config_path,
+        "config_sha256": config_sha256(cfg),
+        "started_at": started.isoformat(timespec="seconds"),
+        "duration_seconds": round(duration, 3),
+        "clean_seconds": round(er.clean_seconds, 4),
+        "schema_version": SCHEMA_VERSION,
+    }
+    return RunResult(
+        model={
+            "path": loaded.path,
+            "sha256": loaded.sha256,
+            "format": loaded.format,
+            "arch": loaded.arch,
+            "input_shape": list(cfg.model.input_shape),
+            "num_classes": cfg.model.num_classes,
+            "class_names": class_names,
+            "bounds": list(cfg.model.bounds),
+            "mean": cfg.model.mean,
+            "std": cfg.model.std,
+        },
+        data={
+            "source": source,
+            "split": cfg.data.split,
+            "samples": n,
+            "requested_samples": samples,
+        },
+        n=n,
+        clean_correct=nc,
+        clean_accuracy=clean_acc,
+        clean_ci=wilson_interval(nc, n),
+        threats=threats,
+        attacks=attacks,
+        samples=samples_out,
+        examples=examples,
+        findings=tuple(preflight_findings(er, cfg)),
+        score=sc,
+        grade=grade(sc),
+        gate=gate,
+        meta=meta,
+        config=cfg.model_dump(mode="json"),
+        per_class=per_class_rows(data.y, er.correct, threats, verdicts, cfg.model.num_classes),
+    )

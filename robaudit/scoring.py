@@ -1,0 +1,84 @@
+"""Score, grade and gate: from the results table to a verdict and an exit code.
+
+Score (0-100) = 100 × the mean, over every threat in the run, of the robust accuracy at that
+threat (the worst case over attacks). Robust accuracy already includes clean errors, so a
+model that is accurate but fragile and one that is robust but inaccurate both score low.
+Grades: A ≥ 80, B ≥ 65, C ≥ 50, D ≥ 35, else F.
+"""
+
+from __future__ import annotations
+
+from robaudit.config import GateSection
+from robaudit.results import GateFailure, GateResult, ThreatRow
+
+SCORE_FORMULA = (
+    "score = 100 × mean over threats of robust accuracy (worst case over attacks); "
+    "grade A ≥ 80, B ≥ 65, C ≥ 50, D ≥ 35, else F"
+)
+GRADES = ((80.0, "A"), (65.0, "B"), (50.0, "C"), (35.0, "D"))
+
+
+def score(threats: tuple[ThreatRow, ...], clean_accuracy: float) -> float:
+    """The documented 0–100 score; with no threats it is the clean accuracy."""
+    if not threats:
+        return round(100.0 * clean_accuracy, 2)
+    return round(100.0 * sum(t.robust_accuracy for t in threats) / len(threats), 2)
+
+
+def grade(value: float) -> str:
+    for limit, letter in GRADES:
+        if value >= limit:
+            return letter
+    return "F"
+
+
+def evaluate_gate(
+    gate: GateSection, clean_accuracy: float, threats: tuple[ThreatRow, ...], score_value: float
+) -> GateResult:
+    """Check every configured threshold; each miss says its value, its limit and by how much."""
+    failures: list[GateFailure] = []
+    checked: list[str] = []
+    if gate.min_clean_accuracy is not None:
+        checked.append("min_clean_accuracy")
+        if clean_accuracy < gate.min_clean_accuracy:
+            failures.append(
+                GateFailure(
+                    "min_clean_accuracy",
+                    clean_accuracy,
+                    gate.min_clean_accuracy,
+                    f"clean accuracy {clean_accuracy:.1%} is below {gate.min_clean_accuracy:.1%} "
+                    f"by {gate.min_clean_accuracy - clean_accuracy:.1%}",
+                )
+            )
+    for g in gate.min_robust_accuracy:
+        name = f"min_robust_accuracy[{g.access} {g.norm} eps={g.eps:g}]"
+        checked.append(name)
+        row = next(
+            (t for t in threats if t.norm == g.norm and t.access == g.access and abs(t.eps - g.eps) < 1e-9),
+            None,
+        )
+        if row is None:
+            failures.append(GateFailure(name, float("nan"), g.value, "threat was not evaluated"))
+        elif row.robust_accuracy < g.value:
+            failures.append(
+                GateFailure(
+                    name,
+                    row.robust_accuracy,
+                    g.value,
+                    f"robust accuracy {row.robust_accuracy:.1%} at {g.norm} eps {row.eps_label} is "
+                    f"below {g.value:.1%} by {g.value - row.robust_accuracy:.1%}",
+                )
+            )
+    if gate.min_score is not None:
+        checked.append("min_score")
+        if score_value < gate.min_score:
+            failures.append(
+                GateFailure(
+                    "min_score",
+                    score_value,
+                    gate.min_score,
+                    f"score {score_value:.1f} is below {gate.min_score:g} by "
+                    f"{gate.min_score - score_value:.1f}",
+                )
+            )
+    return GateResult(passed=not failures, failures=tuple(failures), checked=tuple(checked))

@@ -1,0 +1,59 @@
+"""The threat a robust-accuracy number is about: who the attacker is and how far they may go."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+
+NORMS = ("linf", "l2")
+ACCESS_LEVELS = ("white-box", "score", "decision")
+
+
+@dataclass(frozen=True, order=True)
+class Threat:
+    """(norm, eps, access): eps is in pixel units of the declared input bounds."""
+
+    norm: str
+    eps: float
+    access: str = "white-box"
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            object.__setattr__(self, "label", format_eps(self.eps))
+
+    @property
+    def key(self) -> str:
+        """A stable id used in the report and the CSV."""
+        return f"{self.access}/{self.norm}/{self.label}"
+
+    def same_ball_family(self, other: Threat) -> bool:
+        """Balls of the same norm and access are nested: a break at a smaller eps holds at a larger."""
+        return self.norm == other.norm and self.access == other.access
+
+
+def parse_eps(value: object) -> float:
+    """Parse an eps given as a number or a fraction string such as ``"8/255"`` (never ``eval``)."""
+    if isinstance(value, bool):
+        raise ValueError(f"eps must be a number or a fraction like '8/255', got {value!r}")
+    if isinstance(value, (int, float)):
+        eps = float(value)
+    elif isinstance(value, str):
+        try:
+            eps = float(Fraction(value.strip().replace(" ", "")))
+        except (ValueError, ZeroDivisionError):
+            raise ValueError(f"eps {value!r} is not a number or a fraction like '8/255'") from None
+    else:
+        raise ValueError(f"eps must be a number or a fraction like '8/255', got {value!r}")
+    if not math.isfinite(eps) or eps < 0:
+        raise ValueError(f"eps must be a finite number >= 0, got {value!r}")
+    return eps
+
+
+def format_eps(eps: float) -> str:
+    """Show eps as a short fraction of 255 when it is one (8/255), else as a short decimal."""
+    frac = Fraction(eps).limit_denominator(255)
+    if frac.denominator == 255 and abs(float(frac) - eps) < 1e-12:
+        return f"{frac.numerator}/255"
+    return f"{eps:.6g}"
