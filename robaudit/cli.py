@@ -24,6 +24,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 import robaudit
 from robaudit.attacks.base import param_table, registry
@@ -66,7 +67,7 @@ def handle_errors(fn: F) -> F:
             if _state["debug"]:
                 traceback.print_exc()
             msg = str(exc).replace("\n", " ")
-            _err_console().print(f"[red]robaudit: error:[/] {msg}", markup=True)
+            _err_console().print(Text.assemble(("robaudit: error: ", "red"), msg))
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             _err_console().print("robaudit: interrupted")
@@ -76,8 +77,10 @@ def handle_errors(fn: F) -> F:
                 traceback.print_exc()
             first = (str(exc).splitlines() or [""])[0][:300]
             _err_console().print(
-                f"[red]robaudit: internal error:[/] {type(exc).__name__}: {first} "
-                "(run again with --debug for the traceback)"
+                Text.assemble(
+                    ("robaudit: internal error: ", "red"),
+                    f"{type(exc).__name__}: {first} (run again with --debug for the traceback)",
+                )
             )
             raise typer.Exit(EXIT_RUNTIME) from None
 
@@ -125,17 +128,41 @@ class RichProgress:
 @app.command()
 @handle_errors
 def scan(
-    model: Annotated[Path, typer.Argument(help="Checkpoint: TorchScript, state_dict (+ model.arch), or .pt2.")],
-    config: Annotated[Path, typer.Option("--config", "-c", help="Threat-model YAML (see `robaudit init`).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.json/.html and results.csv.")] = Path("out/robaudit"),
-    data: Annotated[str | None, typer.Option(help="Override data.source (builtin:digits, a .npz, a folder, torchvision:NAME:PATH).")] = None,
+    model: Annotated[
+        Path, typer.Argument(help="Checkpoint: TorchScript, state_dict (+ model.arch), or .pt2.")
+    ],
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="Threat-model YAML (see `robaudit init`).")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for report.json/.html and results.csv.")
+    ] = Path("out/robaudit"),
+    data: Annotated[
+        str | None,
+        typer.Option(
+            help="Override data.source (builtin:digits, a .npz, a folder, torchvision:NAME:PATH)."
+        ),
+    ] = None,
     samples: Annotated[int | None, typer.Option(help="Override data.samples.")] = None,
     seed: Annotated[int | None, typer.Option(help="Override the run seed.")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda (default: engine.device).")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Override data.batch_size.")] = None,
-    trust_model: Annotated[bool, typer.Option("--trust-model", help="Allow pickled whole-module checkpoints (unpickling runs code).")] = False,
-    exit_zero: Annotated[bool, typer.Option("--exit-zero", help="Report only: exit 0 even when the gate fails.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary; errors only.")] = False,
+    device: Annotated[
+        str | None, typer.Option(help="auto, cpu or cuda (default: engine.device).")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Override data.batch_size.")
+    ] = None,
+    trust_model: Annotated[
+        bool,
+        typer.Option(
+            "--trust-model", help="Allow pickled whole-module checkpoints (unpickling runs code)."
+        ),
+    ] = False,
+    exit_zero: Annotated[
+        bool, typer.Option("--exit-zero", help="Report only: exit 0 even when the gate fails.")
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress or summary; errors only.")
+    ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
 ) -> None:
     """Attack MODEL as CONFIG describes, write the report, and exit 1 if the gate fails."""
@@ -149,23 +176,35 @@ def scan(
         raise UserInputError(f"--samples {samples}: give a positive number of samples")
     if batch_size is not None and batch_size <= 0:
         raise UserInputError(f"--batch-size {batch_size}: give a positive batch size")
-    if device is not None and device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+    if (
+        device is not None
+        and device not in ("auto", "cpu", "cuda")
+        and not device.startswith("cuda:")
+    ):
         raise UserInputError(f"--device {device!r}: valid values are auto, cpu, cuda, cuda:N")
     cfg = load_config(config)
     if not model.exists():
         raise UserInputError(f"{model}: model file not found")
     prepare_out_dir(out)
     opts = ScanOptions(
-        data=data, samples=samples, seed=seed, device=device, batch_size=batch_size,
+        data=data,
+        samples=samples,
+        seed=seed,
+        device=device,
+        batch_size=batch_size,
         trust_model=trust_model,
     )
     console = _err_console()
-    if quiet:
+    if quiet or not console.is_terminal:  # bars only for a person at a terminal
         result = run_scan(model, cfg, opts, config_path=str(config))
     else:
         with Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), console=console, transient=True,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
         ) as bar:
             result = run_scan(model, cfg, opts, progress=RichProgress(bar), config_path=str(config))
     doc = to_document(result)
@@ -179,8 +218,12 @@ def scan(
 @app.command()
 @handle_errors
 def init(
-    preset: Annotated[str, typer.Option(help=f"Starter preset: {', '.join(PRESET_NAMES)}.")] = "standard",
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to a file instead of stdout.")] = None,
+    preset: Annotated[
+        str, typer.Option(help=f"Starter preset: {', '.join(PRESET_NAMES)}.")
+    ] = "standard",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to a file instead of stdout.")
+    ] = None,
 ) -> None:
     """Print a commented starter config (a preset) to stdout or a file."""
     text = preset_path(preset).read_text(encoding="utf-8")
@@ -189,6 +232,8 @@ def init(
         return
     if output.exists():
         raise UserInputError(f"{output}: already exists; not overwriting it")
+    if not output.parent.is_dir():
+        raise UserInputError(f"{output}: folder {output.parent} does not exist")
     from robaudit.report.writers import atomic_write_text
 
     atomic_write_text(output, text)
@@ -216,7 +261,7 @@ def attacks(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """List the registered attacks, their norms and parameters."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, cls in registry().items():
         rows.append(
             {
@@ -239,7 +284,9 @@ def attacks(
     table.add_column("what / paper")
     for r in rows:
         params = "\n".join(f"{p['name']}: {p['type']} = {p['default']}" for p in r["params"]) or "—"
-        table.add_row(r["name"], ", ".join(r["norms"]), r["requires"], params, f"{r['summary']}\n{r['paper']}")
+        table.add_row(
+            r["name"], ", ".join(r["norms"]), r["requires"], params, f"{r['summary']}\n{r['paper']}"
+        )
     Console(highlight=False).print(table)
 
 

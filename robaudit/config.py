@@ -32,6 +32,8 @@ PRESET_NAMES = ("quick", "standard", "strict")
 MAX_CONFIG_BYTES = 1_000_000
 
 Norm = Literal["linf", "l2"]
+Format = Literal["json", "html", "csv"]
+FORMATS: tuple[Format, ...] = ("json", "html", "csv")
 Access = Literal["white-box", "score", "decision"]
 
 
@@ -159,9 +161,7 @@ class GateSection(_Section):
 class ReportSection(_Section):
     """Which files to write and how many example images to show."""
 
-    formats: list[Literal["json", "html", "csv"]] = Field(
-        default_factory=lambda: ["json", "html", "csv"]
-    )
+    formats: list[Format] = Field(default_factory=lambda: list(FORMATS))
     examples: int = Field(8, ge=0, le=256)
 
 
@@ -378,6 +378,8 @@ def _format_errors(
                 else f" (got {got!r})"
             )
             msgs.append(f"{where}: {msg}{shown}")
+    # a misspelled key also shows up as a missing one: the unknown-key message explains both
+    msgs.sort(key=lambda m: 0 if "unknown key" in m else 1)
     first = msgs[0]
     if len(msgs) > 1:
         first += f" (and {len(msgs) - 1} more problem(s))"

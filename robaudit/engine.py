@@ -17,7 +17,7 @@ import torch
 from robaudit.attacks.base import Attack
 from robaudit.attacks.projections import clip_to_ball, flat_norm
 from robaudit.classifier import Classifier
-from robaudit.errors import RuntimeFailure
+from robaudit.errors import ModelLoadError, RuntimeFailure
 from robaudit.progress import NullProgress, Progress
 from robaudit.threat import Threat
 
@@ -104,7 +104,10 @@ def clean_pass(clf: Classifier, x: torch.Tensor, y: torch.Tensor) -> tuple[torch
         )
     if not torch.isfinite(logits).all():
         bad = int((~torch.isfinite(logits)).any(dim=1).sum())
-        raise RuntimeFailure(f"model returned NaN or inf logits on {bad} clean sample(s)")
+        raise ModelLoadError(
+            f"model returned NaN or inf logits on {bad} of {logits.shape[0]} clean sample(s); "
+            "check the checkpoint and model.mean/std"
+        )
     probs = logits.softmax(dim=1)
     conf, pred = probs.max(dim=1)
     pred, conf = pred.cpu(), conf.cpu()
@@ -202,12 +205,12 @@ def _run_cell(
             raise RuntimeFailure(
                 f"{label}: attack returned shape {list(xa.shape)}, expected {list(xb.shape)}"
             )
-        finite = torch.isfinite(xa.reshape(xa.shape[0], -1)).all(dim=1)
+        finite = torch.isfinite(xa.flatten(1)).all(dim=1)
         nonfinite += int((~finite).sum())
         xa = torch.where(finite.view(-1, *([1] * (xa.dim() - 1))), xa, xb)
         d = flat_norm(xa - xb, threat.norm)
         viol_budget += int((d > threat.eps + TOLERANCE).sum())
-        flat = xa.reshape(xa.shape[0], -1)
+        flat = xa.flatten(1)
         viol_bounds += int(((flat < lo - TOLERANCE) | (flat > hi + TOLERANCE)).any(dim=1).sum())
         xa = clip_to_ball(xa, xb, threat.norm, threat.eps, clf.bounds)
         q_before = clf.counters.queries

@@ -50,7 +50,7 @@ class ScanOptions:
 
 def build_plan(cfg: Config) -> list[PlannedAttack]:
     """Every (attack, eps) pair in the config, as attack instances at threats."""
-    plan = []
+    plan: list[PlannedAttack] = []
     reg = registry()
     for i, spec in enumerate(cfg.attacks):
         attack = reg[spec.name](spec.params)

@@ -12,7 +12,7 @@ _TINY = 1e-12
 
 def flat_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
     """Per-sample ``linf`` or ``l2`` norm of a batch of perturbations."""
-    flat = delta.reshape(delta.shape[0], -1)
+    flat = delta.flatten(1)
     if norm == "linf":
         return flat.abs().amax(dim=1) if flat.shape[1] else flat.new_zeros(flat.shape[0])
     if norm == "l2":
@@ -64,15 +64,16 @@ def steepest_direction(grad: torch.Tensor, norm: str) -> torch.Tensor:
 def random_in_ball(
     like: torch.Tensor, norm: str, eps: float, generator: torch.Generator
 ) -> torch.Tensor:
-    """A uniform random perturbation inside the ball (drawn on CPU for device-independent seeds)."""
+    """A random start inside the ball (drawn on CPU, so seeds give the same start on any device)."""
     shape = like.shape
     if norm == "linf":
         u = torch.rand(shape, generator=generator, dtype=torch.float32)
         delta = (2 * u - 1) * eps
     elif norm == "l2":
         g = torch.randn(shape, generator=generator, dtype=torch.float32)
-        d = g[0].numel() if g.shape[0] else 1
-        r = torch.rand(shape[0], generator=generator, dtype=torch.float32) ** (1.0 / d)
+        # a uniform radius, not uniform volume: in high dimension a volume-uniform start sits
+        # on the sphere, spending the whole budget on a random direction before the first step
+        r = torch.rand(shape[0], generator=generator, dtype=torch.float32)
         delta = g / _per_sample(flat_norm(g, "l2") + _TINY, g) * _per_sample(r * eps, g)
     else:
         raise ValueError(f"unknown norm {norm!r}")

@@ -222,7 +222,7 @@ def _load_pickled(
         if global_name is None:
             raise ModelLoadError(
                 f"model file '{p}' is not a loadable checkpoint (corrupt, truncated, or not a "
-                f"PyTorch file): {type(exc).__name__}: {_one_line(exc)}"
+                f"PyTorch file): {type(exc).__name__}: {_one_line(exc).split(' Re-running')[0][:200]}"
             ) from exc
         if not trust_model:
             raise ModelLoadError(

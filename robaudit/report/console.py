@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -18,8 +19,9 @@ def print_summary(doc: dict[str, Any], console: Console, written: dict[str, Path
     """Print what a person needs to see at the end of a scan."""
     m, d = doc["model"], doc["data"]
     console.print(
-        f"[bold]robaudit[/] {doc['robaudit_version']} · model {m['path']} ({m['format']}) · "
-        f"{d['samples']} samples of {d['source']}:{d['split']} · device {doc['meta']['device']}",
+        f"[bold]robaudit[/] {doc['robaudit_version']} · model {escape(str(m['path']))} "
+        f"({m['format']}) · {d['samples']} samples of {escape(str(d['source']))}:"
+        f"{escape(str(d['split']))} · device {doc['meta']['device']}",
         highlight=False,
     )
     table = Table(title="Clean vs robust accuracy (worst case over attacks)", title_justify="left")
@@ -41,11 +43,16 @@ def print_summary(doc: dict[str, Any], console: Console, written: dict[str, Path
     console.print(table)
     for f in doc["findings"]:
         colour = {"error": "red", "warning": "yellow"}.get(f["severity"], "cyan")
-        console.print(f"[{colour}]{f['id']} {f['severity']}[/]: {f['title']} — {f['detail']}", highlight=False)
+        console.print(
+            f"[{colour}]{f['id']} {f['severity']}[/]: {escape(f['title'])} — {escape(f['detail'])}",
+            highlight=False,
+        )
     gate = doc["gate"]
     verdict = "[bold green]PASS[/]" if gate["passed"] else "[bold red]FAIL[/]"
     console.print(f"Score {doc['score']:.1f} / 100, grade {doc['grade']} · gate {verdict}")
     for fail in gate["failures"]:
-        console.print(f"  [red]✗[/] {fail['criterion']}: {fail['detail']}", highlight=False)
+        console.print(
+            f"  [red]✗[/] {escape(fail['criterion'])}: {escape(fail['detail'])}", highlight=False
+        )
     for fmt, path in written.items():
-        console.print(f"  {fmt:5s} → {path}", highlight=False)
+        console.print(f"  {fmt:5s} → {escape(str(path))}", highlight=False)

@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 from jinja2 import ChainableUndefined, Environment, PackageLoader, Undefined
+from markupsafe import Markup
 
 from robaudit.report.svg import Point, Series, line_chart
 
@@ -115,7 +116,7 @@ def _pair(v: Any) -> tuple[float, float] | None:
     return None
 
 
-def charts(doc: dict[str, Any]) -> list[tuple[str, Any]]:
+def charts(doc: dict[str, Any]) -> list[tuple[str, Markup]]:
     """One robust-accuracy-vs-eps chart per norm (eps scales differ across norms).
 
     Each (variant, access) at that norm is a polyline starting at clean accuracy, eps 0.
@@ -148,6 +149,7 @@ def charts(doc: dict[str, Any]) -> list[tuple[str, Any]]:
 
 @lru_cache(maxsize=1)
 def _env() -> Environment:
+    """One environment per process; ChainableUndefined lets sparse (interrupted) documents render."""
     env = Environment(
         loader=PackageLoader("robaudit", "report/templates"),
         autoescape=True,

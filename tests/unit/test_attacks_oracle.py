@@ -1,0 +1,73 @@
+"""Analytic oracle: on a linear classifier the exact distance to the decision boundary is known.
+
+Every gradient attack must break each sample whose distance is a little below eps, and no
+attack can ever break one whose distance is above eps (the engine verifies, so a test like
+this catches attacks that do nothing and engines that trust attacks).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from robaudit.attacks.base import registry
+from robaudit.classifier import Classifier
+from robaudit.engine import PlannedAttack, run_plan
+from robaudit.threat import Threat
+
+D = 16
+
+
+class BinaryLinear(nn.Module):
+    """logits = [0, w·x + b]: class 1 iff w·x + b > 0."""
+
+    def __init__(self, w: torch.Tensor, b: float) -> None:
+        super().__init__()
+        self.w = nn.Parameter(w.clone(), requires_grad=False)
+        self.b = b
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = x.flatten(1) @ self.w + self.b
+        return torch.stack([torch.zeros_like(z), z], dim=1)
+
+
+def _setup(norm: str, n: int = 64) -> tuple[Classifier, torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(D, generator=g)
+    model = BinaryLinear(w, 0.0)
+    # inputs near the middle of [0, 1] so the box never limits a perturbation of size < 0.2
+    x = 0.5 + 0.02 * torch.randn(n, 1, 4, 4, generator=g)
+    z = x.flatten(1) @ w
+    y = (z > 0).long()
+    dual = w.abs().sum() if norm == "linf" else w.norm()
+    dist = z.abs() / dual  # exact minimal perturbation norm
+    return Classifier(model, num_classes=2), x, y, dist
+
+
+GRADIENT_ATTACKS = [n for n, c in registry().items() if c.requires == "gradients"]
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("name", GRADIENT_ATTACKS)
+def test_gradient_attack_reaches_the_exact_boundary(name: str, norm: str) -> None:
+    clf, x, y, dist = _setup(norm)
+    eps = float(dist.median())
+    attack = registry()[name]()
+    res = run_plan(clf, x, y, [PlannedAttack(0, attack, Threat(norm, eps))], seed=0, batch_size=32)
+    broken = res.cells[0].broken
+    above = dist < eps * 0.95  # a little inside the ball: must be found
+    below = dist > eps * 1.0001  # outside the ball: impossible
+    assert above.sum() > 10 and below.sum() > 10
+    assert broken[above].all(), f"{name} missed {int((~broken[above]).sum())} reachable samples"
+    assert not broken[below].any(), f"{name} 'broke' samples farther than eps: verification failed"
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("name", list(registry()))
+def test_no_attack_breaks_what_is_out_of_reach(name: str, norm: str) -> None:
+    clf, x, y, dist = _setup(norm)
+    eps = float(dist.min()) * 0.9
+    attack = registry()[name]()
+    res = run_plan(clf, x, y, [PlannedAttack(0, attack, Threat(norm, eps))], seed=1, batch_size=32)
+    assert not res.cells[0].broken.any()
