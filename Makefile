@@ -11,7 +11,6 @@ DEMO_OUT ?= out/demo
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
 
 $(BASE_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q $(TORCH)
