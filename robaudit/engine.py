@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -81,6 +82,26 @@ class EngineResult:
     clean_seconds: float = 0.0
 
 
+@dataclass(frozen=True)
+class VerifiedBatch:
+    """One batch of one cell after the engine's checks, for sinks such as example export.
+
+    ``x_adv`` is projected into the ball and the bounds; ``pred`` is the fresh prediction;
+    ``broken`` = ``pred != label``. All tensors are on the CPU; ``idx`` indexes the data set.
+    """
+
+    attack: str
+    attack_index: int
+    threat: Threat
+    idx: torch.Tensor
+    x_adv: torch.Tensor
+    pred: torch.Tensor
+    broken: torch.Tensor
+
+
+BatchSink = Callable[[VerifiedBatch], None]
+
+
 def cell_seed(seed: int, *parts: object) -> int:
     """A seed derived from the run seed and the cell's identity (not from batch order)."""
     h = hashlib.sha256(repr((seed, *parts)).encode()).digest()
@@ -125,8 +146,13 @@ def run_plan(
     cascade: bool = False,
     examples: int = 8,
     progress: Progress | None = None,
+    on_batch: BatchSink | None = None,
 ) -> EngineResult:
-    """Attack every correctly classified sample with every planned attack, verify, record."""
+    """Attack every correctly classified sample with every planned attack, verify, record.
+
+    ``on_batch`` receives every verified batch (for exporting adversarial examples) so the
+    engine itself never holds more than one batch of candidates.
+    """
     progress = progress or NullProgress()
     n = int(x.shape[0])
     t0 = time.perf_counter()
@@ -149,7 +175,7 @@ def run_plan(
             targets &= ~done
         room = max(0, examples - kept.get(threat.key, 0))
         cell, shown = _run_cell(
-            clf, x, y, item, targets, seed, batch_size, progress, done, room, result
+            clf, x, y, item, targets, seed, batch_size, progress, done, room, result, on_batch
         )
         kept[threat.key] = kept.get(threat.key, 0) + len(shown)
         result.examples.extend(shown)
@@ -171,6 +197,7 @@ def _run_cell(
     done: torch.Tensor,
     room: int,
     res: EngineResult,
+    on_batch: BatchSink | None = None,
 ) -> tuple[CellOutcome, list[Example]]:
     threat, attack = item.threat, item.attack
     n = int(x.shape[0])
@@ -239,6 +266,10 @@ def _run_cell(
         )
         adv_pred[idx] = pred
         norms[idx] = flat_norm(xa - xb, threat.norm).cpu()
+        if on_batch is not None:
+            on_batch(
+                VerifiedBatch(attack.name, item.index, threat, idx.cpu(), xa.cpu(), pred, b.cpu())
+            )
         progress.advance(int(idx.numel()))
     progress.finish()
     q1, g1 = clf.counters.snapshot()
