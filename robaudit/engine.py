@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -52,6 +52,9 @@ class CellOutcome:
     bounds_violations: int
     nonfinite: int
     loss_trace: list[float] | None
+    adversarial: torch.Tensor | None = None  # minimal-norm attacks: fooled at any norm
+    minimal_norm: bool = False
+    shared_cost: bool = False  # cost booked on the smallest-eps row of a minimal-norm attack
 
 
 @dataclass
@@ -80,6 +83,8 @@ class EngineResult:
     cells: list[CellOutcome]
     examples: list[Example] = field(default_factory=list)
     clean_seconds: float = 0.0
+    # minimal-norm attacks: per-sample smallest verified breaking norm (NaN: none found)
+    min_norms: dict[tuple[int, str, str, str], torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -164,19 +169,35 @@ def run_plan(
     broken_family: dict[tuple[str, str], torch.Tensor] = {}
     broken_at: dict[str, torch.Tensor] = {}
     kept: dict[str, int] = {}
+    minimal: dict[tuple[int, str, str], tuple[CellOutcome, list[Example]]] = {}
     for item in order_plan(plan):
         threat = item.threat
         fam = (threat.access, threat.norm)
         done = broken_at.setdefault(
             threat.key, broken_family.get(fam, torch.zeros(n, dtype=torch.bool)).clone()
         )
-        targets = correct.clone()
-        if cascade:
-            targets &= ~done
         room = max(0, examples - kept.get(threat.key, 0))
-        cell, shown = _run_cell(
-            clf, x, y, item, targets, seed, batch_size, progress, done, room, result, on_batch
-        )
+        if item.attack.minimal_norm:
+            key = (item.index, threat.access, threat.norm)
+            first = key not in minimal
+            if first:
+                minimal[key] = _run_minimal(
+                    clf, x, y, item, plan, correct, seed, batch_size, progress, examples,
+                    result, on_batch,
+                )
+                full = minimal[key][0]
+                assert full.adversarial is not None
+                result.min_norms[(item.index, item.attack.name, *key[1:])] = torch.where(
+                    full.adversarial, full.norms, torch.full_like(full.norms, float("nan"))
+                )
+            cell, shown = _derive_minimal(minimal[key], threat, first, done, room)
+        else:
+            targets = correct.clone()
+            if cascade:
+                targets &= ~done
+            cell, shown = _run_cell(
+                clf, x, y, item, targets, seed, batch_size, progress, done, room, result, on_batch
+            )
         kept[threat.key] = kept.get(threat.key, 0) + len(shown)
         result.examples.extend(shown)
         result.cells.append(cell)
@@ -200,9 +221,11 @@ def _run_cell(
     on_batch: BatchSink | None = None,
 ) -> tuple[CellOutcome, list[Example]]:
     threat, attack = item.threat, item.attack
+    minimal = attack.minimal_norm
     n = int(x.shape[0])
     idx_all = targets.nonzero().flatten()
     broken = torch.zeros(n, dtype=torch.bool)
+    adversarial = torch.zeros(n, dtype=torch.bool)
     norms = torch.full((n,), float("nan"))
     adv_pred = torch.full((n,), -1, dtype=torch.long)
     viol_budget = viol_bounds = nonfinite = 0
@@ -235,18 +258,24 @@ def _run_cell(
         finite = torch.isfinite(xa.flatten(1)).all(dim=1)
         nonfinite += int((~finite).sum())
         xa = torch.where(finite.view(-1, *([1] * (xa.dim() - 1))), xa, xb)
-        d = flat_norm(xa - xb, threat.norm)
-        viol_budget += int((d > threat.eps + TOLERANCE).sum())
         flat = xa.flatten(1)
         viol_bounds += int(((flat < lo - TOLERANCE) | (flat > hi + TOLERANCE)).any(dim=1).sum())
-        xa = clip_to_ball(xa, xb, threat.norm, threat.eps, clf.bounds)
+        if minimal:  # its answer is a norm, not a point in one ball: only the bounds apply
+            xa = xa.clamp(lo, hi)
+        else:
+            d = flat_norm(xa - xb, threat.norm)
+            viol_budget += int((d > threat.eps + TOLERANCE).sum())
+            xa = clip_to_ball(xa, xb, threat.norm, threat.eps, clf.bounds)
+        size = flat_norm(xa - xb, threat.norm).cpu()
         q_before = clf.counters.queries
         probs = clf.verification_logits(xa).softmax(dim=1).cpu()
         verify_queries += clf.counters.queries - q_before
         conf, pred = probs.max(dim=1)
         if out.loss_trace is not None and trace is None:
             trace = out.loss_trace
-        b = pred != y[idx]
+        adv = pred != y[idx]
+        b = adv & (size <= threat.eps + TOLERANCE) if minimal else adv
+        adversarial[idx] = adv
         broken[idx] = b
         new = (b & ~done[idx]).nonzero().flatten()[: room - len(shown)]
         shown.extend(
@@ -265,7 +294,7 @@ def _run_cell(
             for j in new.tolist()
         )
         adv_pred[idx] = pred
-        norms[idx] = flat_norm(xa - xb, threat.norm).cpu()
+        norms[idx] = size
         if on_batch is not None:
             on_batch(
                 VerifiedBatch(attack.name, item.index, threat, idx.cpu(), xa.cpu(), pred, b.cpu())
@@ -288,5 +317,64 @@ def _run_cell(
         bounds_violations=viol_bounds,
         nonfinite=nonfinite,
         loss_trace=trace,
+        adversarial=adversarial if minimal else None,
+        minimal_norm=minimal,
     )
     return cell, shown
+
+
+def _run_minimal(
+    clf: Classifier,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    item: PlannedAttack,
+    plan: list[PlannedAttack],
+    correct: torch.Tensor,
+    seed: int,
+    batch_size: int,
+    progress: Progress,
+    examples: int,
+    res: EngineResult,
+    on_batch: BatchSink | None,
+) -> tuple[CellOutcome, list[Example]]:
+    """Run a minimal-norm attack once per norm, at the largest eps any of its threats asks for."""
+    t = item.threat
+    eps = max(
+        p.threat.eps
+        for p in plan
+        if p.index == item.index and p.threat.norm == t.norm and p.threat.access == t.access
+    )
+    run_threat = Threat(t.norm, eps, t.access)
+    none_done = torch.zeros_like(correct)
+    return _run_cell(
+        clf, x, y, PlannedAttack(item.index, item.attack, run_threat), correct.clone(), seed,
+        batch_size, progress, none_done, examples, res, on_batch,
+    )
+
+
+def _derive_minimal(
+    full: tuple[CellOutcome, list[Example]],
+    threat: Threat,
+    first: bool,
+    done: torch.Tensor,
+    room: int,
+) -> tuple[CellOutcome, list[Example]]:
+    """The cell of a minimal-norm attack at one eps: broken where the verified norm fits."""
+    cell, pool = full
+    assert cell.adversarial is not None
+    fits = cell.adversarial & (cell.norms <= threat.eps + TOLERANCE)
+    shown = [
+        replace(e, threat_key=threat.key)
+        for e in pool
+        if bool(fits[e.sample]) and not bool(done[e.sample])
+    ][:room]
+    derived = replace(
+        cell,
+        threat=threat,
+        broken=fits,
+        queries=cell.queries if first else 0,
+        grad_evals=cell.grad_evals if first else 0,
+        seconds=cell.seconds if first else 0.0,
+        shared_cost=not first,
+    )
+    return derived, shown

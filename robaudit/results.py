@@ -134,10 +134,13 @@ class RunResult:
     meta: dict[str, Any]
     config: dict[str, Any]
     per_class: tuple[dict[str, Any], ...] = ()
+    minimal_norms: tuple[dict[str, Any], ...] = ()
 
     def table(self) -> pd.DataFrame:
         """The long results table: one row per (variant, attack, threat)."""
-        return pd.DataFrame([{k: v for k, v in asdict(r).items() if k != "params"} for r in self.attacks])
+        return pd.DataFrame(
+            [{k: v for k, v in asdict(r).items() if k != "params"} for r in self.attacks]
+        )
 
     def threat_table(self) -> pd.DataFrame:
         return pd.DataFrame([asdict(r) for r in self.threats])
@@ -242,8 +245,11 @@ def build_tables(
 
 
 def per_class_rows(
-    y: torch.Tensor, correct: torch.Tensor, threats: tuple[ThreatRow, ...],
-    verdicts: dict[str, dict[int, dict[str, Any]]], num_classes: int,
+    y: torch.Tensor,
+    correct: torch.Tensor,
+    threats: tuple[ThreatRow, ...],
+    verdicts: dict[str, dict[int, dict[str, Any]]],
+    num_classes: int,
 ) -> tuple[dict[str, Any], ...]:
     """Clean and robust accuracy per class and threat (for the per-class table)."""
     rows = []
@@ -262,4 +268,48 @@ def per_class_rows(
             ok = sum(1 for i in members if bool(correct[i]) and i not in broken)
             row["robust_accuracy"][t.key] = ok / len(members)
         rows.append(row)
+    return tuple(rows)
+
+
+def minimal_norm_rows(
+    er: EngineResult, eps_by_norm: dict[tuple[str, str], list[float]], points: int = 40
+) -> tuple[dict[str, Any], ...]:
+    """Per minimal-norm attack: the distribution of smallest breaking norms, and the robust
+    accuracy-vs-eps curve they imply (one run gives every eps, not only the configured ones)."""
+    rows = []
+    n = int(er.correct.numel())
+    for (index, name, access, norm), norms in sorted(er.min_norms.items()):
+        found = norms[torch.isfinite(norms) & er.correct]
+        top = float(found.max()) * 1.1 if found.numel() else 1.0
+        grid = sorted(
+            {*(top * i / (points - 1) for i in range(points)), *eps_by_norm.get((access, norm), [])}
+        )
+        curve = [
+            [
+                e,
+                int((er.correct & ~(torch.isfinite(norms) & (norms <= e + 1e-6))).sum()) / n
+                if n
+                else 0.0,
+            ]
+            for e in grid
+        ]
+        q = (
+            found.quantile(torch.tensor([0.25, 0.5, 0.75])).tolist()
+            if found.numel()
+            else [None] * 3
+        )
+        rows.append(
+            {
+                "attack": name,
+                "attack_index": index,
+                "access": access,
+                "norm": norm,
+                "attacked": int(er.correct.sum()),
+                "found": int(found.numel()),
+                "median": q[1],
+                "p25": q[0],
+                "p75": q[2],
+                "curve": curve,
+            }
+        )
     return tuple(rows)

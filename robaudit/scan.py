@@ -30,6 +30,7 @@ from robaudit.results import (
     Finding,
     RunResult,
     build_tables,
+    minimal_norm_rows,
     per_class_rows,
     wilson_interval,
 )
@@ -243,4 +244,7 @@ def run_scan(
         meta=meta,
         config=cfg.model_dump(mode="json"),
         per_class=per_class_rows(data.y, er.correct, threats, verdicts, cfg.model.num_classes),
+        minimal_norms=minimal_norm_rows(
+            er, {(t.access, t.norm): [u.eps for u in threats if u.norm == t.norm] for t in threats}
+        ),
     )

@@ -47,6 +47,9 @@ class Attack(ABC):
     requires: ClassVar[str] = "gradients"  # "gradients" | "scores" | "labels"
     Params: ClassVar[type[AttackParams]] = AttackParams
     cost_rank: ClassVar[int] = 50  # cheap first in a cascade; lower runs earlier
+    # minimal-norm attacks return the smallest breaking perturbation, whatever its size; the
+    # engine runs them once per norm and derives every eps from the verified norms
+    minimal_norm: ClassVar[bool] = False
 
     def __init__(self, params: AttackParams | None = None) -> None:
         self.params = params if params is not None else self.Params()

@@ -69,6 +69,7 @@ def to_document(r: RunResult, *, incomplete: bool = False) -> dict[str, Any]:
         "attacks": [asdict(a) for a in r.attacks],
         "samples": list(r.samples),
         "per_class": list(r.per_class),
+        "minimal_norms": list(r.minimal_norms),
         "examples": examples,
         "score": r.score,
         "grade": r.grade,

@@ -141,6 +141,14 @@ def charts(doc: dict[str, Any]) -> list[tuple[str, Markup]]:
                 c = t.get("ci")
                 tip = f"{name} {norm} eps={t.get('eps_label')}: {pct(ra)} {ci(c)}"
                 pts.append(Point(float(e), float(ra), tip, _pair(c)))
+        for m in doc.get("minimal_norms") or []:
+            if m.get("norm") != norm:
+                continue
+            name = f"{m.get('attack')} (from minimal norms)"
+            groups[name] = [
+                Point(float(e), float(a), f"{name} {norm} eps={num(e)}: {pct(a)}")
+                for e, a in m.get("curve") or []
+            ]
         series = [Series(n, tuple(p)) for n, p in groups.items()]
         title = f"Robust accuracy vs eps ({norm})"
         out.append((str(norm), line_chart(series, title=title, x_label=f"eps ({norm})")))

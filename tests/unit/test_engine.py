@@ -118,3 +118,51 @@ def test_same_seed_same_result_and_batch_size_does_not_matter_for_clean() -> Non
     b = run_plan(clf, x, y, plan, seed=3, batch_size=16)
     assert torch.equal(a.cells[0].broken, b.cells[0].broken)
     assert torch.equal(a.cells[0].norms.nan_to_num(-1), b.cells[0].norms.nan_to_num(-1))
+
+
+class ExactLinear(Attack):
+    """A minimal-norm test double: steps just past the boundary of a known linear model."""
+
+    name = "exact-linear"
+    summary = "test double"
+    paper = "-"
+    norms = ("l2",)
+    minimal_norm = True
+
+    def __init__(self, w: torch.Tensor) -> None:
+        super().__init__()
+        self.w = w
+
+    def run(self, clf, x, y, threat, generator):  # type: ignore[no-untyped-def]
+        z = x.flatten(1) @ self.w
+        step = -(z / self.w.norm() ** 2 * 1.001)[:, None] * self.w[None, :]
+        return AttackOutput(x_adv=(x.flatten(1) + step).view_as(x))
+
+
+def test_minimal_norm_attacks_run_once_and_derive_every_eps() -> None:
+    from torch import nn
+
+    torch.manual_seed(0)
+    w = torch.randn(16)
+
+    class Bin(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            z = x.flatten(1) @ w
+            return torch.stack([torch.zeros_like(z), z], 1)
+
+    x = 0.5 + 0.02 * torch.randn(40, 1, 4, 4)
+    y = ((x.flatten(1) @ w) > 0).long()
+    dist = (x.flatten(1) @ w).abs() / w.norm()
+    clf = Classifier(Bin(), num_classes=2)
+    attack = ExactLinear(w)
+    eps_list = [float(dist.quantile(q)) for q in (0.25, 0.5, 0.75)]
+    plan = [PlannedAttack(0, attack, Threat("l2", e)) for e in eps_list]
+    res = run_plan(clf, x, y, plan, seed=0, batch_size=16)
+    assert len(res.cells) == 3
+    assert res.cells[0].grad_evals == 0 and res.cells[0].queries == 0  # forward-only double
+    assert [c.shared_cost for c in res.cells] == [False, True, True]
+    for c in res.cells:
+        expected = dist * 1.001 <= c.threat.eps + 1e-6
+        assert torch.equal(c.broken, expected)
+    (norms,) = res.min_norms.values()
+    assert torch.allclose(norms, dist * 1.001, rtol=1e-4)
