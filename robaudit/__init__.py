@@ -1,10 +1,54 @@
-"""robaudit: robustness audits of image classifiers, with a report and a CI gate."""
+"""robaudit: robustness audits of image classifiers, with a report and a CI gate.
 
+The Python API is loaded on first use (``robaudit.scan``, ``robaudit.verify``,
+``robaudit.Report``), so ``import robaudit`` and the pytest plugin stay cheap: torch is
+imported only when an audit is actually run.
+"""
+
+from __future__ import annotations
+
+import importlib
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 try:
     __version__ = version("robaudit")
 except PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0.0.0+unknown"
 
-__all__ = ["__version__"]
+if TYPE_CHECKING:
+    from robaudit.api import Report, RobustAccuracy, UnknownThreatError, scan, verify
+    from robaudit.errors import RobauditError
+
+_LAZY = {
+    "scan": "robaudit.api",
+    "verify": "robaudit.api",
+    "Report": "robaudit.api",
+    "RobustAccuracy": "robaudit.api",
+    "UnknownThreatError": "robaudit.api",
+    "RobauditError": "robaudit.errors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the public API on first access (PEP 562)."""
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'robaudit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
+
+__all__ = [
+    "Report",
+    "RobauditError",
+    "RobustAccuracy",
+    "UnknownThreatError",
+    "__version__",
+    "scan",
+    "verify",
+]

@@ -57,6 +57,8 @@ class Classifier:
     access: str = "white-box"
     batch_size: int = 256
     counters: Counters = field(default_factory=Counters)
+    eot: int = 1  # randomized models: gradients averaged over this many draws (EOT)
+    votes: int = 1  # randomized models: verification by majority vote over this many draws
 
     def __post_init__(self) -> None:
         self.model = self.model.to(self.device).eval()
@@ -103,9 +105,17 @@ class Classifier:
         """Logits for the engine's own verification pass, at any access level.
 
         Attacks must not call this: it bypasses the access level so the engine can judge
-        every candidate the same way.
+        every candidate the same way. With ``votes > 1`` (a randomized model) the result is
+        the log of each class's vote share over that many draws, so argmax is the majority.
         """
-        return self._logits_nograd(x)
+        if self.votes <= 1:
+            return self._logits_nograd(x)
+        n = int(x.shape[0])
+        reps = x.repeat(self.votes, *([1] * (x.dim() - 1)))
+        preds = self._logits_nograd(reps).argmax(dim=1).view(self.votes, n)
+        self.counters.queries -= n * (self.votes - 1)  # one verdict per sample
+        counts = torch.nn.functional.one_hot(preds, self.num_classes).sum(dim=0).float()
+        return (counts / self.votes + 1e-12).log()
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Top-1 labels; allowed at every access level; counted as queries."""
@@ -122,13 +132,19 @@ class Classifier:
         if self.access != "white-box":
             raise AccessDenied(f"a {self.access}-access classifier does not give gradients")
         x = x.detach().requires_grad_(True)
-        with torch.enable_grad():
-            logits = self._forward(x)
-            loss = loss_fn(logits, y)
-            (grad,) = torch.autograd.grad(loss.sum(), x)
         n = int(x.shape[0])
-        self.counters.queries += n
-        self.counters.grad_evals += n
+        with torch.enable_grad():
+            if self.eot > 1:  # expectation over transformation: all draws in one batch
+                reps = x.repeat(self.eot, *([1] * (x.dim() - 1)))
+                logits = self._forward(reps)
+                loss = loss_fn(logits, y.repeat(self.eot)).view(self.eot, n).mean(dim=0)
+                logits = logits.view(self.eot, n, -1).mean(dim=0)
+            else:
+                logits = self._forward(x)
+                loss = loss_fn(logits, y)
+            (grad,) = torch.autograd.grad(loss.sum(), x)
+        self.counters.queries += n * self.eot
+        self.counters.grad_evals += n * self.eot
         return loss.detach(), grad.detach(), logits.detach()
 
     def restricted(self, access: str) -> Classifier:
@@ -142,5 +158,7 @@ class Classifier:
             device=self.device,
             access=access,
             batch_size=self.batch_size,
+            eot=self.eot,
+            votes=self.votes,
         )
         return view

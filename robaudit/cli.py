@@ -1,7 +1,8 @@
 """The ``robaudit`` command line: parse flags, load the config, call the library, map errors
 to exit codes (0 pass, 1 gate failed, 2 bad input, 3 runtime failure, 130 interrupted).
 
-No audit logic lives here; :mod:`robaudit.scan` does the work.
+No audit logic lives here: ``scan`` and ``verify`` call the Python API (:mod:`robaudit.api`),
+the same functions a notebook or the pytest plugin calls.
 """
 
 from __future__ import annotations
@@ -157,6 +158,21 @@ def scan(
             "--trust-model", help="Allow pickled whole-module checkpoints (unpickling runs code)."
         ),
     ] = False,
+    save_adversarial: Annotated[
+        bool,
+        typer.Option(
+            "--save-adversarial",
+            help="Also write adversarial.npz and adversarial/*.png: every verified break.",
+        ),
+    ] = False,
+    save_unbroken: Annotated[
+        bool,
+        typer.Option(
+            "--save-unbroken",
+            help="Also export the strongest candidate of every unbroken sample (implies "
+            "--save-adversarial).",
+        ),
+    ] = False,
     exit_zero: Annotated[
         bool, typer.Option("--exit-zero", help="Report only: exit 0 even when the gate fails.")
     ] = False,
@@ -166,12 +182,43 @@ def scan(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
 ) -> None:
     """Attack MODEL as CONFIG describes, write the report, and exit 1 if the gate fails."""
+    from robaudit.api import scan as api_scan
     from robaudit.report.console import print_summary
-    from robaudit.report.document import to_document
-    from robaudit.report.writers import prepare_out_dir, write_reports
-    from robaudit.scan import ScanOptions, run_scan
+    from robaudit.report.writers import prepare_out_dir
 
     _state["debug"] = _state["debug"] or debug
+    _check_flags(samples, batch_size, device)
+    load_config(config)  # a bad config fails before any folder is created
+    if not model.exists():
+        raise UserInputError(f"{model}: model file not found")
+    prepare_out_dir(out)
+    console = _err_console()
+    kwargs: dict[str, Any] = {
+        "config": config, "device": device, "samples": samples, "seed": seed,
+        "batch_size": batch_size, "trust_model": trust_model,
+        "save_adversarial": save_adversarial, "save_unbroken": save_unbroken,
+    }
+    if quiet or not console.is_terminal:  # bars only for a person at a terminal
+        report = api_scan(model, data, **kwargs)
+    else:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as bar:
+            report = api_scan(model, data, progress=RichProgress(bar), **kwargs)
+    written = report.save(out)
+    if not quiet:
+        print_summary(report.to_dict(), console, written)
+    if not report.passed and not exit_zero:
+        raise typer.Exit(EXIT_GATE_FAILED)
+
+
+def _check_flags(samples: int | None, batch_size: int | None, device: str | None) -> None:
+    """Flag values the API would also refuse, named as flags."""
     if samples is not None and samples <= 0:
         raise UserInputError(f"--samples {samples}: give a positive number of samples")
     if batch_size is not None and batch_size <= 0:
@@ -182,36 +229,65 @@ def scan(
         and not device.startswith("cuda:")
     ):
         raise UserInputError(f"--device {device!r}: valid values are auto, cpu, cuda, cuda:N")
-    cfg = load_config(config)
+
+
+@app.command()
+@handle_errors
+def verify(
+    model: Annotated[
+        Path, typer.Argument(help="The checkpoint to check the examples against.")
+    ],
+    examples: Annotated[
+        Path, typer.Argument(help="adversarial.npz written by `robaudit scan --save-adversarial`.")
+    ],
+    config: Annotated[
+        Path,
+        typer.Option(
+            "--config", "-c", help="Threat-model YAML: model bounds, preprocessing, data source."
+        ),
+    ],
+    data: Annotated[
+        str | None,
+        typer.Option(help="Where the clean inputs come from (default: the config's data.source)."),
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="auto, cpu or cuda (default: engine.device).")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Override data.batch_size.")
+    ] = None,
+    trust_model: Annotated[
+        bool,
+        typer.Option(
+            "--trust-model", help="Allow pickled whole-module checkpoints (unpickling runs code)."
+        ),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print nothing; the exit code is the verdict.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+) -> None:
+    """Re-check every exported example: inside its ball and the bounds, misclassified by a
+    fresh forward pass. Exit 0 if all hold, 1 on any violation, 2 on bad input."""
+    from robaudit.api import verify as api_verify
+
+    _state["debug"] = _state["debug"] or debug
+    _check_flags(None, batch_size, device)
+    load_config(config)
     if not model.exists():
         raise UserInputError(f"{model}: model file not found")
-    prepare_out_dir(out)
-    opts = ScanOptions(
-        data=data,
-        samples=samples,
-        seed=seed,
-        device=device,
-        batch_size=batch_size,
+    if not examples.is_file():
+        raise UserInputError(f"{examples}: adversarial file not found")
+    result = api_verify(
+        model, examples, config=config, data=data, device=device, batch_size=batch_size,
         trust_model=trust_model,
     )
-    console = _err_console()
-    if quiet or not console.is_terminal:  # bars only for a person at a terminal
-        result = run_scan(model, cfg, opts, config_path=str(config))
-    else:
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        ) as bar:
-            result = run_scan(model, cfg, opts, progress=RichProgress(bar), config_path=str(config))
-    doc = to_document(result)
-    written = write_reports(doc, out, list(cfg.report.formats))
-    if not quiet:
-        print_summary(doc, console, written)
-    if not result.gate.passed and not exit_zero:
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+    elif not quiet:
+        typer.echo("\n".join(result.summary_lines()))
+    if not result.ok:
         raise typer.Exit(EXIT_GATE_FAILED)
 
 
@@ -288,6 +364,27 @@ def attacks(
             r["name"], ", ".join(r["norms"]), r["requires"], params, f"{r['summary']}\n{r['paper']}"
         )
     Console(highlight=False).print(table)
+
+
+@app.command()
+@handle_errors
+def explain(
+    finding_id: Annotated[str | None, typer.Argument(help="A finding ID such as RA003; omit to list all.")] = None,
+) -> None:
+    """Explain a finding: when it is raised, why it matters, what to do."""
+    from robaudit.findings import CATALOG
+    from robaudit.findings import explain as explain_text
+
+    if finding_id is None:
+        for doc in CATALOG.values():
+            typer.echo(f"{doc.id}  {doc.severity:7s}  {doc.title}")
+        return
+    key = finding_id.strip().upper()
+    if key not in CATALOG:
+        raise UserInputError(
+            f"unknown finding {finding_id!r}; valid: {', '.join(CATALOG)} (robaudit explain lists them)"
+        )
+    typer.echo(explain_text(key), nl=False)
 
 
 def main() -> None:

@@ -153,6 +153,9 @@ class GateThreshold(_Section):
 class GateSection(_Section):
     """Thresholds that decide the exit code."""
 
+    fail_on_findings: bool = Field(
+        False, description="fail on any unresolved warning or error finding (strict audits)"
+    )
     min_clean_accuracy: float | None = Field(None, ge=0.0, le=1.0)
     min_robust_accuracy: list[GateThreshold] = Field(default_factory=list)
     min_score: float | None = Field(None, ge=0.0, le=100.0)
@@ -176,6 +179,16 @@ class EngineSection(_Section):
     )
 
 
+class IntegritySection(_Section):
+    """Pre-flight checks, indicators of attack failure, and robaudit's reactions to them."""
+
+    enabled: bool = True
+    react: bool = Field(True, description="apply EOT / votes / margin-loss attacks when needed")
+    sanity: bool = Field(True, description="run PGD at an eps covering the whole input range")
+    eot_samples: int = Field(8, ge=1, le=1024, description="gradient draws for randomized models")
+    votes: int = Field(9, ge=1, le=1025, description="verification draws for randomized models")
+
+
 class Config(_Section):
     """A whole threat model: model, data, attacks, gate, report, engine."""
 
@@ -187,6 +200,7 @@ class Config(_Section):
     gate: GateSection = Field(default_factory=GateSection)
     report: ReportSection = Field(default_factory=ReportSection)
     engine: EngineSection = Field(default_factory=EngineSection)
+    integrity: IntegritySection = Field(default_factory=IntegritySection)
 
     def threats(self) -> list[Threat]:
         """Every distinct threat in the config, sorted by access, norm and eps."""

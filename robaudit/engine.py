@@ -55,6 +55,7 @@ class CellOutcome:
     adversarial: torch.Tensor | None = None  # minimal-norm attacks: fooled at any norm
     minimal_norm: bool = False
     shared_cost: bool = False  # cost booked on the smallest-eps row of a minimal-norm attack
+    silent_failures: int = 0  # samples the attack saw fooled that verification did not
 
 
 @dataclass
@@ -122,7 +123,7 @@ def order_plan(plan: list[PlannedAttack]) -> list[PlannedAttack]:
 
 def clean_pass(clf: Classifier, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Clean predictions and confidences; refuses NaN/inf outputs or a wrong output shape."""
-    logits = clf.logits(x)
+    logits = clf.verification_logits(x)
     if logits.dim() != 2 or logits.shape[1] != clf.num_classes:
         raise RuntimeFailure(
             f"model output has shape {list(logits.shape)}, expected N x {clf.num_classes} "
@@ -228,7 +229,7 @@ def _run_cell(
     adversarial = torch.zeros(n, dtype=torch.bool)
     norms = torch.full((n,), float("nan"))
     adv_pred = torch.full((n,), -1, dtype=torch.long)
-    viol_budget = viol_bounds = nonfinite = 0
+    viol_budget = viol_bounds = nonfinite = silent = 0
     trace: list[float] | None = None
     shown: list[Example] = []
     label = f"{attack.name} {threat.norm} eps={threat.label}"
@@ -277,6 +278,8 @@ def _run_cell(
         b = adv & (size <= threat.eps + TOLERANCE) if minimal else adv
         adversarial[idx] = adv
         broken[idx] = b
+        if out.claimed is not None:
+            silent += int((out.claimed.cpu() & ~adv).sum())
         new = (b & ~done[idx]).nonzero().flatten()[: room - len(shown)]
         shown.extend(
             Example(
@@ -319,6 +322,7 @@ def _run_cell(
         loss_trace=trace,
         adversarial=adversarial if minimal else None,
         minimal_norm=minimal,
+        silent_failures=silent,
     )
     return cell, shown
 

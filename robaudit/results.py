@@ -46,6 +46,8 @@ class Finding:
     severity: str  # "info" | "warning" | "error"
     title: str
     detail: str
+    resolved: bool = False  # robaudit reacted and the reported numbers already include it
+    reaction: str = ""
 
 
 @dataclass(frozen=True)

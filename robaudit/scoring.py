@@ -8,8 +8,10 @@ Grades: A ≥ 80, B ≥ 65, C ≥ 50, D ≥ 35, else F.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from robaudit.config import GateSection
-from robaudit.results import GateFailure, GateResult, ThreatRow
+from robaudit.results import Finding, GateFailure, GateResult, ThreatRow
 
 SCORE_FORMULA = (
     "score = 100 × mean over threats of robust accuracy (worst case over attacks); "
@@ -33,7 +35,11 @@ def grade(value: float) -> str:
 
 
 def evaluate_gate(
-    gate: GateSection, clean_accuracy: float, threats: tuple[ThreatRow, ...], score_value: float
+    gate: GateSection,
+    clean_accuracy: float,
+    threats: tuple[ThreatRow, ...],
+    score_value: float,
+    findings: Sequence[Finding] = (),
 ) -> GateResult:
     """Check every configured threshold; each miss says its value, its limit and by how much."""
     failures: list[GateFailure] = []
@@ -54,7 +60,11 @@ def evaluate_gate(
         name = f"min_robust_accuracy[{g.access} {g.norm} eps={g.eps:g}]"
         checked.append(name)
         row = next(
-            (t for t in threats if t.norm == g.norm and t.access == g.access and abs(t.eps - g.eps) < 1e-9),
+            (
+                t
+                for t in threats
+                if t.norm == g.norm and t.access == g.access and abs(t.eps - g.eps) < 1e-9
+            ),
             None,
         )
         if row is None:
@@ -81,4 +91,16 @@ def evaluate_gate(
                     f"{gate.min_score - score_value:.1f}",
                 )
             )
+    if gate.fail_on_findings:
+        checked.append("fail_on_findings")
+        for f in findings:
+            if not f.resolved and f.severity in ("warning", "error"):
+                failures.append(
+                    GateFailure(
+                        f"finding {f.id}",
+                        1.0,
+                        0.0,
+                        f"unresolved {f.severity}: {f.title} ({f.detail})",
+                    )
+                )
     return GateResult(passed=not failures, failures=tuple(failures), checked=tuple(checked))

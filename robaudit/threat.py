@@ -53,6 +53,8 @@ def parse_eps(value: object) -> float:
 
 def format_eps(eps: float) -> str:
     """Show eps as a short fraction of 255 when it is one (8/255), else as a short decimal."""
+    if not math.isfinite(eps):
+        return "inf"
     frac = Fraction(eps).limit_denominator(255)
     if frac.denominator == 255 and abs(float(frac) - eps) < 1e-12:
         return f"{frac.numerator}/255"

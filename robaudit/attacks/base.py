@@ -35,6 +35,9 @@ class AttackOutput:
 
     x_adv: torch.Tensor
     loss_trace: list[float] | None = None
+    # optional: which samples the attack itself saw misclassified (checked against the engine's
+    # verification; a disagreement is finding RA006, never a break)
+    claimed: torch.Tensor | None = None
 
 
 class Attack(ABC):
@@ -50,6 +53,9 @@ class Attack(ABC):
     # minimal-norm attacks return the smallest breaking perturbation, whatever its size; the
     # engine runs them once per norm and derives every eps from the verified norms
     minimal_norm: ClassVar[bool] = False
+    # "strong" (multi-step, optimized), "weak" (single step) or "baseline" (noise): a weak attack
+    # breaking what strong ones missed is a sign of gradient masking (finding RA007)
+    strength: ClassVar[str] = "strong"
 
     def __init__(self, params: AttackParams | None = None) -> None:
         self.params = params if params is not None else self.Params()

@@ -4,6 +4,12 @@ Inputs are pixel-space batches N×C×H×W inside the classifier's bounds; output
 candidates of the same shape. PGD drops each sample from the active batch as soon as
 the model misclassifies its current iterate (per-sample early stopping), so the work
 left is only on samples still standing.
+
+PGD can ascend cross-entropy, the C&W margin or DLR (Croce & Hein 2020), untargeted or
+targeted: ``targeted: true`` pulls each sample towards one class fixed at the start from the
+clean logits (``target: most-likely``, the most likely wrong class, or ``least-likely``, the
+least likely one). Success is still any misclassification, so a targeted run that lands on
+another wrong class counts too.
 """
 
 from __future__ import annotations
@@ -14,9 +20,9 @@ import torch
 from pydantic import Field, model_validator
 
 from robaudit.attacks.base import Attack, AttackOutput, AttackParams, register
-from robaudit.attacks.losses import get_loss
+from robaudit.attacks.losses import get_loss, get_targeted_loss, with_targets
 from robaudit.attacks.projections import clip_to_ball, random_in_ball, steepest_direction
-from robaudit.classifier import Classifier
+from robaudit.classifier import Classifier, LossFn
 from robaudit.threat import Threat
 
 
@@ -32,6 +38,7 @@ class FGSM(Attack):
     summary = "Fast Gradient Sign Method: one gradient step of size eps"
     paper = "Goodfellow, Shlens & Szegedy 2015"
     norms = ("linf", "l2")
+    strength = "weak"
     Params = FGSMParams
     cost_rank = 1
 
@@ -59,7 +66,16 @@ class PGDParams(AttackParams):
     )
     restarts: int = Field(1, ge=1, le=1000, description="random restarts on unbroken samples")
     random_start: bool = Field(True, description="start from a uniform point in the ball")
-    loss: Literal["ce", "margin"] = Field("ce", description="loss to ascend: ce or margin (C&W)")
+    loss: Literal["ce", "margin", "dlr"] = Field(
+        "ce", description="loss to ascend: ce, margin (C&W) or dlr (Croce & Hein 2020)"
+    )
+    targeted: bool = Field(
+        False, description="pull each sample towards one wrong class chosen at the start"
+    )
+    target: Literal["most-likely", "least-likely"] = Field(
+        "most-likely",
+        description="with targeted: the most or the least likely wrong class on the clean input",
+    )
     early_stop: bool = Field(True, description="drop a sample once its iterate fools the model")
 
     @model_validator(mode="after")
@@ -101,7 +117,11 @@ class PGD(Attack):
     ) -> AttackOutput:
         p = self.params
         assert isinstance(p, PGDParams)
-        loss_fn = get_loss(p.loss)
+        targets = pick_target(clf, x, y, p.target) if p.targeted else None
+
+        def loss_for(t: torch.Tensor | None) -> LossFn:
+            return get_loss(p.loss) if t is None else with_targets(get_targeted_loss(p.loss), t)
+
         step = p.step_for(threat.eps)
         best = x.clone()
         best_loss = torch.full((x.shape[0],), float("-inf"), device=x.device)
@@ -111,6 +131,7 @@ class PGD(Attack):
             last = restart == p.restarts - 1
             idx = standing
             x0, y0 = x[idx], y[idx]
+            t0 = None if targets is None else targets[idx]
             if p.random_start:
                 xa = clip_to_ball(
                     x0 + random_in_ball(x0, threat.norm, threat.eps, generator),
@@ -124,7 +145,7 @@ class PGD(Attack):
             for _ in range(p.steps):
                 if idx.numel() == 0:
                     break
-                loss, grad, logits = clf.loss_and_grad(xa, y0, loss_fn)
+                loss, grad, logits = clf.loss_and_grad(xa, y0, loss_for(t0))
                 trace.append(loss.mean())
                 if p.early_stop:
                     fooled = logits.argmax(dim=1) != y0
@@ -133,6 +154,7 @@ class PGD(Attack):
                         best_loss[idx[fooled]] = float("inf")
                         keep = ~fooled
                         idx, x0, y0, xa, grad = idx[keep], x0[keep], y0[keep], xa[keep], grad[keep]
+                        t0 = None if t0 is None else t0[keep]
                 xa = xa + step * steepest_direction(grad, threat.norm)
                 xa = clip_to_ball(xa, x0, threat.norm, threat.eps, clf.bounds)
             if idx.numel() == 0:
@@ -144,7 +166,7 @@ class PGD(Attack):
                 best[idx] = xa
                 break
             logits = clf.logits(xa)
-            loss = loss_fn(logits, y0)
+            loss = loss_for(t0)(logits, y0)
             fooled = logits.argmax(dim=1) != y0
             improved = loss > best_loss[idx]
             upd = improved | fooled
@@ -153,3 +175,15 @@ class PGD(Attack):
             standing = idx[~fooled]
         loss_trace = [float(v) for v in torch.stack(trace).tolist()] if trace else None
         return AttackOutput(x_adv=best, loss_trace=loss_trace)
+
+
+def pick_target(
+    clf: Classifier, x: torch.Tensor, y: torch.Tensor, which: str = "most-likely"
+) -> torch.Tensor:
+    """One target class per sample from the clean logits: the most or least likely wrong class."""
+    logits = clf.logits(x)
+    if which == "most-likely":
+        return logits.scatter(1, y[:, None], float("-inf")).argmax(dim=1)
+    if which == "least-likely":
+        return logits.scatter(1, y[:, None], float("inf")).argmin(dim=1)
+    raise ValueError(f"unknown target {which!r}; valid: most-likely, least-likely")

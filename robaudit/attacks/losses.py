@@ -1,4 +1,10 @@
-"""Per-sample attack losses; every loss here is maximized by an untargeted attack."""
+"""Per-sample attack losses; every loss here is maximized by the attack.
+
+Untargeted losses take ``(logits, y)``; targeted ones take ``(logits, y, t)`` and grow as
+the logits move from the true class ``y`` towards the target ``t``. DLR and targeted DLR
+are from Croce & Hein 2020 ("Reliable evaluation of adversarial robustness with an
+ensemble of diverse parameter-free attacks").
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,9 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-LOSSES = ("ce", "margin")
+LOSSES = ("ce", "margin", "dlr")
+TargetedLossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+_TINY = 1e-12
 
 
 def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -26,10 +34,71 @@ def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return other.amax(dim=1) - true
 
 
+def dlr(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Difference of Logits Ratio: −(z_y − max_{i≠y} z_i) / (z_π1 − z_π3) (Croce & Hein 2020).
+
+    ``π`` sorts the logits in decreasing order. Shift- and scale-invariant in the logits, so
+    it neither saturates like cross-entropy nor depends on the logits' scale like the margin.
+    With two classes ``z_π3`` does not exist; the denominator is then 1 (the plain margin).
+    """
+    num = margin(logits, y)
+    if logits.shape[1] < 3:
+        return num
+    top = logits.topk(3, dim=1).values
+    return num / (top[:, 0] - top[:, 2] + _TINY)
+
+
+def cross_entropy_targeted(logits: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Minus the cross-entropy of the target class (ascending it moves towards ``t``)."""
+    return -F.cross_entropy(logits, t, reduction="none")
+
+
+def margin_targeted(logits: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Carlini–Wagner targeted margin: the target logit minus the best other logit."""
+    return -margin(logits, t)
+
+
+def dlr_targeted(logits: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Targeted DLR: −(z_y − z_t) / (z_π1 − (z_π3 + z_π4)/2) (Croce & Hein 2020).
+
+    With three classes the denominator uses ``z_π3`` alone, with two it is 1.
+    """
+    num = logits.gather(1, t[:, None]).squeeze(1) - logits.gather(1, y[:, None]).squeeze(1)
+    c = logits.shape[1]
+    if c < 3:
+        return num
+    top = logits.topk(min(c, 4), dim=1).values
+    return num / (top[:, 0] - top[:, 2:].mean(dim=1) + _TINY)
+
+
 def get_loss(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """Look up a loss by its config name."""
+    """Look up an untargeted loss by its config name."""
     if name == "ce":
         return cross_entropy
     if name == "margin":
         return margin
+    if name == "dlr":
+        return dlr
     raise ValueError(f"unknown loss {name!r}; valid: {', '.join(LOSSES)}")
+
+
+def get_targeted_loss(name: str) -> TargetedLossFn:
+    """Look up the targeted version of a loss by its config name."""
+    if name == "ce":
+        return cross_entropy_targeted
+    if name == "margin":
+        return margin_targeted
+    if name == "dlr":
+        return dlr_targeted
+    raise ValueError(f"unknown loss {name!r}; valid: {', '.join(LOSSES)}")
+
+
+def with_targets(
+    fn: TargetedLossFn, t: torch.Tensor
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Bind the targets of a targeted loss, giving the ``(logits, y)`` form attacks call."""
+
+    def bound(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return fn(logits, y, t)
+
+    return bound

@@ -30,6 +30,7 @@ class Noise(Attack):
     paper = "baseline (Carlini et al. 2019, 'On Evaluating Adversarial Robustness')"
     norms = ("linf", "l2")
     requires = "labels"
+    strength = "baseline"
     Params = NoiseParams
     cost_rank = 0
 

@@ -41,7 +41,15 @@ import torch
 
 from robaudit.errors import DataError
 
-__all__ = ["DIGITS_TEST_SIZE", "VALID_SOURCE_FORMS", "DataSet", "digits_arrays", "load_data"]
+__all__ = [
+    "DIGITS_TEST_SIZE",
+    "VALID_SOURCE_FORMS",
+    "DataSet",
+    "choose_subset",
+    "dataset_from_arrays",
+    "digits_arrays",
+    "load_data",
+]
 
 DIGITS_TOTAL = 1797
 DIGITS_TEST_SIZE = 500
@@ -93,20 +101,7 @@ def load_data(
     seed: int,
 ) -> DataSet:
     """Load ``source`` as checked float tensors in ``bounds``; DataError on anything unusable."""
-    if samples is not None and samples <= 0:
-        raise DataError(f"data.samples is {samples}; give a positive number, or omit it for all")
-    lo, hi = float(bounds[0]), float(bounds[1])
-    if not lo < hi:
-        raise DataError(
-            f"bounds [{lo:g}, {hi:g}] are empty; the lower bound must be below the upper"
-        )
-    if num_classes < 1:
-        raise DataError(f"num_classes is {num_classes}; it must be at least 1")
-    shape = tuple(int(s) for s in input_shape)
-    if len(shape) != 3 or min(shape) < 1:
-        raise DataError(f"input_shape {tuple(input_shape)} is not a valid CxHxW shape")
-    c, h, w = shape
-    bnds = (lo, hi)
+    (c, h, w), bnds = _check_target(input_shape, bounds, num_classes, samples)
 
     if source.startswith("builtin:"):
         raw = _builtin(source, split, bnds)
@@ -129,6 +124,66 @@ def load_data(
                 f"(valid forms: {VALID_SOURCE_FORMS})"
             )
 
+    return _finish(raw, source, split, (c, h, w), bnds, num_classes, samples, seed)
+
+
+def dataset_from_arrays(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    input_shape: tuple[int, int, int],
+    bounds: tuple[float, float],
+    num_classes: int,
+    samples: int | None,
+    seed: int,
+    source: str = "<arrays>",
+    split: str = "memory",
+    name: str = "data arrays",
+    class_names: tuple[str, ...] | None = None,
+) -> DataSet:
+    """In-memory ``x``/``y`` with exactly the checks a ``.npz`` file gets (the npz loader uses it).
+
+    ``x``: float NxCxHxW inside the bounds, or uint8 (NxHxW, NxHxWxC, NxCxHxW) scaled onto them.
+    """
+    shape, bnds = _check_target(input_shape, bounds, num_classes, samples)
+    raw = _arrays_raw(np.asarray(x), np.asarray(y), shape, bnds, name, class_names)
+    return _finish(raw, source, split, shape, bnds, num_classes, samples, seed)
+
+
+def _check_target(
+    input_shape: tuple[int, int, int],
+    bounds: tuple[float, float],
+    num_classes: int,
+    samples: int | None,
+) -> tuple[tuple[int, int, int], tuple[float, float]]:
+    """What the model expects must itself make sense before any data is judged against it."""
+    if samples is not None and samples <= 0:
+        raise DataError(f"data.samples is {samples}; give a positive number, or omit it for all")
+    lo, hi = float(bounds[0]), float(bounds[1])
+    if not lo < hi:
+        raise DataError(
+            f"bounds [{lo:g}, {hi:g}] are empty; the lower bound must be below the upper"
+        )
+    if num_classes < 1:
+        raise DataError(f"num_classes is {num_classes}; it must be at least 1")
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise DataError(f"input_shape {tuple(input_shape)} is not a valid CxHxW shape")
+    return (shape[0], shape[1], shape[2]), (lo, hi)
+
+
+def _finish(
+    raw: _Raw,
+    source: str,
+    split: str,
+    shape: tuple[int, int, int],
+    bounds: tuple[float, float],
+    num_classes: int,
+    samples: int | None,
+    seed: int,
+) -> DataSet:
+    """The checks every source gets: labels, counts, seeded subset, shape, values, channels."""
+    lo, hi = bounds
     y = _check_labels(raw.y, raw.name, num_classes)
     if raw.n_x != len(y):
         raise DataError(
@@ -138,9 +193,9 @@ def load_data(
         raise DataError(f"{raw.name} contains no samples")
     idx = _choose(len(y), samples, seed)
     x = raw.take(idx)
-    _check_shape(x, (c, h, w), raw.name)
-    _check_values(x, bnds, raw.name)
-    x = _convert_channels(x, c)
+    _check_shape(x, shape, raw.name)
+    _check_values(x, bounds, raw.name)
+    x = _convert_channels(x, shape[0])
     np.clip(x, lo, hi, out=x)  # only rounding-level moves remain after the checks above
     return DataSet(
         x=torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
@@ -225,7 +280,6 @@ def _npz(path: Path, shape: tuple[int, int, int], bounds: tuple[float, float]) -
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise DataError(f"{name} is not a readable .npz (np.savez) file: {_one_line(exc)}") from exc
 
-    x = _layout(x, shape, name)
     class_names = None
     if names is not None:
         if names.ndim != 1 or names.dtype.kind not in "US":
@@ -233,6 +287,19 @@ def _npz(path: Path, shape: tuple[int, int, int], bounds: tuple[float, float]) -
                 f"{name}: class_names must be a 1-D array of strings, got {names.dtype}"
             )
         class_names = tuple(str(s) for s in names.tolist())
+    return _arrays_raw(x, y, shape, bounds, name, class_names)
+
+
+def _arrays_raw(
+    x: np.ndarray,
+    y: np.ndarray,
+    shape: tuple[int, int, int],
+    bounds: tuple[float, float],
+    name: str,
+    class_names: tuple[str, ...] | None,
+) -> _Raw:
+    """Arrays already in memory (from a .npz or from Python): layout now, values on take."""
+    x = _layout(x, shape, name)
 
     def take(idx: np.ndarray) -> np.ndarray:
         return _to_float(x[idx], bounds, f"{name} x")
@@ -458,12 +525,18 @@ def _check_labels(y: np.ndarray, name: str, num_classes: int) -> np.ndarray:
     return y64
 
 
-def _choose(n: int, samples: int | None, seed: int) -> np.ndarray:
-    """All positions, or a seeded subset without replacement, sorted back into source order."""
+def choose_subset(n: int, samples: int | None, seed: int) -> np.ndarray:
+    """All positions, or a seeded subset without replacement, sorted back into source order.
+
+    Public so that sources decoded lazily elsewhere (a torch Dataset) pick the same subset.
+    """
     if samples is None or samples >= n:
         return np.arange(n, dtype=np.int64)
     rs = np.random.RandomState(seed)
     return np.sort(rs.choice(n, size=samples, replace=False)).astype(np.int64)
+
+
+_choose = choose_subset
 
 
 def _check_shape(x: np.ndarray, shape: tuple[int, int, int], name: str) -> None:

@@ -44,7 +44,8 @@ def print_summary(doc: dict[str, Any], console: Console, written: dict[str, Path
     for f in doc["findings"]:
         colour = {"error": "red", "warning": "yellow"}.get(f["severity"], "cyan")
         console.print(
-            f"[{colour}]{f['id']} {f['severity']}[/]: {escape(f['title'])} — {escape(f['detail'])}",
+            f"[{colour}]{f['id']} {f['severity']}[/]: {escape(f['title'])} — {escape(f['detail'])}"
+            + (f" [green](resolved: {escape(f.get('reaction', ''))})[/]" if f.get("resolved") else ""),
             highlight=False,
         )
     gate = doc["gate"]

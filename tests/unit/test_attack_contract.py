@@ -42,7 +42,8 @@ def test_attack_contract(name: str, norm: str, model_and_data: tuple) -> None:
     assert xa.shape == x.shape
     assert torch.isfinite(xa).all()
     assert float(xa.min()) >= -1e-6 and float(xa.max()) <= 1 + 1e-6, "left the input bounds"
-    assert float(flat_norm(xa - x, norm).max()) <= eps + 1e-6, "left the eps ball before projection"
+    if not attack.minimal_norm:  # a minimal-norm answer may lie beyond eps by design
+        assert float(flat_norm(xa - x, norm).max()) <= eps + 1e-6, "left the eps ball before projection"
     assert torch.equal(outs[0], outs[1]), "same seed must give the same output"
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), f"attack changed model parameter {k}"

@@ -1,11 +1,17 @@
-"""One audit, end to end, as a library call: the CLI is a thin layer over :func:`run_scan`.
+"""One audit, end to end: config → model and data → Classifier → plan → engine → results →
+score → gate.
 
-config → load model and data → Classifier → plan → engine → results → score → gate.
+:func:`audit` runs a prepared classifier on prepared data; :func:`run_scan` loads a checkpoint
+and a data source first. The public Python API (:mod:`robaudit.api`) and, through it, the CLI
+both end in :func:`audit`, so every front end gives the same numbers. (This module was
+``robaudit/scan.py``; ``robaudit.scan`` is now the public function, and a submodule of that
+name would shadow it once imported.)
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import platform
 import time
@@ -20,8 +26,10 @@ import robaudit
 from robaudit.attacks.base import registry
 from robaudit.classifier import Classifier, resolve_device
 from robaudit.config import Config
-from robaudit.engine import EngineResult, PlannedAttack, run_plan
+from robaudit.engine import BatchSink, EngineResult, PlannedAttack, run_plan
 from robaudit.errors import ModelLoadError
+from robaudit.findings import finding
+from robaudit.integrity import Preflight, post_run, preflight, react, sanity
 from robaudit.loading.data import DataSet, load_data
 from robaudit.loading.model import LoadedModel, load_model
 from robaudit.progress import Progress
@@ -49,6 +57,34 @@ class ScanOptions:
     trust_model: bool = False
 
 
+@dataclass(frozen=True)
+class RunSettings:
+    """The config with every override applied: what the run actually uses."""
+
+    seed: int
+    data_seed: int
+    device: str
+    batch_size: int
+    source: str
+    samples: int | None
+    trust_model: bool
+
+
+def resolve_settings(cfg: Config, options: ScanOptions | None = None) -> RunSettings:
+    """Apply the overrides in ``options`` (None = keep the config's value)."""
+    opts = options or ScanOptions()
+    seed = opts.seed if opts.seed is not None else cfg.seed
+    return RunSettings(
+        seed=seed,
+        data_seed=cfg.data.seed if cfg.data.seed is not None else seed,
+        device=opts.device or cfg.engine.device,
+        batch_size=opts.batch_size or cfg.data.batch_size,
+        source=opts.data or cfg.data.source,
+        samples=opts.samples if opts.samples is not None else cfg.data.samples,
+        trust_model=opts.trust_model,
+    )
+
+
 def build_plan(cfg: Config) -> list[PlannedAttack]:
     """Every (attack, eps) pair in the config, as attack instances at threats."""
     plan: list[PlannedAttack] = []
@@ -65,9 +101,16 @@ def config_sha256(cfg: Config) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
-def _check_model_output(loaded: LoadedModel, cfg: Config, data: DataSet) -> None:
+def _module_device(module: torch.nn.Module) -> torch.device:
+    """Where an in-memory module lives (its first parameter or buffer), CPU if it has none."""
+    for t in itertools.chain(module.parameters(), module.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def check_model_output(loaded: LoadedModel, cfg: Config, data: DataSet) -> None:
     """The model must map one input of the declared shape to ``num_classes`` logits."""
-    probe = data.x[:2]
+    probe = data.x[:2].to(_module_device(loaded.module))
     try:
         with torch.no_grad():
             out = loaded.module(probe)
@@ -89,35 +132,65 @@ def _check_model_output(loaded: LoadedModel, cfg: Config, data: DataSet) -> None
 
 
 def preflight_findings(er: EngineResult, cfg: Config) -> list[Finding]:
-    """Findings the foundation can already raise; the integrity module adds more."""
+    """Findings read off the clean pass and the engine's own checks (RA001, RA002)."""
     out: list[Finding] = []
     n = int(er.correct.numel())
     acc = float(er.correct.float().mean()) if n else 0.0
     chance = 1.0 / cfg.model.num_classes
     if n and acc < min(0.5, 2 * chance):
         out.append(
-            Finding(
+            finding(
                 "RA001",
-                "error",
-                "Clean accuracy near chance",
                 f"clean accuracy {acc:.1%} with {cfg.model.num_classes} classes (chance "
-                f"{chance:.1%}): check model.mean/std, model.bounds and the labels; robust "
-                "accuracy of a model that does not work clean means nothing",
+                f"{chance:.1%}): check model.mean/std, model.bounds and the labels",
             )
         )
-    viol = [c for c in er.cells if c.budget_violations or c.bounds_violations or c.nonfinite]
-    for c in viol:
-        out.append(
-            Finding(
-                "RA002",
-                "warning",
-                "Attack returned inputs outside the threat",
-                f"{c.attack} at {c.threat.key}: {c.budget_violations} outside the eps ball, "
-                f"{c.bounds_violations} outside the bounds, {c.nonfinite} non-finite; the engine "
-                "projected them back before verifying (an attack bug, reported not hidden)",
+    for c in er.cells:
+        if c.budget_violations or c.bounds_violations or c.nonfinite:
+            out.append(
+                finding(
+                    "RA002",
+                    f"{c.attack} at {c.threat.key}: {c.budget_violations} outside the eps ball, "
+                    f"{c.bounds_violations} outside the bounds, {c.nonfinite} non-finite; the "
+                    "engine projected them back before verifying",
+                )
             )
-        )
     return out
+
+
+def load_inputs(
+    model_path: str | Path, cfg: Config, settings: RunSettings
+) -> tuple[LoadedModel, DataSet]:
+    """Load the checkpoint and the data source the way every front end does."""
+    loaded = load_model(
+        model_path,
+        arch=cfg.model.arch,
+        arch_kwargs=cfg.model.arch_kwargs,
+        trust_model=settings.trust_model,
+    )
+    data = load_data(
+        settings.source,
+        split=cfg.data.split,
+        input_shape=cfg.model.input_shape,
+        bounds=cfg.model.bounds,
+        num_classes=cfg.model.num_classes,
+        samples=settings.samples,
+        seed=settings.data_seed,
+    )
+    return loaded, data
+
+
+def make_classifier(loaded: LoadedModel, cfg: Config, settings: RunSettings) -> Classifier:
+    """The wrapper attacks see: the config's bounds and preprocessing, the run's device."""
+    return Classifier(
+        loaded.module,
+        num_classes=cfg.model.num_classes,
+        bounds=cfg.model.bounds,
+        mean=cfg.model.mean,
+        std=cfg.model.std,
+        device=resolve_device(settings.device),
+        batch_size=settings.batch_size,
+    )
 
 
 def run_scan(
@@ -127,44 +200,85 @@ def run_scan(
     *,
     progress: Progress | None = None,
     config_path: str | None = None,
+    on_batch: BatchSink | None = None,
 ) -> RunResult:
-    """Run a whole audit and return its results; raises RobauditError subclasses on bad input."""
-    opts = options or ScanOptions()
+    """Run a whole audit of a checkpoint and return its results; raises RobauditError
+    subclasses on bad input."""
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
-    seed = opts.seed if opts.seed is not None else cfg.seed
-    data_seed = cfg.data.seed if cfg.data.seed is not None else seed
-    device = resolve_device(opts.device or cfg.engine.device)
-    batch_size = opts.batch_size or cfg.data.batch_size
-    source = opts.data or cfg.data.source
-    samples = opts.samples if opts.samples is not None else cfg.data.samples
+    settings = resolve_settings(cfg, options)
+    resolve_device(settings.device)  # an unusable device fails before anything loads
+    loaded, data = load_inputs(model_path, cfg, settings)
+    check_model_output(loaded, cfg, data)
+    clf = make_classifier(loaded, cfg, settings)
+    return audit(
+        clf,
+        loaded,
+        data,
+        cfg,
+        settings,
+        progress=progress,
+        config_path=config_path,
+        on_batch=on_batch,
+        started=started,
+        t0=t0,
+    )
 
-    loaded = load_model(
-        model_path, arch=cfg.model.arch, arch_kwargs=cfg.model.arch_kwargs,
-        trust_model=opts.trust_model,
-    )
-    data = load_data(
-        source, split=cfg.data.split, input_shape=cfg.model.input_shape, bounds=cfg.model.bounds,
-        num_classes=cfg.model.num_classes, samples=samples, seed=data_seed,
-    )
-    _check_model_output(loaded, cfg, data)
-    clf = Classifier(
-        loaded.module, num_classes=cfg.model.num_classes, bounds=cfg.model.bounds,
-        mean=cfg.model.mean, std=cfg.model.std, device=device, batch_size=batch_size,
-    )
+
+def audit(
+    clf: Classifier,
+    loaded: LoadedModel,
+    data: DataSet,
+    cfg: Config,
+    settings: RunSettings,
+    *,
+    progress: Progress | None = None,
+    config_path: str | None = None,
+    on_batch: BatchSink | None = None,
+    started: datetime | None = None,
+    t0: float | None = None,
+) -> RunResult:
+    """Attack ``data`` through ``clf`` as ``cfg`` plans, then score and gate the outcome.
+
+    ``loaded`` only identifies the model in the report (path, sha256, format, arch);
+    ``on_batch`` receives every verified batch (adversarial-example export).
+    """
+    started = started or datetime.now(timezone.utc)
+    t0 = time.perf_counter() if t0 is None else t0
+    seed, data_seed, batch_size = settings.seed, settings.data_seed, settings.batch_size
+    source, samples, device = data.source, settings.samples, clf.device
     torch.manual_seed(seed)  # for models that draw randomness from the global generator
     plan = build_plan(cfg)
+    pre = Preflight()
+    if cfg.integrity.enabled:
+        pre = preflight(clf, data.x, data.y)
+        plan = react(pre, clf, plan, cfg)
     er = run_plan(
-        clf, data.x, data.y, plan, seed=seed, batch_size=batch_size,
-        cascade=cfg.engine.cascade, examples=cfg.report.examples, progress=progress,
+        clf,
+        data.x,
+        data.y,
+        plan,
+        seed=seed,
+        batch_size=batch_size,
+        cascade=cfg.engine.cascade,
+        examples=cfg.report.examples,
+        progress=progress,
+        on_batch=on_batch,
     )
-    params = {i: spec.params.model_dump(mode="json") for i, spec in enumerate(cfg.attacks)}
+    findings = preflight_findings(er, cfg) + pre.findings
+    if cfg.integrity.enabled:
+        by_index = {p.index: p.attack for p in plan}
+        findings += post_run(er, by_index)
+        if cfg.integrity.sanity and any(p.attack.requires == "gradients" for p in plan):
+            found = sanity(clf, data.x, data.y, er.correct, seed)
+            findings += [found] if found else []
+    params = {p.index: p.attack.params.model_dump(mode="json") for p in plan}
     threats, attacks, verdicts = build_tables(er, data.y, params, cfg.engine.cascade)
     n = int(data.y.numel())
     nc = int(er.correct.sum())
     clean_acc = nc / n if n else 0.0
     sc = score(threats, clean_acc)
-    gate = evaluate_gate(cfg.gate, clean_acc, threats, sc)
+    gate = evaluate_gate(cfg.gate, clean_acc, threats, sc, findings)
     class_names = cfg.model.class_names or (list(data.class_names) if data.class_names else None)
     samples_out = tuple(
         {
@@ -203,6 +317,8 @@ def run_scan(
         "data_seed": data_seed,
         "batch_size": batch_size,
         "cascade": cfg.engine.cascade,
+        "eot_samples": clf.eot,
+        "votes": clf.votes,
         "config_path": config_path,
         "config_sha256": config_sha256(cfg),
         "started_at": started.isoformat(timespec="seconds"),
@@ -225,7 +341,7 @@ def run_scan(
         },
         data={
             "source": source,
-            "split": cfg.data.split,
+            "split": data.split,
             "samples": n,
             "requested_samples": samples,
         },
@@ -237,7 +353,7 @@ def run_scan(
         attacks=attacks,
         samples=samples_out,
         examples=examples,
-        findings=tuple(preflight_findings(er, cfg)),
+        findings=tuple(findings),
         score=sc,
         grade=grade(sc),
         gate=gate,

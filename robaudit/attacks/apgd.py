@@ -1,0 +1,361 @@
+"""Auto-PGD and its targeted version (Croce & Hein 2020, "Reliable evaluation of adversarial
+robustness with an ensemble of diverse parameter-free attacks"), Linf and L2.
+
+APGD is PGD without a step size to tune: it starts at 2·eps, adds momentum (0.75), and at
+checkpoints ``w_j = ceil(p_j · steps)`` (p_0 = 0, p_1 = 0.22,
+p_{j+1} = p_j + max(p_j − p_{j−1} − 0.03, 0.06)) halves a sample's step size and restarts it
+from its best point when (1) fewer than ``rho`` of its steps since the last checkpoint raised
+the loss, or (2) neither its step size nor its best loss changed since the last checkpoint.
+Steps are sign(grad) for Linf and grad/‖grad‖₂ for L2, each projected onto the ball and the
+bounds. APGD-T runs the same search with the targeted DLR loss against each of the ``targets``
+most likely wrong classes in turn, each time on the samples still standing.
+
+Inputs are pixel-space batches N×C×H×W inside the classifier's bounds; the output is, per
+sample, the first misclassified iterate found, else the highest-loss one. Like PGD, a sample
+leaves the active batch once it is misclassified (``early_stop``), so the only host sync in
+the step loop is that compaction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+
+from robaudit.attacks.base import Attack, AttackOutput, AttackParams, register
+from robaudit.attacks.losses import TargetedLossFn, dlr_targeted, get_loss, with_targets
+from robaudit.attacks.projections import clip_to_ball, random_in_ball, steepest_direction
+from robaudit.classifier import Classifier, LossFn
+from robaudit.threat import Threat
+
+MOMENTUM = 0.75  # α in the paper: weight of the new gradient step against the last move
+
+
+def checkpoints(steps: int) -> list[int]:
+    """The iterations ``w_j`` (below ``steps``) at which APGD may halve a step size, from 0.
+
+    Computed with exact fractions so ``0.22 · 100`` is 22, not 23 after float rounding.
+    """
+    ps = [Fraction(0), Fraction(22, 100)]
+    while ps[-1] < 1:
+        ps.append(ps[-1] + max(ps[-1] - ps[-2] - Fraction(3, 100), Fraction(6, 100)))
+    return sorted({w for w in (math.ceil(p * steps) for p in ps) if w < steps})
+
+
+class APGDParams(AttackParams):
+    steps: int = Field(100, ge=1, le=100_000, description="iterations per restart")
+    restarts: int = Field(1, ge=1, le=1000, description="random restarts on unbroken samples")
+    loss: Literal["ce", "dlr"] = Field(
+        "ce", description="loss to ascend: ce or dlr (Difference of Logits Ratio, scale-invariant)"
+    )
+    rho: float = Field(
+        0.75, gt=0, le=1, description="halve the step when fewer than this share of steps helped"
+    )
+    early_stop: bool = Field(True, description="drop a sample once its iterate fools the model")
+
+
+class APGDTParams(AttackParams):
+    steps: int = Field(100, ge=1, le=100_000, description="iterations per restart and target")
+    restarts: int = Field(1, ge=1, le=1000, description="random restarts per target class")
+    targets: int = Field(
+        9, ge=1, le=1000, description="most likely wrong classes tried in turn (≤ classes − 1)"
+    )
+    rho: float = Field(
+        0.75, gt=0, le=1, description="halve the step when fewer than this share of steps helped"
+    )
+    early_stop: bool = Field(True, description="drop a sample once its iterate fools the model")
+
+
+@dataclass
+class _Found:
+    """Per sample of one search: its best point, that point's loss (+inf if fooled), fooled."""
+
+    x: torch.Tensor
+    loss: torch.Tensor
+    fooled: torch.Tensor
+
+
+@dataclass
+class _State:
+    """Everything APGD tracks per active sample; ``select`` compacts it in one go."""
+
+    idx: torch.Tensor  # position in the search's batch
+    x0: torch.Tensor  # clean input (centre of the ball)
+    y: torch.Tensor
+    t: torch.Tensor | None  # target class (APGD-T) or None
+    xk: torch.Tensor  # current iterate x^(k)
+    xprev: torch.Tensor  # previous iterate x^(k−1) (for the momentum term)
+    f: torch.Tensor  # loss at x^(k)
+    g: torch.Tensor  # gradient at x^(k)
+    x_max: torch.Tensor  # best iterate so far and its loss and gradient
+    f_max: torch.Tensor
+    g_max: torch.Tensor
+    eta: torch.Tensor  # step size
+    helped: torch.Tensor  # steps since the last checkpoint that raised the loss
+    f_max_check: torch.Tensor  # f_max at the last checkpoint
+    halved_last: torch.Tensor  # bool: the step size was halved at the last checkpoint
+
+    def select(self, keep: torch.Tensor) -> _State:
+        fields: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            fields[f.name] = None if v is None else v[keep]
+        return _State(**fields)
+
+
+def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return v.view(-1, *([1] * (like.dim() - 1)))
+
+
+def apgd_search(
+    clf: Classifier,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    threat: Threat,
+    generator: torch.Generator,
+    *,
+    loss: LossFn | None = None,
+    targeted_loss: TargetedLossFn | None = None,
+    targets: torch.Tensor | None = None,
+    steps: int = 100,
+    rho: float = 0.75,
+    early_stop: bool = True,
+    trace: list[torch.Tensor] | None = None,
+) -> _Found:
+    """One APGD run from a random start in the ball (one restart, one target per sample).
+
+    Give ``loss`` (untargeted) or ``targeted_loss`` with ``targets``. Uses ``steps`` gradient
+    evaluations plus one forward pass for the last iterate; appends the mean loss of every
+    evaluated iterate to ``trace``.
+    """
+    norm, eps, bounds = threat.norm, threat.eps, clf.bounds
+    n = int(x.shape[0])
+
+    def evaluate(
+        xa: torch.Tensor, yy: torch.Tensor, tt: torch.Tensor | None, grad: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        if tt is None:
+            assert loss is not None
+            fn = loss
+        else:
+            assert targeted_loss is not None
+            fn = with_targets(targeted_loss, tt)
+        if grad:
+            f, g, logits = clf.loss_and_grad(xa, yy, fn)
+        else:
+            logits = clf.logits(xa)
+            f, g = fn(logits, yy), None
+        if trace is not None:
+            trace.append(f.mean())
+        return f, g, logits.argmax(dim=1) != yy
+
+    out = _Found(
+        x=x.clone(),
+        loss=torch.full((n,), float("-inf"), device=x.device, dtype=x.dtype),
+        fooled=torch.zeros(n, dtype=torch.bool, device=x.device),
+    )
+
+    def settle(idx: torch.Tensor, xa: torch.Tensor, fooled: torch.Tensor) -> torch.Tensor | None:
+        """Record misclassified iterates; with early stopping, return the mask of those kept."""
+        if early_stop:
+            if not bool(fooled.any()):  # the one host sync per step: active-set compaction
+                return None
+            hit = idx[fooled]
+            out.x[hit] = xa[fooled]
+            out.loss[hit] = float("inf")
+            out.fooled[hit] = True
+            return ~fooled
+        new = fooled & ~out.fooled[idx]
+        out.x[idx] = torch.where(_per_sample(new, xa), xa, out.x[idx])
+        out.fooled[idx] = out.fooled[idx] | fooled
+        return None
+
+    start = clip_to_ball(x + random_in_ball(x, norm, eps, generator), x, norm, eps, bounds)
+    f0, g0, fooled0 = evaluate(start, y, targets, grad=True)
+    assert g0 is not None
+    st = _State(
+        idx=torch.arange(n, device=x.device),
+        x0=x,
+        y=y,
+        t=targets,
+        xk=start,
+        xprev=start,
+        f=f0,
+        g=g0,
+        x_max=start,
+        f_max=f0,
+        g_max=g0,
+        eta=torch.full((n,), 2.0 * eps, device=x.device, dtype=x.dtype),
+        helped=torch.zeros(n, device=x.device, dtype=torch.int64),
+        f_max_check=f0,
+        halved_last=torch.zeros(n, dtype=torch.bool, device=x.device),
+    )
+    keep = settle(st.idx, start, fooled0)
+    if keep is not None:
+        st = st.select(keep)
+    marks = checkpoints(steps)
+    last_mark = 0
+    for k in range(steps):  # computes x^(k+1)
+        if st.idx.numel() == 0:
+            break
+        a = 1.0 if k == 0 else MOMENTUM
+        eta = _per_sample(st.eta, st.xk)
+        z = clip_to_ball(st.xk + eta * steepest_direction(st.g, norm), st.x0, norm, eps, bounds)
+        xn = st.xk + a * (z - st.xk) + (1 - a) * (st.xk - st.xprev)
+        xn = clip_to_ball(xn, st.x0, norm, eps, bounds)
+        with_grad = k + 1 < steps  # the last iterate needs its loss, not its gradient
+        fn, gn, fooled = evaluate(xn, st.y, st.t, grad=with_grad)
+        if gn is None:
+            gn = st.g  # placeholder of the right shape; never used for a step
+        keep = settle(st.idx, xn, fooled)
+        if keep is not None:
+            st, xn, fn, gn = st.select(keep), xn[keep], fn[keep], gn[keep]
+            if st.idx.numel() == 0:
+                break
+        better = fn > st.f_max
+        bx = _per_sample(better, xn)
+        st.helped = st.helped + (fn > st.f).long()
+        st.x_max = torch.where(bx, xn, st.x_max)
+        st.g_max = torch.where(bx, gn, st.g_max)
+        st.f_max = torch.where(better, fn, st.f_max)
+        st.xprev, st.xk, st.f, st.g = st.xk, xn, fn, gn
+        if k + 1 in marks:
+            window = k + 1 - last_mark
+            last_mark = k + 1
+            cond1 = st.helped < rho * window
+            cond2 = ~st.halved_last & (st.f_max == st.f_max_check)
+            halve = cond1 | cond2
+            hx = _per_sample(halve, xn)
+            st.eta = torch.where(halve, st.eta / 2, st.eta)
+            st.xk = torch.where(hx, st.x_max, st.xk)  # x^(k+1) <- x_max; x^(k) stays
+            st.f = torch.where(halve, st.f_max, st.f)
+            st.g = torch.where(hx, st.g_max, st.g)
+            st.halved_last = halve
+            st.f_max_check = st.f_max
+            st.helped = torch.zeros_like(st.helped)
+    # samples still standing: their best point is the highest-loss iterate
+    keep_found = _per_sample(out.fooled[st.idx], st.x_max)
+    out.x[st.idx] = torch.where(keep_found, out.x[st.idx], st.x_max)
+    out.loss[st.idx] = torch.where(out.fooled[st.idx], float("inf"), st.f_max)
+    return out
+
+
+@dataclass
+class _Best:
+    """The running answer over restarts and targets, for the whole batch."""
+
+    x: torch.Tensor
+    loss: torch.Tensor
+    claimed: torch.Tensor  # bool: the attack saw the model misclassify this sample's point
+
+    @staticmethod
+    def start(x: torch.Tensor) -> _Best:
+        n = int(x.shape[0])
+        return _Best(
+            x=x.clone(),
+            loss=torch.full((n,), float("-inf"), device=x.device, dtype=x.dtype),
+            claimed=torch.zeros(n, dtype=torch.bool, device=x.device),
+        )
+
+    def merge(self, idx: torch.Tensor, found: _Found) -> torch.Tensor:
+        """Keep each sample's better point (fooled beats any loss); return the idx still standing."""
+        upd = found.loss > self.loss[idx]
+        self.x[idx] = torch.where(_per_sample(upd, found.x), found.x, self.x[idx])
+        self.loss[idx] = torch.where(upd, found.loss, self.loss[idx])
+        self.claimed[idx] = self.claimed[idx] | found.fooled
+        return idx[~found.fooled]
+
+    def output(self, trace: list[torch.Tensor]) -> AttackOutput:
+        loss_trace = [float(v) for v in torch.stack(trace).tolist()] if trace else None
+        return AttackOutput(x_adv=self.x, loss_trace=loss_trace, claimed=self.claimed)
+
+
+@register
+class APGD(Attack):
+    """Auto-PGD: parameter-free step sizes, momentum and restarts from the best point."""
+
+    name = "apgd"
+    summary = "Auto-PGD: PGD with adaptive step size and momentum (ce or dlr loss)"
+    paper = "Croce & Hein 2020"
+    norms = ("linf", "l2")
+    Params = APGDParams
+    cost_rank = 20
+
+    def cost(self) -> float:
+        assert isinstance(self.params, APGDParams)
+        return float(self.params.steps * self.params.restarts)
+
+    def run(
+        self,
+        clf: Classifier,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        threat: Threat,
+        generator: torch.Generator,
+    ) -> AttackOutput:
+        p = self.params
+        assert isinstance(p, APGDParams)
+        best = _Best.start(x)
+        standing = torch.arange(x.shape[0], device=x.device)
+        trace: list[torch.Tensor] = []
+        for _ in range(p.restarts):
+            if standing.numel() == 0:
+                break
+            found = apgd_search(
+                clf, x[standing], y[standing], threat, generator, loss=get_loss(p.loss),
+                steps=p.steps, rho=p.rho, early_stop=p.early_stop, trace=trace,
+            )  # fmt: skip
+            standing = best.merge(standing, found)
+        return best.output(trace)
+
+
+@register
+class APGDT(Attack):
+    """Targeted Auto-PGD with the targeted DLR loss, over the most likely wrong classes."""
+
+    name = "apgd-t"
+    summary = "Targeted Auto-PGD (targeted DLR loss) against the top-k most likely wrong classes"
+    paper = "Croce & Hein 2020"
+    norms = ("linf", "l2")
+    Params = APGDTParams
+    cost_rank = 30
+
+    def cost(self) -> float:
+        assert isinstance(self.params, APGDTParams)
+        return float(self.params.steps * self.params.restarts * self.params.targets)
+
+    def run(
+        self,
+        clf: Classifier,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        threat: Threat,
+        generator: torch.Generator,
+    ) -> AttackOutput:
+        p = self.params
+        assert isinstance(p, APGDTParams)
+        n = int(x.shape[0])
+        best = _Best.start(x)
+        trace: list[torch.Tensor] = []
+        k = min(p.targets, clf.num_classes - 1)
+        if n == 0 or k < 1:
+            return best.output(trace)
+        # wrong classes ranked by the clean logits, most likely first
+        ranked = clf.logits(x).scatter(1, y[:, None], float("-inf")).topk(k, dim=1).indices
+        standing = torch.arange(n, device=x.device)
+        for j in range(k):
+            for _ in range(p.restarts):
+                if standing.numel() == 0:
+                    break
+                found = apgd_search(
+                    clf, x[standing], y[standing], threat, generator,
+                    targeted_loss=dlr_targeted, targets=ranked[standing, j],
+                    steps=p.steps, rho=p.rho, early_stop=p.early_stop, trace=trace,
+                )  # fmt: skip
+                standing = best.merge(standing, found)
+        return best.output(trace)

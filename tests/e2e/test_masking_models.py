@@ -1,0 +1,88 @@
+"""Models built to fool naive evaluations, audited end to end through the API.
+
+For each, a plain PGD-CE evaluation overstates robustness; robaudit flags it, reacts, and
+its reported robust accuracy lands within 5 points of an adaptive attack written here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+import robaudit
+from robaudit.attacks.losses import margin
+from robaudit.attacks.projections import clip_to_ball
+from robaudit.loading.data import digits_arrays
+from tests.unit.test_integrity import Noisy, Scaled, _base
+
+EPS = 0.1
+
+
+# the standard preset's Linf attacks, at one eps
+STANDARD = [
+    {"name": "fgsm", "norm": "linf", "eps": [EPS]},
+    {"name": "pgd", "norm": "linf", "eps": [EPS], "steps": 50, "rel_step_size": 0.1, "restarts": 2},
+    {"name": "pgd", "norm": "linf", "eps": [EPS], "steps": 50, "rel_step_size": 0.1, "loss": "margin"},
+]
+
+
+def _cfg(**integrity: Any) -> dict[str, Any]:
+    return {
+        "model": {"input_shape": [1, 8, 8], "num_classes": 10},
+        "data": {"samples": 64},
+        "attacks": [{"name": "pgd", "norm": "linf", "eps": [EPS], "steps": 20, "loss": "ce"}],
+        "report": {"examples": 0},
+        "integrity": {"sanity": False, **integrity},
+    }
+
+
+def _data(n: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = digits_arrays("test")
+    return torch.from_numpy(x[:n]), torch.from_numpy(y[:n])
+
+
+def test_scaled_logits_are_flagged_and_not_overstated() -> None:
+    x, y = _data()
+    naive = robaudit.scan(Scaled(), (x, y), config=_cfg(enabled=False))
+    audited = robaudit.scan(Scaled(), (x, y), config=_cfg())
+    adaptive = robaudit.scan(  # margin loss on the unscaled model: the same decision boundary
+        _base(), (x, y), config={**_cfg(enabled=False), "attacks": [
+            {"name": "pgd", "norm": "linf", "eps": [EPS], "steps": 40, "loss": "margin", "restarts": 2}
+        ]},
+    )
+    ids = {f.id for f in audited.findings}
+    assert "RA010" in ids
+    naive_ra = naive.robust_accuracy("linf", EPS)
+    ra, best = audited.robust_accuracy("linf", EPS), adaptive.robust_accuracy("linf", EPS)
+    assert naive_ra > best + 0.05, "the naive evaluation must overstate, or the test proves nothing"
+    assert ra <= best + 0.05
+
+
+def _eot_pgd_vote(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Adaptive attack on the noisy model: EOT over 32 draws, margin loss, majority-vote check."""
+    torch.manual_seed(1)
+    xa = x.clone()
+    for _ in range(40):
+        xr = xa.detach().repeat(32, 1, 1, 1).requires_grad_(True)
+        loss = margin(model(xr), y.repeat(32)).sum()
+        (g,) = torch.autograd.grad(loss, xr)
+        g = g.view(32, *x.shape).mean(0)
+        xa = clip_to_ball(xa + 0.01 * g.sign(), x, "linf", EPS, (0.0, 1.0))
+    with torch.no_grad():
+        votes = torch.stack([model(xa).argmax(1) for _ in range(25)])
+        clean = torch.stack([model(x).argmax(1) for _ in range(25)])
+    maj = torch.mode(votes, 0).values
+    clean_maj = torch.mode(clean, 0).values
+    return float(((clean_maj == y) & (maj == y)).float().mean())
+
+
+def test_randomized_model_gets_eot_and_votes() -> None:
+    x, y = _data()
+    model = Noisy(0.1).eval()
+    audited = robaudit.scan(model, (x, y), config={**_cfg(), "attacks": STANDARD})
+    f = next(f for f in audited.findings if f.id == "RA004")
+    assert f.resolved and "EOT" in f.reaction
+    ra = audited.robust_accuracy("linf", EPS)
+    best = _eot_pgd_vote(model, x, y)
+    assert ra <= best + 0.05, f"robaudit {ra:.3f} vs adaptive EOT attack {best:.3f}"

@@ -1,0 +1,154 @@
+"""Integrity checks fire on models built to fool naive evaluations, and stay quiet on honest ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from robaudit.attacks.fgsm_pgd import FGSM, PGD, PGDParams
+from robaudit.attacks.noise import Noise, NoiseParams
+from robaudit.classifier import Classifier
+from robaudit.config import config_from_dict
+from robaudit.engine import PlannedAttack, run_plan
+from robaudit.findings import CATALOG, explain
+from robaudit.integrity import post_run, preflight, react, sanity
+from robaudit.loading.data import digits_arrays
+from robaudit.loading.model import load_model
+from robaudit.threat import Threat
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _base() -> nn.Module:
+    return load_model(ROOT / "sample_models" / "digits_cnn.pt").module
+
+
+class Scaled(nn.Module):
+    """Logits × 1e4: softmax saturates, cross-entropy gradients underflow."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = _base()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x) * 1e4
+
+
+class Quantized(nn.Module):
+    """Rounds its input to 4 levels inside forward: zero gradients everywhere."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = _base()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(torch.round(x * 4) / 4)
+
+
+class Noisy(nn.Module):
+    """Adds fresh Gaussian noise to its input on every call (a randomized defense)."""
+
+    def __init__(self, sigma: float = 0.1) -> None:
+        super().__init__()
+        self.inner = _base()
+        self.sigma = sigma
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner((x + self.sigma * torch.randn_like(x)).clamp(0, 1))
+
+
+def _data(n: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = digits_arrays("test")
+    return torch.from_numpy(x[:n]), torch.from_numpy(y[:n])
+
+
+def _cfg() -> object:
+    return config_from_dict(
+        {"model": {"input_shape": [1, 8, 8], "num_classes": 10},
+         "attacks": [{"name": "pgd", "norm": "linf", "eps": [0.1], "steps": 10}]}
+    )
+
+
+def test_catalog_is_complete_and_explained() -> None:
+    for fid, doc in CATALOG.items():
+        text = explain(fid)
+        assert fid in text and doc.what_to_do in text and doc.severity in ("info", "warning", "error")
+
+
+def test_honest_model_raises_nothing() -> None:
+    x, y = _data()
+    clf = Classifier(_base(), num_classes=10)
+    assert preflight(clf, x, y).findings == []
+    res = run_plan(clf, *_data(), [PlannedAttack(0, PGD(PGDParams(steps=20)), Threat("linf", 0.2))],
+                   seed=0, batch_size=64)
+    assert sanity(clf, x, y, res.correct, seed=0) is None
+
+
+def test_scaled_logits_fire_saturation_and_react_with_margin_loss() -> None:
+    x, y = _data()
+    clf = Classifier(Scaled(), num_classes=10)
+    pre = preflight(clf, x, y)
+    assert "RA010" in pre.ids()
+    plan = [PlannedAttack(0, PGD(PGDParams(steps=20)), Threat("linf", 0.1))]
+    ce_only = run_plan(clf, x, y, plan, seed=0, batch_size=64)
+    plan2 = react(pre, clf, plan, _cfg())
+    assert len(plan2) == 2 and plan2[1].attack.params.loss == "margin"  # type: ignore[attr-defined]
+    after = run_plan(clf, x, y, plan2, seed=0, batch_size=64)
+    robust = lambda r: float((r.correct & ~torch.stack([c.broken for c in r.cells]).any(0)).float().mean())  # noqa: E731
+    # the adaptive attack: margin-loss PGD on the unscaled model (scaling does not move the boundary)
+    honest = run_plan(Classifier(_base(), num_classes=10), x, y,
+                      [PlannedAttack(0, PGD(PGDParams(steps=20, loss="margin")), Threat("linf", 0.1))],
+                      seed=0, batch_size=64)
+    assert robust(ce_only) > robust(honest) + 0.05, "the naive CE evaluation should overstate"
+    assert abs(robust(after) - robust(honest)) <= 0.05
+    assert all(f.resolved for f in pre.findings if f.id == "RA010")
+
+
+def test_quantized_input_fires_unavailable_gradients_unresolved() -> None:
+    x, y = _data()
+    clf = Classifier(Quantized(), num_classes=10)
+    pre = preflight(clf, x, y)
+    assert "RA003" in pre.ids() and not pre.margin_gradients_ok
+    react(pre, clf, [PlannedAttack(0, PGD(), Threat("linf", 0.1))], _cfg())
+    assert not next(f for f in pre.findings if f.id == "RA003").resolved
+
+
+def test_weak_beats_strong_on_quantized_model() -> None:
+    x, y = _data()
+    clf = Classifier(Quantized(), num_classes=10)
+    t = Threat("linf", 0.2)
+    attacks = {0: Noise(NoiseParams(draws=8)), 1: FGSM(), 2: PGD(PGDParams(steps=10, random_start=False))}
+    res = run_plan(clf, x, y, [PlannedAttack(i, a, t) for i, a in attacks.items()], seed=0, batch_size=64)
+    ids = {f.id for f in post_run(res, attacks)}
+    assert "RA007" in ids
+
+
+def test_randomized_model_fires_and_gets_eot_and_votes() -> None:
+    torch.manual_seed(0)
+    x, y = _data()
+    clf = Classifier(Noisy(), num_classes=10)
+    pre = preflight(clf, x, y)
+    assert "RA004" in pre.ids()
+    react(pre, clf, [], _cfg())
+    assert clf.eot == 8 and clf.votes == 9
+    assert next(f for f in pre.findings if f.id == "RA004").resolved
+
+
+def test_unbounded_sanity_fires_when_attacks_cannot_work() -> None:
+    x, y = _data()
+    clf = Classifier(Quantized(), num_classes=10)
+    correct = clf.predict(x).cpu() == y
+    found = sanity(clf, x, y, correct, seed=0)
+    assert found is not None and found.id == "RA008"
+
+
+@pytest.mark.parametrize("steps", [2])
+def test_incomplete_optimization_fires_for_too_few_steps(steps: int) -> None:
+    x, y = _data()
+    clf = Classifier(_base(), num_classes=10)
+    attack = PGD(PGDParams(steps=10, rel_step_size=0.01, random_start=False, early_stop=False))
+    res = run_plan(clf, x, y, [PlannedAttack(0, attack, Threat("linf", 0.2))], seed=0, batch_size=64)
+    assert "RA005" in {f.id for f in post_run(res, {0: attack})}
