@@ -93,12 +93,29 @@ class DataSection(_Section):
     seed: int | None = Field(None, description="subset seed; defaults to the top-level seed")
 
 
+class BatteryParams(AttackParams):
+    """Parameters shared by a battery's members (AutoAttack's standard values by default)."""
+
+    steps: int = Field(100, ge=1, le=100_000, description="iterations per APGD run")
+    restarts: int = Field(1, ge=1, le=1000, description="restarts per APGD run")
+    targets: int = Field(9, ge=1, le=1000, description="target classes for APGD-T")
+
+
+# Croce & Hein 2020's standard AutoAttack: APGD-CE, APGD-T, FAB-T, Square, as a cascade.
+BATTERIES: dict[str, dict[str, tuple[str, ...]]] = {
+    "autoattack": {"runs": ("apgd", "apgd-t"), "missing": ("fab-t", "square")},
+}
+
+
 class AttackSpec(BaseModel):
     """One attack at one or more budgets; its own parameters sit beside name, norm and eps."""
 
     model_config = ConfigDict(extra="allow")
 
-    name: str
+    name: str | None = None
+    battery: Literal["autoattack"] | None = Field(
+        None, description="a named battery instead of one attack (see BATTERIES)"
+    )
     norm: Norm = "linf"
     eps: list[float]
     access: Access = "white-box"
@@ -113,22 +130,52 @@ class AttackSpec(BaseModel):
             raise ValueError("eps list is empty; give at least one budget")
         return [parse_eps(e) for e in raw]
 
+    @model_validator(mode="after")
+    def _one_of_name_or_battery(self) -> AttackSpec:
+        if (self.name is None) == (self.battery is None):
+            raise ValueError("give either name (one attack) or battery (e.g. autoattack)")
+        return self
+
     @field_validator("name")
     @classmethod
-    def _known(cls, v: str) -> str:
+    def _known(cls, v: str | None) -> str | None:
         names = list(registry())
-        if v not in names:
+        if v is not None and v not in names:
             raise ValueError(
                 f"unknown attack {v!r}{_did_you_mean(v, names)}; valid: {', '.join(names)}"
             )
         return v
 
     @property
+    def params_model(self) -> type[AttackParams]:
+        """The pydantic model the extra keys are validated against."""
+        if self.battery is not None:
+            return BatteryParams
+        assert self.name is not None
+        return registry()[self.name].Params
+
+    @property
+    def label(self) -> str:
+        return self.name or f"battery:{self.battery}"
+
+    @property
     def params(self) -> AttackParams:
-        """The attack's validated parameters (set by :func:`load_config`)."""
+        """The attack's (or battery's) validated parameters (set by :func:`load_config`)."""
         if self._params is None:
-            self._params = registry()[self.name].Params.model_validate(self.model_extra or {})
+            self._params = self.params_model.model_validate(self.model_extra or {})
         return self._params
+
+    def members(self) -> list[tuple[str, dict[str, Any]]]:
+        """The (attack name, parameters) this entry runs: itself, or a battery's members."""
+        if self.battery is None:
+            assert self.name is not None
+            return [(self.name, self.params.model_dump())]
+        p = self.params
+        assert isinstance(p, BatteryParams)
+        return [
+            ("apgd", {"steps": p.steps, "restarts": p.restarts, "loss": "ce"}),
+            ("apgd-t", {"steps": p.steps, "restarts": p.restarts, "targets": p.targets}),
+        ]
 
     def threats(self) -> list[Threat]:
         """One threat per eps value."""
@@ -268,20 +315,21 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
         raise ConfigError(f"{source}: {exc}") from None
     problems: list[str] = []
     for i, spec in enumerate(cfg.attacks):
-        cls = registry()[spec.name]
         try:
-            spec._params = cls.Params.model_validate(spec.model_extra or {})
+            spec._params = spec.params_model.model_validate(spec.model_extra or {})
         except ValidationError as exc:
-            problems.append(_format_errors(source, exc, ("attacks", i), cls.Params, spec=True))
+            problems.append(_format_errors(source, exc, ("attacks", i), spec.params_model, spec=True))
             continue
         raw = data["attacks"][i].get("eps") if isinstance(data["attacks"][i], dict) else None
         raw_list = raw if isinstance(raw, list) else [raw]
         spec._eps_labels = [str(r).strip() if isinstance(r, str) else "" for r in raw_list]
-        if spec.norm not in cls.norms:
-            problems.append(
-                f"{source}: attacks[{i}].norm: {spec.name} supports {', '.join(cls.norms)}, "
-                f"not {spec.norm!r}"
-            )
+        for member, _ in spec.members():
+            norms = registry()[member].norms
+            if spec.norm not in norms:
+                problems.append(
+                    f"{source}: attacks[{i}].norm: {member} supports {', '.join(norms)}, "
+                    f"not {spec.norm!r}"
+                )
         problems.extend(_check_eps(source, i, spec, cfg.model))
     problems.extend(_check_gate(source, cfg))
     if problems:
@@ -377,7 +425,7 @@ def _format_errors(
         if err["type"] == "extra_forbidden":
             known = list(root.model_fields) if spec and len(loc) == 1 else _fields_at(root, loc)
             if spec:
-                known += ["name", "norm", "eps", "access"]
+                known += ["name", "battery", "norm", "eps", "access"]
             msgs.append(f"{where}: unknown key{_did_you_mean(str(loc[-1]), known)}")
         elif err["type"] == "missing":
             msgs.append(f"{where}: required key is missing")

@@ -32,6 +32,7 @@ class PlannedAttack:
     index: int
     attack: Attack
     threat: Threat
+    cascade: bool = False  # battery members only attack samples still unbroken at the threat
 
 
 @dataclass
@@ -194,7 +195,7 @@ def run_plan(
             cell, shown = _derive_minimal(minimal[key], threat, first, done, room)
         else:
             targets = correct.clone()
-            if cascade:
+            if cascade or item.cascade:
                 targets &= ~done
             cell, shown = _run_cell(
                 clf, x, y, item, targets, seed, batch_size, progress, done, room, result, on_batch

@@ -117,6 +117,13 @@ CATALOG: dict[str, FindingDoc] = {
             "built into the checkpoint",
         ),
         FindingDoc(
+            "RA014", "info", "Battery ran without some of its members",
+            "a named battery (e.g. autoattack) ran without members this version lacks",
+            "the missing members (FAB-T, Square) rarely break samples APGD-CE and APGD-T left, "
+            "but on models that mask gradients Square is the one that does",
+            "add gradient-free attacks when they are available, and watch RA003/RA007",
+        ),
+        FindingDoc(
             "RA013", "info", "Integrity reaction applied",
             "robaudit changed the evaluation because an indicator fired (added attacks, EOT, votes)",
             "the reported numbers are those after the reaction, which is the stronger evaluation",

@@ -25,7 +25,7 @@ import torch
 import robaudit
 from robaudit.attacks.base import registry
 from robaudit.classifier import Classifier, resolve_device
-from robaudit.config import Config
+from robaudit.config import BATTERIES, Config
 from robaudit.engine import BatchSink, EngineResult, PlannedAttack, run_plan
 from robaudit.errors import ModelLoadError
 from robaudit.findings import finding
@@ -90,9 +90,37 @@ def build_plan(cfg: Config) -> list[PlannedAttack]:
     plan: list[PlannedAttack] = []
     reg = registry()
     for i, spec in enumerate(cfg.attacks):
-        attack = reg[spec.name](spec.params)
-        plan.extend(PlannedAttack(i, attack, t) for t in spec.threats())
+        members = spec.members()
+        for k, (name, params) in enumerate(members):
+            cls = reg[name]
+            attack = cls(spec.params if spec.battery is None else cls.Params(**params))
+            # battery members get ids of their own (BATTERY_ID * (k + 1) + entry) and cascade
+            index = i if spec.battery is None else BATTERY_ID * (k + 1) + i
+            plan.extend(
+                PlannedAttack(index, attack, t, cascade=spec.battery is not None)
+                for t in spec.threats()
+            )
     return plan
+
+
+BATTERY_ID = 1000
+
+
+def battery_findings(cfg: Config) -> list[Finding]:
+    """Say so when a named battery runs without members robaudit does not have yet."""
+    out = []
+    for i, spec in enumerate(cfg.attacks):
+        if spec.battery is not None and BATTERIES[spec.battery]["missing"]:
+            missing = ", ".join(BATTERIES[spec.battery]["missing"])
+            out.append(
+                finding(
+                    "RA014",
+                    f"attacks[{i}] battery {spec.battery} ran "
+                    f"{', '.join(BATTERIES[spec.battery]['runs'])} as a cascade, without {missing} "
+                    "(not yet available in this robaudit version)",
+                )
+            )
+    return out
 
 
 def config_sha256(cfg: Config) -> str:
@@ -265,7 +293,7 @@ def audit(
         progress=progress,
         on_batch=on_batch,
     )
-    findings = preflight_findings(er, cfg) + pre.findings
+    findings = preflight_findings(er, cfg) + pre.findings + battery_findings(cfg)
     if cfg.integrity.enabled:
         by_index = {p.index: p.attack for p in plan}
         findings += post_run(er, by_index)

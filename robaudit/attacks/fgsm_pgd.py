@@ -174,7 +174,8 @@ class PGD(Attack):
             best_loss[idx[upd]] = torch.where(fooled[upd], float("inf"), loss[upd])
             standing = idx[~fooled]
         loss_trace = [float(v) for v in torch.stack(trace).tolist()] if trace else None
-        return AttackOutput(x_adv=best, loss_trace=loss_trace)
+        # samples whose iterate the attack itself saw misclassified: the engine checks this claim
+        return AttackOutput(x_adv=best, loss_trace=loss_trace, claimed=best_loss == float("inf"))
 
 
 def pick_target(

@@ -152,3 +152,25 @@ def test_incomplete_optimization_fires_for_too_few_steps(steps: int) -> None:
     attack = PGD(PGDParams(steps=10, rel_step_size=0.01, random_start=False, early_stop=False))
     res = run_plan(clf, x, y, [PlannedAttack(0, attack, Threat("linf", 0.2))], seed=0, batch_size=64)
     assert "RA005" in {f.id for f in post_run(res, {0: attack})}
+
+
+def test_silent_success_is_reported_when_the_model_answers_differently_later() -> None:
+    """A model that is fooled on the attack's passes but not on the verification pass."""
+
+    class Flaky(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = _base()
+            self.calls = 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.calls += 1
+            out = self.inner(x)
+            return out if x.requires_grad is False and not torch.is_grad_enabled() else -out
+
+    x, y = _data()
+    clf = Classifier(Flaky(), num_classes=10)
+    attack = PGD(PGDParams(steps=3))
+    res = run_plan(clf, x, y, [PlannedAttack(0, attack, Threat("linf", 0.01))], seed=0, batch_size=64)
+    assert res.cells[0].silent_failures > 0
+    assert "RA006" in {f.id for f in post_run(res, {0: attack})}
