@@ -48,6 +48,7 @@ sample-models: install
 
 bench: install-dev
 	$(BIN)/python benchmarks/pgd_throughput.py
+	$(BIN)/python benchmarks/autoattack.py
 
 clean:
 	rm -rf out .pytest_cache .ruff_cache .mypy_cache

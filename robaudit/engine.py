@@ -93,8 +93,9 @@ class EngineResult:
 class VerifiedBatch:
     """One batch of one cell after the engine's checks, for sinks such as example export.
 
-    ``x_adv`` is projected into the ball and the bounds; ``pred`` is the fresh prediction;
-    ``broken`` = ``pred != label``. All tensors are on the CPU; ``idx`` indexes the data set.
+    ``x_adv`` is projected into the ball and the bounds (minimal-norm attacks: only clipped to
+    the bounds, their norm may exceed eps); ``pred`` is the fresh prediction; ``broken`` says
+    whether it counts at ``threat``. All tensors are on the CPU; ``idx`` indexes the data set.
     """
 
     attack: str
