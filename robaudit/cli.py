@@ -387,6 +387,37 @@ def explain(
     typer.echo(explain_text(key), nl=False)
 
 
+@app.command()
+@handle_errors
+def selftest(
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "cpu",
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Audit a built-in corpus of models with known answers; exit 1 if any case disagrees."""
+    from dataclasses import asdict
+
+    from robaudit.classifier import resolve_device
+    from robaudit.selftest import run_selftest
+
+    resolve_device(device)
+    results = run_selftest(device=device)
+    if as_json:
+        typer.echo(json.dumps([asdict(r) for r in results], indent=2))
+    else:
+        table = Table(title="robaudit selftest: expected vs measured")
+        for col in ("case", "threat", "expected robust acc.", "measured", "expected findings", "fired", "ok"):
+            table.add_column(col)
+        for r in results:
+            table.add_row(
+                r.name, r.threat, f"{r.expected[0]:.3f}–{r.expected[1]:.3f}", f"{r.measured:.3f}",
+                ", ".join(r.expected_findings) or "none", ", ".join(r.fired) or "none",
+                Text("OK", style="green") if r.ok else Text("; ".join(r.problems), style="red"),
+            )
+        Console(highlight=False).print(table)
+    if not all(r.ok for r in results):
+        raise typer.Exit(EXIT_GATE_FAILED)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

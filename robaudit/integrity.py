@@ -141,7 +141,7 @@ def post_run(er: EngineResult, attacks: dict[int, Attack]) -> list[Finding]:
         if tr and len(tr) >= 10 and standing > 0:
             k = max(2, len(tr) // 10)
             last, prev = sum(tr[-k:]) / k, sum(tr[-2 * k : -k]) / k
-            if last > prev + 0.01 * abs(prev) + 1e-6:
+            if last > prev + 0.02 * abs(prev) + 1e-3:
                 out.append(
                     finding(
                         "RA005",
