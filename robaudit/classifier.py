@@ -34,12 +34,15 @@ class Counters:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present; asking for CUDA without one is a clear error."""
+    """``auto`` picks CUDA when present; an unknown name or CUDA without one is a clear error."""
+    from robaudit.errors import UserInputError
+
+    valid = name in ("auto", "cpu", "cuda") or (name.startswith("cuda:") and name[5:].isdigit())
+    if not valid:
+        raise UserInputError(f"--device {name!r}: valid values are auto, cpu, cuda, cuda:N")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        from robaudit.errors import UserInputError
-
         raise UserInputError(f"--device {name}: CUDA is not available here; use 'cpu' or 'auto'")
     return torch.device(name)
 

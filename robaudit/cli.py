@@ -29,6 +29,7 @@ from rich.text import Text
 
 import robaudit
 from robaudit.attacks.base import param_table, registry
+from robaudit.classifier import resolve_device
 from robaudit.config import PRESET_NAMES, load_config, preset_path
 from robaudit.errors import (
     EXIT_GATE_FAILED,
@@ -223,12 +224,8 @@ def _check_flags(samples: int | None, batch_size: int | None, device: str | None
         raise UserInputError(f"--samples {samples}: give a positive number of samples")
     if batch_size is not None and batch_size <= 0:
         raise UserInputError(f"--batch-size {batch_size}: give a positive batch size")
-    if (
-        device is not None
-        and device not in ("auto", "cpu", "cuda")
-        and not device.startswith("cuda:")
-    ):
-        raise UserInputError(f"--device {device!r}: valid values are auto, cpu, cuda, cuda:N")
+    if device is not None:
+        resolve_device(device)  # fails fast, before the config or the model is read
 
 
 @app.command()
@@ -396,7 +393,6 @@ def selftest(
     """Audit a built-in corpus of models with known answers; exit 1 if any case disagrees."""
     from dataclasses import asdict
 
-    from robaudit.classifier import resolve_device
     from robaudit.selftest import run_selftest
 
     resolve_device(device)
