@@ -95,6 +95,7 @@ class AttackRow:
     budget_violations: int
     bounds_violations: int
     nonfinite: int
+    silent_failures: int = 0  # the attack saw these fooled; verification did not (RA006)
     params: dict[str, Any] = field(default_factory=dict)
 
 
@@ -212,6 +213,7 @@ def build_tables(
                     budget_violations=c.budget_violations,
                     bounds_violations=c.bounds_violations,
                     nonfinite=c.nonfinite,
+                    silent_failures=c.silent_failures,
                     params=params.get(c.index, {}),
                 )
             )

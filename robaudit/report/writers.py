@@ -16,7 +16,7 @@ CSV_COLUMNS = (
     "variant", "attack", "attack_index", "access", "norm", "eps", "eps_label", "threat_key",
     "attacked", "broken", "robust_accuracy", "cumulative_robust_accuracy", "success_rate",
     "median_norm", "mean_norm", "queries", "grad_evals", "seconds", "budget_violations",
-    "bounds_violations", "nonfinite",
+    "bounds_violations", "nonfinite", "silent_failures",
 )
 
 
