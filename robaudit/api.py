@@ -61,7 +61,7 @@ from robaudit.pipeline import (
 )
 from robaudit.progress import Progress
 from robaudit.results import Finding, GateResult, RunResult, ThreatRow
-from robaudit.threat import format_eps, parse_eps
+from robaudit.threat import ACCESS_LEVELS, format_eps, parse_eps
 
 __all__ = [
     "ConfigInput",
@@ -548,14 +548,21 @@ def scan(
     progress: ProgressInput = None,
     save_adversarial: bool = False,
     save_unbroken: bool = False,
+    access: str | None = None,
 ) -> Report:
     """Audit ``model`` on ``data`` as ``config`` describes and return the :class:`Report`.
 
     ``save_adversarial`` keeps every verified break so that :meth:`Report.save` also writes
     ``adversarial.npz`` and PNGs; ``save_unbroken`` adds, for each sample no attack broke at
-    a threat, its strongest candidate (lowest true-class margin). Bad input raises a
+    a threat, its strongest candidate (lowest true-class margin). ``access`` ("score" or
+    "decision") audits the model as an attacker without its weights would: attacks that need
+    more are skipped and every threat is relabelled to that access. Bad input raises a
     :class:`robaudit.errors.UserInputError` subclass with a one-line message.
     """
+    if access is not None and access not in ACCESS_LEVELS:
+        raise UserInputError(
+            f"access={access!r}: valid values are {', '.join(ACCESS_LEVELS)}"
+        )
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     if isinstance(device, torch.device):
@@ -566,7 +573,7 @@ def scan(
         cfg,
         ScanOptions(
             samples=samples, seed=seed, device=device, batch_size=batch_size,
-            trust_model=trust_model,
+            trust_model=trust_model, access=access,
         ),
     )
     if not isinstance(model, Classifier):

@@ -159,6 +159,14 @@ def scan(
             "--trust-model", help="Allow pickled whole-module checkpoints (unpickling runs code)."
         ),
     ] = False,
+    access: Annotated[
+        str | None,
+        typer.Option(
+            "--access",
+            help="Audit as an attacker with only score or decision access: attacks that need "
+            "more are skipped and reported (ONNX files are score access already).",
+        ),
+    ] = None,
     save_adversarial: Annotated[
         bool,
         typer.Option(
@@ -189,6 +197,8 @@ def scan(
 
     _state["debug"] = _state["debug"] or debug
     _check_flags(samples, batch_size, device)
+    if access is not None and access not in ("white-box", "score", "decision"):
+        raise UserInputError(f"--access {access!r}: valid values are white-box, score, decision")
     load_config(config)  # a bad config fails before any folder is created
     if not model.exists():
         raise UserInputError(f"{model}: model file not found")
@@ -197,7 +207,7 @@ def scan(
     kwargs: dict[str, Any] = {
         "config": config, "device": device, "samples": samples, "seed": seed,
         "batch_size": batch_size, "trust_model": trust_model,
-        "save_adversarial": save_adversarial, "save_unbroken": save_unbroken,
+        "save_adversarial": save_adversarial, "save_unbroken": save_unbroken, "access": access,
     }
     if quiet or not console.is_terminal:  # bars only for a person at a terminal
         report = api_scan(model, data, **kwargs)

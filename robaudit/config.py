@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from robaudit.attacks.base import AttackParams, registry
+from robaudit.attacks.base import ACCESS_FOR_REQUIRES, AttackParams, registry
 from robaudit.errors import ConfigError
 from robaudit.threat import ACCESS_LEVELS, NORMS, Threat, parse_eps
 
@@ -98,12 +98,13 @@ class BatteryParams(AttackParams):
 
     steps: int = Field(100, ge=1, le=100_000, description="iterations per APGD run")
     restarts: int = Field(1, ge=1, le=1000, description="restarts per APGD run")
-    targets: int = Field(9, ge=1, le=1000, description="target classes for APGD-T")
+    targets: int = Field(9, ge=1, le=1000, description="target classes for APGD-T and FAB-T")
+    queries: int = Field(5000, ge=1, le=1_000_000, description="Square's queries per sample")
 
 
 # Croce & Hein 2020's standard AutoAttack: APGD-CE, APGD-T, FAB-T, Square, as a cascade.
 BATTERIES: dict[str, dict[str, tuple[str, ...]]] = {
-    "autoattack": {"runs": ("apgd", "apgd-t"), "missing": ("fab-t", "square")},
+    "autoattack": {"runs": ("apgd", "apgd-t", "fab-t", "square"), "missing": ()},
 }
 
 
@@ -175,6 +176,16 @@ class AttackSpec(BaseModel):
         return [
             ("apgd", {"steps": p.steps, "restarts": p.restarts, "loss": "ce"}),
             ("apgd-t", {"steps": p.steps, "restarts": p.restarts, "targets": p.targets}),
+            (
+                "fab-t",
+                {
+                    "steps": p.steps,
+                    "restarts": p.restarts,
+                    "targets": p.targets,
+                    "stop_within_eps": True,
+                },
+            ),
+            ("square", {"queries": p.queries}),
         ]
 
     def threats(self) -> list[Threat]:
@@ -330,12 +341,35 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
                     f"{source}: attacks[{i}].norm: {member} supports {', '.join(norms)}, "
                     f"not {spec.norm!r}"
                 )
+            problems.extend(_check_access(source, i, member, spec.access))
+        if spec.name is not None:
+            problem = registry()[spec.name].config_problem(spec.params)
+            if problem:
+                problems.append(f"{source}: attacks[{i}].{problem}")
         problems.extend(_check_eps(source, i, spec, cfg.model))
     problems.extend(_check_gate(source, cfg))
     if problems:
         extra = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
         raise ConfigError(problems[0] + extra)
     return cfg
+
+
+ACCESS_ORDER = {"decision": 0, "score": 1, "white-box": 2}
+
+
+def _check_access(source: str, i: int, member: str, access: str) -> list[str]:
+    """An attack cannot run at a threat that gives the attacker less than it needs."""
+    need = ACCESS_FOR_REQUIRES[registry()[member].requires]
+    if ACCESS_ORDER[need] <= ACCESS_ORDER[access]:
+        return []
+    fits = [
+        n for n, c in registry().items()
+        if ACCESS_ORDER[ACCESS_FOR_REQUIRES[c.requires]] <= ACCESS_ORDER[access]
+    ]
+    return [
+        f"{source}: attacks[{i}].access: {member} needs {need} access, the threat gives "
+        f"{access!r}; attacks that run at {access}: {', '.join(fits)}"
+    ]
 
 
 def _check_eps(source: str, i: int, spec: AttackSpec, model: ModelSection) -> list[str]:

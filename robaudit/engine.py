@@ -15,9 +15,9 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from robaudit.attacks.base import Attack
+from robaudit.attacks.base import ACCESS_FOR_REQUIRES, Attack
 from robaudit.attacks.projections import clip_to_ball, flat_norm
-from robaudit.classifier import Classifier
+from robaudit.classifier import ACCESS_RANK, Classifier
 from robaudit.errors import ModelLoadError, RuntimeFailure
 from robaudit.progress import NullProgress, Progress
 from robaudit.threat import Threat
@@ -57,6 +57,14 @@ class CellOutcome:
     minimal_norm: bool = False
     shared_cost: bool = False  # cost booked on the smallest-eps row of a minimal-norm attack
     silent_failures: int = 0  # samples the attack saw fooled that verification did not
+    # black-box attacks: queries spent per sample (-1: not attacked), exact against the
+    # classifier's counter; query_mismatch > 0 means the attack misreported (it is a bug)
+    sample_queries: torch.Tensor | None = None
+    query_budget: int | None = None
+    query_mismatch: int = 0
+    access_used: str = "white-box"  # the Classifier view the attack ran through
+    # decision-based minimal-norm attacks: queries -> per-sample distance the attack reached
+    distance_trace: dict[int, torch.Tensor] | None = None
 
 
 @dataclass
@@ -108,6 +116,21 @@ class VerifiedBatch:
 
 
 BatchSink = Callable[[VerifiedBatch], None]
+
+
+def attack_access(attack: Attack, threat: Threat) -> str:
+    """The access level an attack runs at: what it needs, never more than the threat allows.
+
+    A black-box attack runs through a restricted view even on a white-box model, so every
+    query it makes is counted and a gradient call fails loudly.
+    """
+    need = ACCESS_FOR_REQUIRES.get(attack.requires, "white-box")
+    return min(need, threat.access, key=ACCESS_RANK.__getitem__)
+
+
+def attack_view(clf: Classifier, access: str) -> Classifier:
+    """``clf`` itself for white-box attacks, else a separately counted view at ``access``."""
+    return clf if access == "white-box" else clf.restricted(access)
 
 
 def cell_seed(seed: int, *parts: object) -> int:
@@ -184,8 +207,11 @@ def run_plan(
             key = (item.index, threat.access, threat.norm)
             first = key not in minimal
             if first:
+                # a cascade skips samples already broken at this (the smallest) eps of the
+                # family: the balls are nested, so they stay broken at every larger eps
+                targets = correct & ~done if (cascade or item.cascade) else correct.clone()
                 minimal[key] = _run_minimal(
-                    clf, x, y, item, plan, correct, seed, batch_size, progress, examples,
+                    clf, x, y, item, plan, targets, seed, batch_size, progress, examples,
                     result, on_batch,
                 )
                 full = minimal[key][0]
@@ -236,7 +262,14 @@ def _run_cell(
     shown: list[Example] = []
     label = f"{attack.name} {threat.norm} eps={threat.label}"
     progress.start(label, int(idx_all.numel()))
+    access = attack_access(attack, threat)
+    view = attack_view(clf, access)
+    black_box = view is not clf
+    sample_queries = torch.full((n,), -1, dtype=torch.long) if black_box else None
+    mismatch = 0
+    dist_trace: dict[int, torch.Tensor] = {}
     q0, g0 = clf.counters.snapshot()
+    vq0 = view.counters.queries
     verify_queries = 0
     t0 = time.perf_counter()
     lo, hi = clf.bounds
@@ -247,12 +280,23 @@ def _run_cell(
         gen = torch.Generator().manual_seed(
             cell_seed(seed, item.index, attack.name, threat.key, int(idx[0]))
         )
+        vq_batch = view.counters.queries
         try:
-            out = attack.run(clf, xb, yb, threat, gen)
+            out = attack.run(view, xb, yb, threat, gen)
         except torch.cuda.OutOfMemoryError as exc:  # pragma: no cover - GPU only
             raise RuntimeFailure(f"{label}: out of GPU memory at batch size {batch_size}") from exc
         except RuntimeError as exc:
             raise RuntimeFailure(f"{label}: the model raised during the attack: {exc}") from exc
+        if sample_queries is not None:
+            spent = view.counters.queries - vq_batch
+            if out.queries is None or int(out.queries.sum()) != spent:
+                mismatch += int(idx.numel())
+                # unreported or misreported: spread the counted total evenly (an estimate)
+                sample_queries[idx] = spent // max(1, int(idx.numel()))
+            else:
+                sample_queries[idx] = out.queries.detach().cpu().long()
+        for q, dist in out.distance_trace or []:
+            dist_trace.setdefault(q, torch.full((n,), float("nan")))[idx] = dist.detach().cpu()
         xa = out.x_adv.detach()
         if xa.shape != xb.shape:
             raise RuntimeFailure(
@@ -307,6 +351,8 @@ def _run_cell(
         progress.advance(int(idx.numel()))
     progress.finish()
     q1, g1 = clf.counters.snapshot()
+    queries = view.counters.queries - vq0 if black_box else q1 - q0 - verify_queries
+    budget = getattr(attack.params, "queries", None)
     cell = CellOutcome(
         index=item.index,
         attack=attack.name,
@@ -315,7 +361,7 @@ def _run_cell(
         broken=broken,
         norms=norms,
         adv_pred=adv_pred,
-        queries=q1 - q0 - verify_queries,
+        queries=queries,
         grad_evals=g1 - g0,
         seconds=time.perf_counter() - t0,
         budget_violations=viol_budget,
@@ -325,6 +371,11 @@ def _run_cell(
         adversarial=adversarial if minimal else None,
         minimal_norm=minimal,
         silent_failures=silent,
+        sample_queries=sample_queries,
+        query_budget=int(budget) if isinstance(budget, int) else None,
+        query_mismatch=mismatch,
+        access_used=access,
+        distance_trace=dist_trace or None,
     )
     return cell, shown
 
@@ -335,7 +386,7 @@ def _run_minimal(
     y: torch.Tensor,
     item: PlannedAttack,
     plan: list[PlannedAttack],
-    correct: torch.Tensor,
+    targets: torch.Tensor,
     seed: int,
     batch_size: int,
     progress: Progress,
@@ -351,9 +402,9 @@ def _run_minimal(
         if p.index == item.index and p.threat.norm == t.norm and p.threat.access == t.access
     )
     run_threat = Threat(t.norm, eps, t.access)
-    none_done = torch.zeros_like(correct)
+    none_done = torch.zeros_like(targets)
     return _run_cell(
-        clf, x, y, PlannedAttack(item.index, item.attack, run_threat), correct.clone(), seed,
+        clf, x, y, PlannedAttack(item.index, item.attack, run_threat), targets, seed,
         batch_size, progress, none_done, examples, res, on_batch,
     )
 

@@ -71,8 +71,9 @@ CATALOG: dict[str, FindingDoc] = {
         ),
         FindingDoc(
             "RA007", "error", "Weak attack beats strong attack",
-            "noise or single-step FGSM broke samples at a threat that the multi-step gradient "
-            "attacks at the same threat did not",
+            "noise, single-step FGSM, a black-box (Square, SimBA, HopSkipJump) or a transfer "
+            "attack broke samples at a threat that the multi-step gradient attacks at the same "
+            "threat did not",
             "a strong attack should find everything a weak one finds; when it does not, its "
             "gradients are masked or obfuscated, and other samples it 'failed' on may be breakable",
             "treat the numbers as upper bounds: add gradient-free attacks, EOT or BPDA; robaudit "
@@ -128,6 +129,23 @@ CATALOG: dict[str, FindingDoc] = {
             "robaudit changed the evaluation because an indicator fired (added attacks, EOT, votes)",
             "the reported numbers are those after the reaction, which is the stronger evaluation",
             "nothing; the report lists what was added",
+        ),
+        FindingDoc(
+            "RA015", "warning", "Attacks skipped at this access level",
+            "the model only answers queries (an ONNX file) or the run was limited with --access, "
+            "and some configured attacks need more access than that",
+            "the audit then measures a weaker attacker than the config describes: rows are "
+            "relabelled to the access actually used, and gate thresholds on white-box threats "
+            "fail as not evaluated",
+            "audit the PyTorch checkpoint for white-box numbers, or configure black-box attacks "
+            "(square, simba, hopskipjump, transfer) and gate thresholds with access: score",
+        ),
+        FindingDoc(
+            "RA016", "error", "Query accounting mismatch",
+            "a black-box attack's own per-sample query counts disagree with robaudit's counter",
+            "queries-per-success and the queries-vs-accuracy curve come from the per-sample "
+            "counts; robaudit's totals use its own counter, so only the breakdown is suspect",
+            "report the attack and parameters; its per-sample figures were replaced by estimates",
         ),
     )
 }

@@ -21,10 +21,15 @@ from robaudit.results import Finding
 from robaudit.threat import Threat
 
 PROBE = 64  # samples used by the pre-flight checks
+REACTION_ID = 90_000  # attack indices of attacks the reactions add (apart from config entries)
+SQUARE_QUERIES = 1000  # budget of the gradient-free attack added when gradients are dead
 GRAD_SHARE = 0.10  # RA003 fires above this share of dead gradients
 SATURATION_SHARE = 0.5  # RA010 fires above this share of softmax == 1.0
 WEAK_SHARE = 0.01  # RA007: weak attack's extra breaks above this share of attacked samples
 LOSS_GAP = 0.05  # RA009: CE robust accuracy above margin's by more than this
+RANDOM_SILENT_SHARE = 0.05  # RA006/RA007 on a randomized model: shares above this fire
+LOSS_RISE = 0.02  # RA005: mean loss over the last tenth of steps rose by more than this
+RANDOM_RISE = 0.05  # RA005 on a randomized model (EOT losses are noisy estimates)
 SANITY_LEFT = 0.02  # RA008: unbounded PGD may leave at most this share standing
 
 
@@ -88,6 +93,7 @@ def preflight(
                     f"probed samples (largest logit {float(a.abs().max()):.3g})",
                 )
             )
+    if bool(correct.any()) and clf.access == "white-box":  # query-only: no gradients to see
         share = _dead_share(clf, xs[correct], ys[correct], cross_entropy)
         out.margin_gradients_ok = _dead_share(clf, xs[correct], ys[correct], margin) <= GRAD_SHARE
         if share > GRAD_SHARE:
@@ -124,6 +130,11 @@ def _strength(cell: CellOutcome, attacks: dict[int, Attack]) -> str:
     return attacks[cell.index].strength if cell.index in attacks else "strong"
 
 
+def _white(cell: CellOutcome, attacks: dict[int, Attack]) -> bool:
+    a = attacks.get(cell.index)
+    return a is None or a.requires == "gradients"
+
+
 def _loss(cell: CellOutcome, attacks: dict[int, Attack]) -> str | None:
     a = attacks.get(cell.index)
     if a is None:
@@ -131,17 +142,29 @@ def _loss(cell: CellOutcome, attacks: dict[int, Attack]) -> str | None:
     return getattr(a.params, "loss", None) or ("dlr" if a.name == "apgd-t" else None)
 
 
-def post_run(er: EngineResult, attacks: dict[int, Attack]) -> list[Finding]:
-    """Indicators of attack failure read off the finished cells."""
+def post_run(
+    er: EngineResult, attacks: dict[int, Attack], *, randomized: bool = False
+) -> list[Finding]:
+    """Indicators of attack failure read off the finished cells.
+
+    ``randomized``: the model draws randomness (verdicts by majority vote, EOT losses). Loss
+    traces are then estimates and verdicts near the boundary are coin flips, so RA005, RA006
+    and RA007 tolerate the noise that brings (``RANDOM_RISE``, ``RANDOM_SILENT_SHARE``).
+    """
     out: list[Finding] = []
     n = int(er.correct.numel())
+    # a randomized model's loss traces are estimates and its verdicts votes: tolerate noise
+    rise = RANDOM_RISE if randomized else LOSS_RISE
+    weak_share = RANDOM_SILENT_SHARE if randomized else WEAK_SHARE
     for c in er.cells:
         tr = c.loss_trace
         standing = int((c.attacked & ~c.broken).sum())
-        if tr and len(tr) >= 10 and standing > 0:
+        # gradient attacks only: a black-box search improves until its budget ends by design,
+        # and its queries-vs-accuracy curve already shows what more queries would buy
+        if tr and len(tr) >= 10 and standing > 0 and _white(c, attacks):
             k = max(2, len(tr) // 10)
             last, prev = sum(tr[-k:]) / k, sum(tr[-2 * k : -k]) / k
-            if last > prev + 0.02 * abs(prev) + 1e-3:
+            if last > prev + rise * abs(prev) + 1e-3:
                 out.append(
                     finding(
                         "RA005",
@@ -149,7 +172,8 @@ def post_run(er: EngineResult, attacks: dict[int, Attack]) -> list[Finding]:
                         f"over its last {k} steps with {standing} samples still standing",
                     )
                 )
-        if c.silent_failures:
+        allowed = RANDOM_SILENT_SHARE * int(c.attacked.sum()) if randomized else 0
+        if c.silent_failures > allowed:
             out.append(
                 finding(
                     "RA006",
@@ -161,8 +185,10 @@ def post_run(er: EngineResult, attacks: dict[int, Attack]) -> list[Finding]:
     for c in er.cells:
         by_key.setdefault(c.threat.key, []).append(c)
     for key, cells in by_key.items():
-        strong = [c for c in cells if _strength(c, attacks) == "strong"]
-        weak = [c for c in cells if _strength(c, attacks) in ("weak", "baseline")]
+        # the reference is the strong gradient attacks; single-step, noise, black-box and
+        # transfer attacks use less information, so each break they add is a masking sign
+        strong = [c for c in cells if _strength(c, attacks) == "strong" and _white(c, attacks)]
+        weak = [c for c in cells if c not in strong]
         if strong and weak:
             s_broken = torch.zeros(n, dtype=torch.bool)
             s_attacked = torch.ones(n, dtype=torch.bool)
@@ -174,7 +200,7 @@ def post_run(er: EngineResult, attacks: dict[int, Attack]) -> list[Finding]:
                 w_broken |= c.broken
             missed = w_broken & ~s_broken & s_attacked
             attacked = max(1, int(s_attacked.sum()))
-            if int(missed.sum()) > max(1, WEAK_SHARE * attacked):
+            if int(missed.sum()) > max(1, weak_share * attacked):
                 out.append(
                     finding(
                         "RA007",
@@ -259,7 +285,7 @@ def react(
         }
         steps = max((getattr(p.attack.params, "steps", 0) for p in plan), default=0) or 50
         extra = [
-            PlannedAttack(len(plan) + 1000 + i, PGD(PGDParams(steps=steps, loss="margin")), t)
+            PlannedAttack(REACTION_ID + i, PGD(PGDParams(steps=steps, loss="margin")), t)
             for i, t in enumerate(
                 sorted({p.threat for p in plan if p.threat.key not in has_margin})
             )
@@ -277,7 +303,29 @@ def react(
         for fid in ("RA003", "RA010"):
             if fid == "RA010" or pre.margin_gradients_ok:
                 _resolve(pre, fid, how)
+        if not pre.margin_gradients_ok:
+            plan = _add_gradient_free(pre, plan)
     return plan
+
+
+def _add_gradient_free(pre: Preflight, plan: list[PlannedAttack]) -> list[PlannedAttack]:
+    """Dead gradients whatever the loss (quantization or a non-differentiable step inside the
+    model): no gradient attack can be trusted, so Square runs at every threat that lacks one."""
+    from robaudit.attacks.square import Square, SquareParams
+
+    have = {p.threat.key for p in plan if p.attack.requires != "gradients"}
+    threats = sorted({p.threat for p in plan if p.threat.key not in have})
+    extra = [
+        PlannedAttack(REACTION_ID + 500 + i, Square(SquareParams(queries=SQUARE_QUERIES)), t)
+        for i, t in enumerate(threats)
+    ]
+    if extra:
+        _resolve(
+            pre,
+            "RA003",
+            f"added Square ({SQUARE_QUERIES} queries, gradient-free) at {len(extra)} threat(s)",
+        )
+    return [*plan, *extra]
 
 
 def _resolve(pre: Preflight, fid: str, reaction: str) -> None:

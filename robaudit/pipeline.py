@@ -15,7 +15,7 @@ import itertools
 import json
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -23,11 +23,11 @@ from typing import Any
 import torch
 
 import robaudit
-from robaudit.attacks.base import registry
-from robaudit.classifier import Classifier, resolve_device
+from robaudit.attacks.base import ACCESS_FOR_REQUIRES, registry
+from robaudit.classifier import ACCESS_RANK, Classifier, resolve_device
 from robaudit.config import BATTERIES, Config
 from robaudit.engine import BatchSink, EngineResult, PlannedAttack, run_plan
-from robaudit.errors import ModelLoadError
+from robaudit.errors import ConfigError, ModelLoadError
 from robaudit.findings import finding
 from robaudit.integrity import Preflight, post_run, preflight, react, sanity
 from robaudit.loading.data import DataSet, load_data
@@ -55,6 +55,7 @@ class ScanOptions:
     device: str | None = None
     batch_size: int | None = None
     trust_model: bool = False
+    access: str | None = None  # audit as an attacker with only this much access
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class RunSettings:
     source: str
     samples: int | None
     trust_model: bool
+    access: str = "white-box"
 
 
 def resolve_settings(cfg: Config, options: ScanOptions | None = None) -> RunSettings:
@@ -82,6 +84,7 @@ def resolve_settings(cfg: Config, options: ScanOptions | None = None) -> RunSett
         source=opts.data or cfg.data.source,
         samples=opts.samples if opts.samples is not None else cfg.data.samples,
         trust_model=opts.trust_model,
+        access=opts.access or "white-box",
     )
 
 
@@ -174,6 +177,14 @@ def preflight_findings(er: EngineResult, cfg: Config) -> list[Finding]:
             )
         )
     for c in er.cells:
+        if c.query_mismatch:
+            out.append(
+                finding(
+                    "RA016",
+                    f"{c.attack} at {c.threat.key}: per-sample query counts of {c.query_mismatch} "
+                    f"sample(s) disagree with the counter ({c.queries} queries counted)",
+                )
+            )
         if c.budget_violations or c.bounds_violations or c.nonfinite:
             out.append(
                 finding(
@@ -209,7 +220,9 @@ def load_inputs(
 
 
 def make_classifier(loaded: LoadedModel, cfg: Config, settings: RunSettings) -> Classifier:
-    """The wrapper attacks see: the config's bounds and preprocessing, the run's device."""
+    """The wrapper attacks see: the config's bounds and preprocessing, the run's device, and
+    the lower of the file's access (ONNX: score) and ``--access``."""
+    access = min(loaded.max_access, settings.access, key=ACCESS_RANK.__getitem__)
     return Classifier(
         loaded.module,
         num_classes=cfg.model.num_classes,
@@ -218,7 +231,49 @@ def make_classifier(loaded: LoadedModel, cfg: Config, settings: RunSettings) -> 
         std=cfg.model.std,
         device=resolve_device(settings.device),
         batch_size=settings.batch_size,
+        access=access,
     )
+
+
+def cap_access(
+    plan: list[PlannedAttack], access: str, why: str
+) -> tuple[list[PlannedAttack], list[dict[str, Any]]]:
+    """Lower every threat to ``access``; attacks that need more are skipped, with the reason.
+
+    The threats are relabelled (a white-box row becomes a score row) so no number in the report
+    claims a stronger attacker than the one that ran, and a gate threshold on a white-box
+    threat then fails as "not evaluated" rather than passing on weaker evidence.
+    """
+    if access == "white-box":
+        return plan, []
+    kept: list[PlannedAttack] = []
+    skipped: dict[int, dict[str, Any]] = {}
+    for p in plan:
+        level = min(p.threat.access, access, key=ACCESS_RANK.__getitem__)
+        need = ACCESS_FOR_REQUIRES[p.attack.requires]
+        if ACCESS_RANK[need] > ACCESS_RANK[level]:
+            row = skipped.setdefault(
+                p.index,
+                {
+                    "attack": p.attack.name,
+                    "attack_index": p.index,
+                    "threats": [],
+                    "reason": f"needs {need} access; {why}",
+                },
+            )
+            row["threats"].append(p.threat.key)
+            continue
+        kept.append(replace(p, threat=replace(p.threat, access=level)))
+    return kept, list(skipped.values())
+
+
+def access_reason(loaded: LoadedModel, settings: RunSettings) -> str:
+    """Why the run is capped, in the words the report uses."""
+    if loaded.max_access != "white-box" and ACCESS_RANK[loaded.max_access] <= ACCESS_RANK[
+        settings.access
+    ]:
+        return f"the {loaded.format} model answers queries only ({loaded.max_access} access)"
+    return f"the run was limited with --access {settings.access}"
 
 
 def run_scan(
@@ -281,6 +336,17 @@ def audit(
     if cfg.integrity.enabled:
         pre = preflight(clf, data.x, data.y)
         plan = react(pre, clf, plan, cfg)
+    plan, skipped = cap_access(plan, clf.access, access_reason(loaded, settings))
+    if not plan:
+        names = ", ".join(sorted({s["attack"] for s in skipped}))
+        fits = ", ".join(
+            n for n, c in registry().items()
+            if ACCESS_RANK[ACCESS_FOR_REQUIRES[c.requires]] <= ACCESS_RANK[clf.access]
+        )
+        raise ConfigError(
+            f"{config_path or 'config'}: no attack can run at {clf.access} access "
+            f"({access_reason(loaded, settings)}); skipped {names}; add one of: {fits}"
+        )
     er = run_plan(
         clf,
         data.x,
@@ -294,9 +360,17 @@ def audit(
         on_batch=on_batch,
     )
     findings = preflight_findings(er, cfg) + pre.findings + battery_findings(cfg)
+    if skipped:
+        findings.append(
+            finding(
+                "RA015",
+                f"{len(skipped)} attack(s) skipped: "
+                + "; ".join(f"{s['attack']} ({s['reason']})" for s in skipped),
+            )
+        )
     if cfg.integrity.enabled:
         by_index = {p.index: p.attack for p in plan}
-        findings += post_run(er, by_index)
+        findings += post_run(er, by_index, randomized=clf.votes > 1)
         if cfg.integrity.sanity and any(p.attack.requires == "gradients" for p in plan):
             found = sanity(clf, data.x, data.y, er.correct, seed)
             findings += [found] if found else []
@@ -347,6 +421,7 @@ def audit(
         "cascade": cfg.engine.cascade,
         "eot_samples": clf.eot,
         "votes": clf.votes,
+        "access": clf.access,
         "config_path": config_path,
         "config_sha256": config_sha256(cfg),
         "started_at": started.isoformat(timespec="seconds"),
@@ -387,6 +462,7 @@ def audit(
         gate=gate,
         meta=meta,
         config=cfg.model_dump(mode="json"),
+        skipped=tuple(skipped),
         per_class=per_class_rows(data.y, er.correct, threats, verdicts, cfg.model.num_classes),
         minimal_norms=minimal_norm_rows(
             er, {(t.access, t.norm): [u.eps for u in threats if u.norm == t.norm] for t in threats}

@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from robaudit.engine import EngineResult
+from robaudit.engine import CellOutcome, EngineResult
 from robaudit.threat import Threat
 
 SCHEMA_VERSION = "1.0"
@@ -97,6 +97,16 @@ class AttackRow:
     nonfinite: int
     silent_failures: int = 0  # the attack saw these fooled; verification did not (RA006)
     params: dict[str, Any] = field(default_factory=dict)
+    access_used: str = "white-box"  # the view the attack ran through (black-box: restricted)
+    query_budget: int | None = None  # black-box attacks: the per-sample query budget
+    # black-box attacks: model queries per verified break (mean, median) and the cumulative
+    # robust accuracy had the attack stopped at each fraction of its budget
+    queries_per_success_mean: float | None = None
+    queries_per_success_median: float | None = None
+    query_curve: list[list[float]] | None = None
+    # decision-based minimal-norm attacks: [queries, median distance reached] checkpoints
+    distance_curve: list[list[float]] | None = None
+    query_mismatch: int = 0  # samples whose self-reported query count disagreed with the counter
 
 
 @dataclass(frozen=True)
@@ -138,6 +148,8 @@ class RunResult:
     config: dict[str, Any]
     per_class: tuple[dict[str, Any], ...] = ()
     minimal_norms: tuple[dict[str, Any], ...] = ()
+    # attacks the access level did not allow: {attack, attack_index, threats, reason}
+    skipped: tuple[dict[str, Any], ...] = ()
 
     def table(self) -> pd.DataFrame:
         """The long results table: one row per (variant, attack, threat)."""
@@ -152,6 +164,42 @@ class RunResult:
 def _median(v: torch.Tensor) -> float | None:
     v = v[torch.isfinite(v)]
     return float(v.median()) if v.numel() else None
+
+
+QUERY_FRACTIONS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
+
+
+def query_stats(
+    c: CellOutcome, correct: torch.Tensor, before: torch.Tensor, n: int
+) -> dict[str, Any]:
+    """Queries per verified break and the queries-vs-robust-accuracy curve of a black-box cell.
+
+    ``before`` holds samples broken at this threat before this attack (and at smaller eps), so
+    the curve ends at the row's cumulative robust accuracy.
+    """
+    out: dict[str, Any] = {}
+    sq = c.sample_queries
+    if sq is None:
+        return out
+    won = sq[c.broken].double()
+    if won.numel():
+        out["queries_per_success_mean"] = float(won.mean())
+        out["queries_per_success_median"] = float(won.median())
+    top = c.query_budget or (int(sq.max()) if sq.numel() and int(sq.max()) > 0 else None)
+    if top and n:
+        curve = []
+        for q in sorted({max(1, round(top * f)) for f in QUERY_FRACTIONS}):
+            hit = c.broken & (sq <= q)
+            curve.append([q, int((correct & ~before & ~hit).sum()) / n])
+        out["query_curve"] = curve
+    if c.distance_trace:
+        dc = []
+        for q, d in sorted(c.distance_trace.items()):
+            seen = d[c.attacked & correct]
+            seen = seen[~torch.isnan(seen)]
+            dc.append([q, float(seen.median()) if seen.numel() else float("inf")])
+        out["distance_curve"] = dc
+    return out
 
 
 def build_tables(
@@ -177,6 +225,7 @@ def build_tables(
         verdict: dict[int, dict[str, Any]] = {}
         for ci in by_key[key]:
             c = er.cells[ci]
+            qs = query_stats(c, correct, own | prev_mask, n)
             new = c.broken & ~own
             for s in new.nonzero().flatten().tolist():
                 verdict[s] = {
@@ -215,6 +264,10 @@ def build_tables(
                     nonfinite=c.nonfinite,
                     silent_failures=c.silent_failures,
                     params=params.get(c.index, {}),
+                    access_used=c.access_used,
+                    query_budget=c.query_budget,
+                    query_mismatch=c.query_mismatch,
+                    **qs,
                 )
             )
         inherited = prev_mask & ~own & correct

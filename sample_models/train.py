@@ -4,7 +4,8 @@
 
 Writes, for each of ``digits_cnn`` (plain) and ``digits_cnn_robust`` (PGD adversarial training,
 Madry et al. 2018, Linf eps 0.2): ``NAME.pt`` (TorchScript, traced), ``NAME.pt2`` (torch.export
-program) and ``NAME.state_dict.pt`` (weights for ``arch: robaudit.models.digits:DigitsCNN``).
+program), ``NAME.state_dict.pt`` (weights for ``arch: robaudit.models.digits:DigitsCNN``) and
+``NAME.onnx`` (for query-only audits through onnxruntime).
 Only the ``train`` split of ``builtin:digits`` is used; the ``test`` split is never seen.
 """
 
@@ -61,14 +62,38 @@ def save(model: DigitsCNN, name: str, out: Path) -> None:
     program = torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
     torch.export.save(program, str(out / f"{name}.pt2"))
     torch.save(model.state_dict(), out / f"{name}.state_dict.pt")
+    save_onnx(model, name, out)
+
+
+def save_onnx(model: DigitsCNN, name: str, out: Path) -> None:
+    """An ONNX file with a dynamic batch (needs the dev extra's onnx + onnxscript), one file."""
+    example = torch.zeros(2, 1, 8, 8)
+    torch.onnx.export(
+        model.eval(),
+        (example,),
+        str(out / f"{name}.onnx"),
+        input_names=["x"],
+        output_names=["logits"],
+        dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
+        external_data=False,
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=HERE)
     ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument(
+        "--onnx-only", action="store_true", help="only re-export NAME.onnx from NAME.state_dict.pt"
+    )
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.onnx_only:
+        for name in ("digits_cnn", "digits_cnn_robust"):
+            model = DigitsCNN()
+            model.load_state_dict(torch.load(HERE / f"{name}.state_dict.pt", weights_only=True))
+            save_onnx(model.eval(), name, args.out)
+        return
     torch.set_num_threads(2)
     xt, yt = (torch.from_numpy(a) for a in digits_arrays("test"))
     for name, adv in (("digits_cnn", False), ("digits_cnn_robust", True)):

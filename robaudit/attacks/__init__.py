@@ -1,6 +1,17 @@
 """Attack families; importing this package registers the built-in attacks."""
 
-from robaudit.attacks import apgd, cw, deepfool, fgsm_pgd, noise  # noqa: F401
+from robaudit.attacks import (  # noqa: F401  (imported to register)
+    apgd,
+    cw,
+    deepfool,
+    fab,
+    fgsm_pgd,
+    hopskipjump,
+    noise,
+    simba,
+    square,
+    transfer,
+)
 from robaudit.attacks.base import Attack, AttackOutput, AttackParams, get_attack, registry
 
 __all__ = ["Attack", "AttackOutput", "AttackParams", "get_attack", "registry"]

@@ -38,6 +38,14 @@ class AttackOutput:
     # optional: which samples the attack itself saw misclassified (checked against the engine's
     # verification; a disagreement is finding RA006, never a break)
     claimed: torch.Tensor | None = None
+    # black-box attacks (requires "scores" or "labels") must set this: int64[N], the model
+    # queries the attack spent on each sample. A score-based attack stops querying a sample once
+    # it sees it fooled, so for fooled samples this is the queries-to-success. The engine checks
+    # the sum against the classifier's own counter (an attack cannot under-report its cost).
+    queries: torch.Tensor | None = None
+    # decision-based minimal-norm attacks: (queries spent so far, float[N] best verified-by-the-
+    # attack distance, inf where none) checkpoints, for the distance-vs-queries curve
+    distance_trace: list[tuple[int, torch.Tensor]] | None = None
 
 
 class Attack(ABC):
@@ -75,6 +83,15 @@ class Attack(ABC):
         """A rough number of forward+backward passes per sample, for cheap-first ordering."""
         return float(self.cost_rank)
 
+    @classmethod
+    def config_problem(cls, params: AttackParams) -> str | None:
+        """A problem with ``params`` that only a whole config can reveal (a required file)."""
+        del params
+        return None
+
+
+# the access level an attack needs: the engine hands it a Classifier view of exactly this level
+ACCESS_FOR_REQUIRES: dict[str, str] = {"gradients": "white-box", "scores": "score", "labels": "decision"}
 
 _REGISTRY: dict[str, type[Attack]] = {}
 

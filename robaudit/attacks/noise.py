@@ -45,9 +45,11 @@ class Noise(Attack):
         assert isinstance(self.params, NoiseParams)
         best = x.clone()
         standing = torch.arange(x.shape[0], device=x.device)
+        queries = torch.zeros(x.shape[0], dtype=torch.long)
         for _ in range(self.params.draws):
             if standing.numel() == 0:
                 break
+            queries[standing.cpu()] += 1
             x0 = x[standing]
             cand = clip_to_ball(
                 x0 + random_on_sphere(x0, threat.norm, threat.eps, generator),
@@ -59,4 +61,4 @@ class Noise(Attack):
             fooled = clf.predict(cand) != y[standing]
             best[standing] = cand  # keep the latest draw for samples still standing
             standing = standing[~fooled]
-        return AttackOutput(x_adv=best)
+        return AttackOutput(x_adv=best, queries=queries)

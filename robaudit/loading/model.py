@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from robaudit.errors import ModelLoadError
+from robaudit.loading.onnx import load_onnx, looks_like_onnx
 
 __all__ = ["LoadedModel", "build_arch", "load_model", "sha256_file"]
 
@@ -44,8 +45,10 @@ class LoadedModel:
     module: nn.Module  # in eval mode, on CPU
     path: str
     sha256: str  # of the checkpoint file bytes
-    format: str  # "torchscript" | "state_dict" | "export" | "pickle"
+    format: str  # "torchscript" | "state_dict" | "export" | "pickle" | "onnx"
     arch: str | None
+    # the most an attacker gets from this file: ONNX runs give scores, never gradients
+    max_access: str = "white-box"
 
 
 def sha256_file(path: str | Path) -> str:
@@ -81,6 +84,8 @@ def load_model(
     if size == 0:
         raise ModelLoadError(f"model file '{p}' is empty (0 bytes); was it saved completely?")
 
+    if looks_like_onnx(p):
+        return LoadedModel(load_onnx(p), str(p), digest, "onnx", None, max_access="score")
     kind = _sniff(p)
     if kind == "torchscript":
         module = _load_torchscript(p)

@@ -70,6 +70,7 @@ def to_document(r: RunResult, *, incomplete: bool = False) -> dict[str, Any]:
         "samples": list(r.samples),
         "per_class": list(r.per_class),
         "minimal_norms": list(r.minimal_norms),
+        "skipped": list(r.skipped),
         "examples": examples,
         "score": r.score,
         "grade": r.grade,

@@ -155,6 +155,26 @@ def charts(doc: dict[str, Any]) -> list[tuple[str, Markup]]:
     return out
 
 
+def query_charts(doc: dict[str, Any]) -> list[tuple[str, Markup]]:
+    """Per threat: robust accuracy had each black-box attack stopped after q queries per sample."""
+    by_threat: dict[str, list[Series]] = {}
+    for a in doc.get("attacks") or []:
+        curve = a.get("query_curve")
+        if not curve:
+            continue
+        key = f"{a.get('access')} {a.get('norm')} eps={a.get('eps_label')}"
+        pts = tuple(
+            Point(float(q), float(r), f"{a.get('attack')} after {count(q)} queries: {pct(r)}")
+            for q, r in curve
+            if isinstance(q, (int, float)) and isinstance(r, (int, float))
+        )
+        by_threat.setdefault(key, []).append(Series(str(a.get("attack")), pts))
+    return [
+        (key, line_chart(series, title=f"Robust accuracy vs queries ({key})", x_label="queries per sample"))
+        for key, series in by_threat.items()
+    ]
+
+
 @lru_cache(maxsize=1)
 def _env() -> Environment:
     """One environment per process; ChainableUndefined lets sparse (interrupted) documents render."""
@@ -183,6 +203,8 @@ def render_html(doc: dict[str, Any]) -> str:
         severity=lambda ra: severity(ra, clean),
         label=lambda k: class_label(names, k),
         charts=charts(doc),
+        query_charts=query_charts(doc),
+        black_box=[a for a in doc.get("attacks") or [] if a.get("query_budget") or a.get("query_curve")],
         good_ratio=GOOD_RATIO,
         warn_ratio=WARN_RATIO,
     )

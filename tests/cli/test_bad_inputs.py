@@ -102,6 +102,12 @@ def _out_is_a_file(c: Ctx) -> tuple[Path, Path, list[str]]:
     return c.plain, c.config(), []
 
 
+def _fake_onnx(c: Ctx) -> tuple[Path, Path, list[str]]:
+    path = c.tmp / "fake.onnx"
+    path.write_bytes(b"definitely not protobuf" * 10)
+    return path, c.config(), []
+
+
 CASES = [
     Case("malformed_yaml", _raw("model: {input_shape: [1, 8, 8]\nattacks: [\n"), ("malformed YAML at line",), True),
     Case("empty_yaml", _raw("# nothing here\n"), ("config is empty", "robaudit init"), True),
@@ -131,6 +137,11 @@ CASES = [
     Case("bad_device", lambda c: (c.plain, c.config(), ["--device", "tpu"]), ("--device 'tpu'", "cpu", "cuda")),
     Case("zero_samples", lambda c: (c.plain, c.config(), ["--samples", "0"]), ("--samples 0", "positive")),
     Case("missing_data_file", lambda c: (c.plain, c.config(), ["--data", str(c.tmp / "nope.npz")]), ("nope.npz", "not found")),
+    Case("bad_access_flag", lambda c: (c.plain, c.config(), ["--access", "root"]), ("--access 'root'", "score", "decision")),
+    Case("nothing_runs_at_access", lambda c: (c.plain, c.config(), ["--access", "score"]), ("no attack can run at score access", "--access score", "square")),
+    Case("attack_above_threat_access", _cfg(attacks=[{"name": "pgd", "eps": [0.1], "access": "decision"}]), ("attacks[0].access", "pgd needs white-box", "noise"), config_only=True),
+    Case("transfer_without_surrogate", _cfg(attacks=[{"name": "transfer", "eps": [0.1]}]), ("attacks[0].surrogate", "required for transfer"), config_only=True),
+    Case("not_an_onnx_file", _fake_onnx, ("fake.onnx", "not a loadable ONNX model")),
 ]
 
 

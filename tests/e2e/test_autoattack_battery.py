@@ -1,4 +1,5 @@
-"""The autoattack battery: a cascade of APGD-CE and APGD-T, worst case per sample."""
+"""The autoattack battery: a cascade of APGD-CE, APGD-T, FAB-T and Square, worst case per
+sample."""
 
 from __future__ import annotations
 
@@ -29,14 +30,19 @@ def _data() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(x[:N]), torch.from_numpy(y[:N])
 
 
-def test_battery_cascades_and_says_what_is_missing() -> None:
+def test_battery_cascades_with_all_four_members() -> None:
     x, y = _data()
     report = robaudit.scan(ROOT / "sample_models" / "digits_cnn_robust.pt", (x, y), config=_cfg("linf", 0.2))
-    rows = report.to_dict()["attacks"]
-    apgd, apgdt = (next(r for r in rows if r["attack"] == a) for a in ("apgd", "apgd-t"))
+    rows = {r["attack"]: r for r in report.to_dict()["attacks"]}
+    assert set(rows) == {"apgd", "apgd-t", "fab-t", "square"}
+    apgd, apgdt = rows["apgd"], rows["apgd-t"]
     assert apgdt["attacked"] == apgd["attacked"] - apgd["broken"]  # a cascade
     assert apgdt["robust_accuracy"] is None  # alone is undefined in a cascade
-    assert "RA014" in {f.id for f in report.findings}
+    standing = apgd["attacked"] - apgd["broken"] - apgdt["broken"]
+    # the later members only see what APGD-CE and APGD-T left standing
+    assert rows["fab-t"]["attacked"] + rows["square"]["attacked"] <= 2 * standing
+    assert rows["square"]["access_used"] == "score" and rows["square"]["query_budget"] == 5000
+    assert "RA014" not in {f.id for f in report.findings}
     pgd = robaudit.scan(
         ROOT / "sample_models" / "digits_cnn_robust.pt", (x, y),
         config={**_cfg("linf", 0.2), "attacks": [{"name": "pgd", "norm": "linf", "eps": [0.2], "steps": 100}]},

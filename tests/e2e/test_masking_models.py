@@ -14,7 +14,7 @@ import robaudit
 from robaudit.attacks.losses import margin
 from robaudit.attacks.projections import clip_to_ball
 from robaudit.loading.data import digits_arrays
-from tests.unit.test_integrity import Noisy, Scaled, _base
+from tests.unit.test_integrity import Noisy, Quantized, Scaled, _base
 
 EPS = 0.1
 
@@ -85,4 +85,54 @@ def test_randomized_model_gets_eot_and_votes() -> None:
     assert f.resolved and "EOT" in f.reaction
     ra = audited.robust_accuracy("linf", EPS)
     best = _eot_pgd_vote(model, x, y)
+    naive = robaudit.scan(model, (x, y), config=_cfg(enabled=False)).robust_accuracy("linf", EPS)
+    assert naive > best + 0.05, "the naive evaluation must overstate, or the test proves nothing"
     assert ra <= best + 0.05, f"robaudit {ra:.3f} vs adaptive EOT attack {best:.3f}"
+    # the engine's vote overturns few of the attacks' own claims (none fire RA006)
+    assert "RA006" not in {f.id for f in audited.findings}
+
+
+class _StraightThrough(torch.autograd.Function):
+    """Rounding forward, identity backward: BPDA for the quantizing model (Athalye et al. 2018)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        return torch.round(x * 4) / 4
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:
+        return g
+
+
+def _bpda_pgd(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Adaptive attack on the quantizing model: PGD-margin through a straight-through round,
+    several restarts, judged by the real (rounding) model."""
+    inner = _base()
+    real = Quantized().eval()
+    gen = torch.Generator().manual_seed(0)
+    broken = torch.zeros(x.shape[0], dtype=torch.bool)
+    with torch.no_grad():
+        correct = real(x).argmax(1) == y
+    for _ in range(4):
+        xa = (x + (torch.rand(x.shape, generator=gen) * 2 - 1) * EPS).clamp(0, 1)
+        for _ in range(60):
+            xr = xa.detach().requires_grad_(True)
+            loss = margin(inner(_StraightThrough.apply(xr)), y).sum()
+            (g,) = torch.autograd.grad(loss, xr)
+            xa = clip_to_ball(xa + 0.01 * g.sign(), x, "linf", EPS, (0.0, 1.0))
+            with torch.no_grad():
+                broken |= real(xa).argmax(1) != y
+    return float((correct & ~broken).float().mean())
+
+
+def test_quantizing_model_gets_a_gradient_free_attack() -> None:
+    x, y = _data()
+    naive = robaudit.scan(Quantized(), (x, y), config=_cfg(enabled=False))
+    audited = robaudit.scan(Quantized(), (x, y), config={**_cfg(), "attacks": STANDARD})
+    f = next(f for f in audited.findings if f.id == "RA003")
+    assert f.resolved and "Square" in f.reaction
+    assert "square" in {a.attack for a in audited.result.attacks}
+    best = _bpda_pgd(x, y)
+    naive_ra, ra = naive.robust_accuracy("linf", EPS), audited.robust_accuracy("linf", EPS)
+    assert naive_ra > best + 0.05, "the naive evaluation must overstate, or the test proves nothing"
+    assert ra <= best + 0.05, f"robaudit {ra:.3f} vs BPDA {best:.3f} (naive {naive_ra:.3f})"

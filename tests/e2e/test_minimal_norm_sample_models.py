@@ -179,3 +179,28 @@ def test_deepfool_matches_or_beats_torchattacks(runs: Run) -> None:
     # theirs stops on the boundary itself for many samples (a tie is not a misclassification);
     # ours overshoots, so it must break at least as many
     assert int(torch.isfinite(ours).sum()) >= int(torch.isfinite(theirs).sum())
+
+
+@pytest.mark.peer
+def test_cw_matches_or_beats_foolbox_with_its_c_search(runs: Run) -> None:
+    """foolbox's C&W L2 searches c as ours does: same binary-search steps, steps, lr and
+    initial c, same samples. Medians over the samples both broke; ours within 10% or lower."""
+    fb = pytest.importorskip("foolbox")
+    x, y = _data()
+    model = _module("digits_cnn")
+    fmodel = fb.PyTorchModel(model, bounds=(0, 1))
+    attack = fb.attacks.L2CarliniWagnerAttack(
+        binary_search_steps=CW.binary_search_steps,
+        steps=CW_STEPS,
+        stepsize=CW_LR,
+        confidence=0,
+        initial_const=CW.initial_const,
+        abort_early=True,
+    )
+    _, theirs_x, _ = attack(fmodel, x, y, epsilons=None)
+    theirs = _minimal_norms(model, x, y, theirs_x)
+    ours = _minimal_norms(model, x, y, runs[("digits_cnn", "cw", "l2")])
+    m, t, n = _median_over_both(ours, theirs)
+    print(f"C&W L2 median: robaudit {m:.4f}, foolbox {t:.4f} over {n} samples")
+    assert n >= 80, f"only {n} samples broken by both"
+    assert m <= 1.10 * t, f"robaudit median {m:.4f} vs foolbox {t:.4f} ({n} samples)"

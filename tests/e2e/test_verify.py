@@ -24,7 +24,9 @@ MODELS = ("digits_cnn.pt", "digits_cnn_robust.pt")
 # gets a larger step and constant so that a few iterations still find something
 FAST = {
     "steps": 3, "restarts": 1, "binary_search_steps": 2, "targets": 2, "draws": 2,
-    "lr": 0.1, "initial_const": 1.0, "candidates": 3,
+    "lr": 0.1, "initial_const": 1.0, "candidates": 3, "queries": 100,
+    # the transfer attack's surrogate: the robust twin (on itself it is plain PGD)
+    "surrogate": str(Path(__file__).resolve().parents[2] / "sample_models" / "digits_cnn_robust.pt"),
 }
 
 Exported = tuple[Path, Path, Report]

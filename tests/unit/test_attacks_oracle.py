@@ -13,6 +13,7 @@ from torch import nn
 
 from robaudit.attacks.base import registry
 from robaudit.attacks.projections import flat_norm
+from robaudit.attacks.transfer import Transfer
 from robaudit.classifier import Classifier
 from robaudit.engine import PlannedAttack, run_plan
 from robaudit.threat import Threat
@@ -73,7 +74,8 @@ def test_no_attack_breaks_what_is_out_of_reach(name: str, norm: str) -> None:
         pytest.skip(f"{name} does not support {norm}")
     clf, x, y, dist = _setup(norm)
     eps = float(dist.min()) * 0.9
-    attack = registry()[name]()
+    # the transfer attack's surrogate: the target itself (the strongest possible surrogate)
+    attack = Transfer(surrogate_module=clf.model) if name == "transfer" else registry()[name]()
     res = run_plan(clf, x, y, [PlannedAttack(0, attack, Threat(norm, eps))], seed=1, batch_size=32)
     assert not res.cells[0].broken.any()
 
@@ -88,7 +90,10 @@ def test_minimal_norm_attack_finds_the_exact_distance(name: str, norm: str) -> N
     """A minimal-norm attack returns, per sample, a point just beyond the exact boundary:
     at most 5% farther than the analytic distance, and never closer when it fools the model."""
     clf, x, y, dist = _setup(norm)
-    attack = registry()[name]()
+    cls = registry()[name]
+    # a decision-based attack estimates the boundary from labels: 5000 queries get it within
+    # 3% here (measured: 1000 queries leave up to 6% in L2 and 11% in Linf)
+    attack = cls(cls.Params(queries=5000)) if cls.requires == "labels" else cls()
     threat = Threat(norm, float("inf"), label="inf")  # no budget: every sample must be found
     xa = attack.run(clf, x, y, threat, torch.Generator().manual_seed(0)).x_adv
     size = flat_norm(xa - x, norm)

@@ -107,13 +107,18 @@ def test_scaled_logits_fire_saturation_and_react_with_margin_loss() -> None:
     assert all(f.resolved for f in pre.findings if f.id == "RA010")
 
 
-def test_quantized_input_fires_unavailable_gradients_unresolved() -> None:
+def test_quantized_input_gets_a_gradient_free_attack() -> None:
+    """Margin gradients are dead too: margin PGD cannot help, Square (no gradients) can."""
     x, y = _data()
     clf = Classifier(Quantized(), num_classes=10)
     pre = preflight(clf, x, y)
     assert "RA003" in pre.ids() and not pre.margin_gradients_ok
-    react(pre, clf, [PlannedAttack(0, PGD(), Threat("linf", 0.1))], _cfg())
-    assert not next(f for f in pre.findings if f.id == "RA003").resolved
+    t = Threat("linf", 0.1)
+    plan = react(pre, clf, [PlannedAttack(0, PGD(), t)], _cfg())
+    f = next(f for f in pre.findings if f.id == "RA003")
+    assert f.resolved and "Square" in f.reaction and "margin" not in f.reaction
+    added = [p for p in plan if p.attack.requires != "gradients"]
+    assert [(p.attack.name, p.threat) for p in added] == [("square", t)]
 
 
 def test_weak_beats_strong_on_quantized_model() -> None:
