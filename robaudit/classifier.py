@@ -92,10 +92,8 @@ class Classifier:
         """Logits without gradients, batched; every sample is one counted query."""
         if self.access == "decision":
             raise AccessDenied("a decision-access classifier gives labels only, not scores")
-        if self.eot > 1:  # a randomized model: the mean over draws, each draw a counted query
-            n = int(x.shape[0])
-            reps = x.repeat(self.eot, *([1] * (x.dim() - 1)))
-            return self._logits_nograd(reps).view(self.eot, n, -1).mean(dim=0)
+        # one draw per call even on a randomized model: a query is one forward pass, and
+        # black-box attacks count their queries per call (averaging is theirs to do)
         return self._logits_nograd(x)
 
     def _logits_nograd(self, x: torch.Tensor) -> torch.Tensor:
