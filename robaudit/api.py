@@ -6,7 +6,7 @@ functions, so every front end gives the same numbers for the same model, data, c
     report = robaudit.scan(model, data=(x, y), config="configs/standard.yaml", device="auto")
     report.clean_accuracy, report.robust_accuracy("linf", "8/255"), report.passed
     report.to_frame()          # the results table (pandas)
-    report.save("out/")        # report.json, report.html, results.csv (+ adversarial.npz)
+    report.save("out/")        # report.json/.html, results.csv, summary.md, junit.xml (+ adversarial.npz)
 
 Inputs:
 
@@ -38,8 +38,16 @@ import pandas as pd
 import torch
 from torch import nn
 
+from robaudit.baseline import DEFAULT_MAX_DROP, check_max_drop, compare, load_baseline
 from robaudit.classifier import Classifier, resolve_device
-from robaudit.config import PRESET_NAMES, Config, config_from_dict, load_config, preset_path
+from robaudit.config import (
+    FORMATS,
+    PRESET_NAMES,
+    Config,
+    config_from_dict,
+    load_config,
+    preset_path,
+)
 from robaudit.errors import EXIT_BAD_INPUT, ConfigError, DataError, RobauditError, UserInputError
 from robaudit.export import (
     ADVERSARIAL_FILE,
@@ -83,7 +91,7 @@ DataInput: TypeAlias = (
 ConfigInput: TypeAlias = "str | os.PathLike[str] | Mapping[str, Any] | Config"
 ProgressInput: TypeAlias = "Progress | Literal['tqdm'] | None"
 EPS_TOLERANCE = 1e-9
-REPORT_FORMATS = ("json", "html", "csv")
+REPORT_FORMATS: tuple[str, ...] = FORMATS  # report.json .html results.csv summary.md junit.xml
 
 
 class UnknownThreatError(RobauditError, KeyError):
@@ -274,6 +282,8 @@ class Report:
         """
         from robaudit.report.writers import prepare_out_dir, write_reports
 
+        if isinstance(formats, str):
+            formats = [formats]
         chosen = list(formats) if formats is not None else list(self._result.config["report"]["formats"])
         bad = [f for f in chosen if f not in REPORT_FORMATS]
         if bad:
@@ -549,6 +559,8 @@ def scan(
     save_adversarial: bool = False,
     save_unbroken: bool = False,
     access: str | None = None,
+    baseline: str | os.PathLike[str] | Mapping[str, Any] | None = None,
+    max_drop: float = DEFAULT_MAX_DROP,
 ) -> Report:
     """Audit ``model`` on ``data`` as ``config`` describes and return the :class:`Report`.
 
@@ -556,13 +568,18 @@ def scan(
     ``adversarial.npz`` and PNGs; ``save_unbroken`` adds, for each sample no attack broke at
     a threat, its strongest candidate (lowest true-class margin). ``access`` ("score" or
     "decision") audits the model as an attacker without its weights would: attacks that need
-    more are skipped and every threat is relabelled to that access. Bad input raises a
+    more are skipped and every threat is relabelled to that access. ``baseline`` (an earlier
+    report.json, its folder, or its loaded dict) adds one gate criterion per threat both runs
+    share: it fails when robust accuracy dropped by more than ``max_drop`` percentage points
+    (:mod:`robaudit.baseline`; the comparison is in ``meta.baseline``). Bad input raises a
     :class:`robaudit.errors.UserInputError` subclass with a one-line message.
     """
     if access is not None and access not in ACCESS_LEVELS:
         raise UserInputError(
             f"access={access!r}: valid values are {', '.join(ACCESS_LEVELS)}"
         )
+    max_drop = check_max_drop(max_drop, "max_drop")
+    base = load_baseline(baseline) if baseline is not None else None  # fails before any work
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     if isinstance(device, torch.device):
@@ -603,7 +620,19 @@ def scan(
                 module.to(home)
             module.train(was_training)
     adversarial = collector.finish(result) if collector is not None else None
+    if base is not None:
+        result = _apply_baseline(result, base[0], base[1], max_drop)
     return Report(result, adversarial=adversarial)
+
+
+def _apply_baseline(result: RunResult, base: dict[str, Any], path: str, max_drop: float) -> RunResult:
+    """The run with the baseline check in its gate and the comparison in ``meta.baseline``."""
+    from robaudit.report.document import to_document
+    from robaudit.scoring import with_baseline
+
+    comparison = compare(base, to_document(result), max_drop, base_path=path, new_path="<this run>")
+    meta = {**result.meta, "baseline": comparison.to_dict()}
+    return replace(result, gate=with_baseline(result.gate, comparison), meta=meta)
 
 
 def _ranker(clf: Classifier) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -63,6 +63,9 @@ class Classifier:
     counters: Counters = field(default_factory=Counters)
     eot: int = 1  # randomized models: gradients averaged over this many draws (EOT)
     votes: int = 1  # randomized models: verification by majority vote over this many draws
+    # a defense variant: a pixel-space transform applied before preprocessing (with BPDA or
+    # exact gradients, see robaudit.defenses.Transform)
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
         self.model = self.model.to(self.device).eval()
@@ -76,6 +79,8 @@ class Classifier:
 
     # -- forward passes ---------------------------------------------------------------
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.transform is not None:
+            x = self.transform(x)
         if self._mean is not None:
             x = x - self._mean
         if self._std is not None:
@@ -183,5 +188,6 @@ class Classifier:
             batch_size=self.batch_size,
             eot=self.eot,
             votes=self.votes,
+            transform=self.transform,
         )
         return view

@@ -29,6 +29,7 @@ from rich.text import Text
 
 import robaudit
 from robaudit.attacks.base import param_table, registry
+from robaudit.baseline import DEFAULT_MAX_DROP, Comparison, check_max_drop, points_text
 from robaudit.classifier import resolve_device
 from robaudit.config import PRESET_NAMES, load_config, preset_path
 from robaudit.errors import (
@@ -39,6 +40,7 @@ from robaudit.errors import (
     RobauditError,
     UserInputError,
 )
+from robaudit.report.writers import FILE_NAMES, load_document
 
 app = typer.Typer(
     name="robaudit",
@@ -182,6 +184,20 @@ def scan(
             "--save-adversarial).",
         ),
     ] = False,
+    baseline: Annotated[
+        Path | None,
+        typer.Option(
+            "--baseline",
+            help="An earlier report.json: fail the gate if robust accuracy at a threat both "
+            "runs share dropped by more than --max-drop points.",
+        ),
+    ] = None,
+    max_drop: Annotated[
+        float,
+        typer.Option(
+            "--max-drop", help="Allowed drop of robust accuracy against --baseline, in points."
+        ),
+    ] = DEFAULT_MAX_DROP,
     exit_zero: Annotated[
         bool, typer.Option("--exit-zero", help="Report only: exit 0 even when the gate fails.")
     ] = False,
@@ -202,12 +218,16 @@ def scan(
     load_config(config)  # a bad config fails before any folder is created
     if not model.exists():
         raise UserInputError(f"{model}: model file not found")
+    check_max_drop(max_drop)
+    if baseline is not None:
+        load_document(baseline)
     prepare_out_dir(out)
     console = _err_console()
     kwargs: dict[str, Any] = {
         "config": config, "device": device, "samples": samples, "seed": seed,
         "batch_size": batch_size, "trust_model": trust_model,
         "save_adversarial": save_adversarial, "save_unbroken": save_unbroken, "access": access,
+        "baseline": baseline, "max_drop": max_drop,
     }
     if quiet or not console.is_terminal:  # bars only for a person at a terminal
         report = api_scan(model, data, **kwargs)
@@ -298,6 +318,133 @@ def verify(
         raise typer.Exit(EXIT_GATE_FAILED)
 
 
+def _formats(value: str) -> list[str]:
+    """``html,md`` -> ["html", "md"]; an unknown or empty list is a one-line error."""
+    from robaudit.report.writers import check_formats
+
+    chosen = [f.strip().lower() for f in value.split(",") if f.strip()]
+    if not chosen:
+        raise UserInputError(f"--format {value!r}: give one or more of {', '.join(FILE_NAMES)}")
+    return check_formats(chosen, what="--format value")
+
+
+@app.command("report")
+@handle_errors
+def report_command(
+    report_json: Annotated[
+        Path, typer.Argument(help="A report.json written by `robaudit scan` (or its folder).")
+    ],
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format", "-f", help=f"Comma-separated formats to write: {', '.join(FILE_NAMES)}."
+        ),
+    ] = "html,md,junit,csv",
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Folder to write into (default: the report's folder)."),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+) -> None:
+    """Re-render a saved report.json into other formats; nothing is re-run."""
+    from robaudit.report.writers import write_reports
+
+    _state["debug"] = _state["debug"] or debug
+    formats = _formats(fmt)
+    doc = load_document(report_json)
+    folder = out if out is not None else (report_json if report_json.is_dir() else report_json.parent)
+    written = write_reports(doc, folder, formats)
+    if not quiet:
+        console = _err_console()
+        for name, path in written.items():
+            console.print(f"  {name:5s} → {path}", highlight=False, markup=False)
+
+
+DIFF_FORMATS = ("table", "json", "md")
+
+
+@app.command()
+@handle_errors
+def diff(
+    base: Annotated[Path, typer.Argument(help="The baseline report.json (or its folder).")],
+    new: Annotated[Path, typer.Argument(help="The new report.json (or its folder).")],
+    max_drop: Annotated[
+        float,
+        typer.Option("--max-drop", help="Allowed drop of robust accuracy, in percentage points."),
+    ] = DEFAULT_MAX_DROP,
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="table (terminal), json or md.")
+    ] = "table",
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+) -> None:
+    """Compare two reports threat by threat; exit 1 if robust accuracy dropped too far.
+
+    Exit 1 if robust accuracy at any shared threat dropped by more than --max-drop points (or
+    nothing could be compared), 0 otherwise, 2 on bad input. Significance is reported, not gated.
+    """
+    from robaudit.baseline import compare
+
+    _state["debug"] = _state["debug"] or debug
+    if fmt not in DIFF_FORMATS:
+        raise UserInputError(f"--format {fmt!r}: valid values are {', '.join(DIFF_FORMATS)}")
+    check_max_drop(max_drop)
+    comparison = compare(
+        load_document(base), load_document(new), max_drop, base_path=str(base), new_path=str(new)
+    )
+    data = comparison.to_dict()
+    if fmt == "json":
+        typer.echo(json.dumps(data, indent=2))
+    elif fmt == "md":
+        from robaudit.report.markdown import render_comparison
+
+        sys.stdout.write(render_comparison(data))
+    else:
+        _print_comparison(comparison)
+    if not comparison.passed:
+        raise typer.Exit(EXIT_GATE_FAILED)
+
+
+def _print_comparison(c: Comparison) -> None:
+    """The diff as a terminal table: drops above the limit red, other drops yellow, gains green."""
+    console = Console(highlight=False, soft_wrap=True)
+    table = Table(
+        title=f"robaudit diff: {c.base_path} → {c.new_path}", title_justify="left",
+    )
+    for col in ("threat", "baseline", "new", "change (points)", "95% CI (points)", "noise"):
+        table.add_column(col, justify="left" if col in ("threat", "noise") else "right")
+    for ch in (*c.clean, *c.robust):
+        lo, hi = ch.delta_ci
+        pts = 100 * ch.delta
+        style = "red" if ch.exceeds else "yellow" if pts < -1e-9 else "green" if pts > 1e-9 else ""
+        noise = "larger than noise" if ch.significant else "within noise"
+        if ch.p_value is not None:
+            noise += f", McNemar p={ch.p_value:.3g}, lost {ch.lost}, gained {ch.gained}"
+        table.add_row(
+            Text(ch.label), f"{ch.base:.1%}", f"{ch.new:.1%}", Text(f"{pts:+.1f}", style=style),
+            f"{100 * lo:+.1f} to {100 * hi:+.1f}", noise,
+        )
+    console.print(table)
+    how = "paired" if c.paired else "not paired"
+    console.print(Text(f"Samples: {how}: {c.pairing}"))
+    for side, names in (("baseline", c.only_in_base), ("new report", c.only_in_new)):
+        if names:
+            console.print(Text(f"Only in the {side} (not compared): {', '.join(names)}"))
+    for note in c.notes:
+        console.print(Text(f"Note: {note}"))
+    limit = points_text(c.max_drop_points)
+    if not c.robust:
+        console.print(Text("FAIL: no threat in common; nothing was compared", style="bold red"))
+    elif c.failures:
+        console.print(Text(f"FAIL: robust accuracy dropped by more than {limit}:", style="bold red"))
+        for ch in c.failures:
+            console.print(Text(f"  ✗ {ch.describe(c.max_drop_points)}"))
+    else:
+        console.print(
+            Text(f"PASS: no robust accuracy dropped by more than {limit}", style="bold green")
+        )
+
+
 @app.command()
 @handle_errors
 def init(
@@ -343,11 +490,14 @@ def validate(
 def attacks(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """List the registered attacks, their norms and parameters."""
+    """List the registered attacks and defenses, their norms and parameters."""
+    from robaudit.defenses import defense_registry
+
     rows: list[dict[str, Any]] = []
     for name, cls in registry().items():
         rows.append(
             {
+                "kind": "attack",
                 "name": name,
                 "summary": cls.summary,
                 "paper": cls.paper,
@@ -356,8 +506,19 @@ def attacks(
                 "params": [{**p, "default": p["default"]} for p in param_table(cls)],
             }
         )
+    defenses: list[dict[str, Any]] = [
+        {
+            "kind": "defense",
+            "name": name,
+            "summary": d.summary,
+            "paper": d.paper,
+            "gradients": "EOT" if d.randomized else ("exact" if d.differentiable else "BPDA"),
+            "params": param_table(d),  # type: ignore[arg-type]
+        }
+        for name, d in defense_registry().items()
+    ]
     if as_json:
-        typer.echo(json.dumps(rows, indent=2, default=str))
+        typer.echo(json.dumps(rows + defenses, indent=2, default=str))
         return
     table = Table(title="Registered attacks", show_lines=True)
     table.add_column("attack", style="bold")
@@ -370,7 +531,17 @@ def attacks(
         table.add_row(
             r["name"], ", ".join(r["norms"]), r["requires"], params, f"{r['summary']}\n{r['paper']}"
         )
-    Console(highlight=False).print(table)
+    dtable = Table(title="Defenses (config `defenses:`, audited as variants)", show_lines=True)
+    for col in ("defense", "adaptive gradients", "parameters (default)", "what / paper"):
+        dtable.add_column(col, style="bold" if col == "defense" else None)
+    for d in defenses:
+        params = "\n".join(f"{p['name']}: {p['type']} = {p['default']}" for p in d["params"]) or "—"
+        dtable.add_row(
+            str(d["name"]), str(d["gradients"]), params, f"{d['summary']}\n{d['paper']}"
+        )
+    out = Console(highlight=False)
+    out.print(table)
+    out.print(dtable)
 
 
 @app.command()

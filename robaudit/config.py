@@ -32,8 +32,9 @@ PRESET_NAMES = ("quick", "standard", "strict")
 MAX_CONFIG_BYTES = 1_000_000
 
 Norm = Literal["linf", "l2"]
-Format = Literal["json", "html", "csv"]
-FORMATS: tuple[Format, ...] = ("json", "html", "csv")
+Format = Literal["json", "html", "csv", "md", "junit"]
+# report.json, report.html, results.csv, summary.md (CI step summaries), junit.xml (CI test views)
+FORMATS: tuple[Format, ...] = ("json", "html", "csv", "md", "junit")
 Access = Literal["white-box", "score", "decision"]
 
 
@@ -194,13 +195,47 @@ class AttackSpec(BaseModel):
         return [Threat(self.norm, e, self.access, lab) for e, lab in zip(self.eps, labels, strict=True)]
 
 
+class DefenseSpec(BaseModel):
+    """One defense, audited as a variant of the model; its own parameters sit beside name."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    backward: Literal["auto", "exact", "bpda", "eot"] = Field(
+        "auto", description="how the adaptive attack differentiates it (auto: per defense)"
+    )
+    label: str | None = Field(None, description="variant name in the report (default: derived)")
+    _params: Any = PrivateAttr(default=None)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from robaudit.defenses import defense_registry
+
+        names = list(defense_registry())
+        if v not in names:
+            raise ValueError(
+                f"unknown defense {v!r}{_did_you_mean(v, names)}; valid: {', '.join(names)}"
+            )
+        return v
+
+    def build(self) -> Any:
+        """The Defense instance (parameters validated by :func:`config_from_dict`)."""
+        from robaudit.defenses import defense_registry
+
+        cls = defense_registry()[self.name]
+        params = self._params or cls.Params.model_validate(self.model_extra or {})
+        return cls(params)
+
+
 class GateThreshold(_Section):
-    """A minimum robust accuracy at one threat."""
+    """A minimum robust accuracy at one threat (of the bare model unless ``variant`` says)."""
 
     norm: Norm
     eps: float
     value: float = Field(ge=0.0, le=1.0)
     access: Access = "white-box"
+    variant: str = Field("model", description="'model' or a defense variant's label")
 
     @field_validator("eps", mode="before")
     @classmethod
@@ -235,6 +270,11 @@ class EngineSection(_Section):
         description="later attacks at a threat only attack samples still unbroken "
         "(faster; per-attack rows then show cumulative numbers only)",
     )
+    non_adaptive: bool = Field(
+        True,
+        description="also attack each defense variant with the bare model's gradients, to "
+        "show the false sense of security a naive evaluation gives",
+    )
 
 
 class IntegritySection(_Section):
@@ -255,6 +295,7 @@ class Config(_Section):
     model: ModelSection
     data: DataSection = Field(default_factory=DataSection)
     attacks: list[AttackSpec] = Field(min_length=1)
+    defenses: list[DefenseSpec] = Field(default_factory=list)
     gate: GateSection = Field(default_factory=GateSection)
     report: ReportSection = Field(default_factory=ReportSection)
     engine: EngineSection = Field(default_factory=EngineSection)
@@ -347,6 +388,7 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
             if problem:
                 problems.append(f"{source}: attacks[{i}].{problem}")
         problems.extend(_check_eps(source, i, spec, cfg.model))
+    problems.extend(_check_defenses(source, cfg))
     problems.extend(_check_gate(source, cfg))
     if problems:
         extra = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
@@ -387,10 +429,50 @@ def _check_eps(source: str, i: int, spec: AttackSpec, model: ModelSection) -> li
     return out
 
 
+def _check_defenses(source: str, cfg: Config) -> list[str]:
+    from robaudit.defenses import defense_registry
+
+    out = []
+    for i, spec in enumerate(cfg.defenses):
+        cls = defense_registry()[spec.name]
+        try:
+            spec._params = cls.Params.model_validate(spec.model_extra or {})
+        except ValidationError as exc:
+            out.append(_format_errors(source, exc, ("defenses", i), cls.Params, spec=True))
+            continue
+        if spec.backward == "eot" and not cls.randomized:
+            out.append(
+                f"{source}: defenses[{i}].backward: eot needs a randomized defense; "
+                f"{spec.name} is deterministic (use auto, exact or bpda)"
+            )
+    labels = variant_labels(cfg)
+    if len(set(labels)) != len(labels) or "model" in labels:
+        out.append(f"{source}: defenses: variant labels must be unique and not 'model': {labels}")
+    return out
+
+
+def variant_labels(cfg: Config) -> list[str]:
+    """The report's name of each defense variant, in config order."""
+    out = []
+    for spec in cfg.defenses:
+        try:
+            out.append(spec.label or spec.build().label())
+        except ValidationError:
+            out.append(spec.label or spec.name)
+    return out
+
+
 def _check_gate(source: str, cfg: Config) -> list[str]:
     threats = cfg.threats()
     out = []
+    variants = {"model", *variant_labels(cfg)}
     for k, g in enumerate(cfg.gate.min_robust_accuracy):
+        if g.variant not in variants:
+            out.append(
+                f"{source}: gate.min_robust_accuracy[{k}].variant: {g.variant!r} is not a "
+                f"variant of this config; valid: {', '.join(sorted(variants))}"
+            )
+            continue
         if not any(
             t.norm == g.norm and t.access == g.access and abs(t.eps - g.eps) < 1e-9 for t in threats
         ):
@@ -459,7 +541,11 @@ def _format_errors(
         if err["type"] == "extra_forbidden":
             known = list(root.model_fields) if spec and len(loc) == 1 else _fields_at(root, loc)
             if spec:
-                known += ["name", "battery", "norm", "eps", "access"]
+                known += (
+                    ["name", "backward", "label"]
+                    if prefix[:1] == ("defenses",)
+                    else ["name", "battery", "norm", "eps", "access"]
+                )
             msgs.append(f"{where}: unknown key{_did_you_mean(str(loc[-1]), known)}")
         elif err["type"] == "missing":
             msgs.append(f"{where}: required key is missing")

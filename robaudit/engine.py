@@ -33,6 +33,9 @@ class PlannedAttack:
     attack: Attack
     threat: Threat
     cascade: bool = False  # battery members only attack samples still unbroken at the threat
+    # the classifier the attack searches on, when not the one verdicts come from (a defense's
+    # non-adaptive evaluation searches on the bare model); compared by identity
+    search: Classifier | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -178,11 +181,14 @@ def run_plan(
     examples: int = 8,
     progress: Progress | None = None,
     on_batch: BatchSink | None = None,
+    search: Classifier | None = None,
 ) -> EngineResult:
     """Attack every correctly classified sample with every planned attack, verify, record.
 
     ``on_batch`` receives every verified batch (for exporting adversarial examples) so the
-    engine itself never holds more than one batch of candidates.
+    engine itself never holds more than one batch of candidates. ``search``: the classifier
+    the attacks see when it is not ``clf`` (a defense's non-adaptive evaluation: attacks use
+    the bare model, verdicts come from the defended one).
     """
     progress = progress or NullProgress()
     n = int(x.shape[0])
@@ -212,7 +218,7 @@ def run_plan(
                 targets = correct & ~done if (cascade or item.cascade) else correct.clone()
                 minimal[key] = _run_minimal(
                     clf, x, y, item, plan, targets, seed, batch_size, progress, examples,
-                    result, on_batch,
+                    result, on_batch, search,
                 )
                 full = minimal[key][0]
                 assert full.adversarial is not None
@@ -225,7 +231,8 @@ def run_plan(
             if cascade or item.cascade:
                 targets &= ~done
             cell, shown = _run_cell(
-                clf, x, y, item, targets, seed, batch_size, progress, done, room, result, on_batch
+                clf, x, y, item, targets, seed, batch_size, progress, done, room, result, on_batch,
+                search,
             )
         kept[threat.key] = kept.get(threat.key, 0) + len(shown)
         result.examples.extend(shown)
@@ -248,6 +255,7 @@ def _run_cell(
     room: int,
     res: EngineResult,
     on_batch: BatchSink | None = None,
+    search: Classifier | None = None,
 ) -> tuple[CellOutcome, list[Example]]:
     threat, attack = item.threat, item.attack
     minimal = attack.minimal_norm
@@ -263,13 +271,15 @@ def _run_cell(
     label = f"{attack.name} {threat.norm} eps={threat.label}"
     progress.start(label, int(idx_all.numel()))
     access = attack_access(attack, threat)
-    view = attack_view(clf, access)
-    black_box = view is not clf
+    base = item.search or search or clf
+    view = attack_view(base, access)
+    separate = view is not clf  # its counters hold only the attack's own work
+    black_box = access != "white-box"
     sample_queries = torch.full((n,), -1, dtype=torch.long) if black_box else None
     mismatch = 0
     dist_trace: dict[int, torch.Tensor] = {}
-    q0, g0 = clf.counters.snapshot()
-    vq0 = view.counters.queries
+    q0, _ = clf.counters.snapshot()
+    vq0, vg0 = view.counters.snapshot()
     verify_queries = 0
     t0 = time.perf_counter()
     lo, hi = clf.bounds
@@ -350,8 +360,8 @@ def _run_cell(
             )
         progress.advance(int(idx.numel()))
     progress.finish()
-    q1, g1 = clf.counters.snapshot()
-    queries = view.counters.queries - vq0 if black_box else q1 - q0 - verify_queries
+    q1, _ = clf.counters.snapshot()
+    queries = view.counters.queries - vq0 if separate else q1 - q0 - verify_queries
     budget = getattr(attack.params, "queries", None)
     cell = CellOutcome(
         index=item.index,
@@ -362,7 +372,7 @@ def _run_cell(
         norms=norms,
         adv_pred=adv_pred,
         queries=queries,
-        grad_evals=g1 - g0,
+        grad_evals=view.counters.grad_evals - vg0,
         seconds=time.perf_counter() - t0,
         budget_violations=viol_budget,
         bounds_violations=viol_bounds,
@@ -393,6 +403,7 @@ def _run_minimal(
     examples: int,
     res: EngineResult,
     on_batch: BatchSink | None,
+    search: Classifier | None = None,
 ) -> tuple[CellOutcome, list[Example]]:
     """Run a minimal-norm attack once per norm, at the largest eps any of its threats asks for."""
     t = item.threat
@@ -404,8 +415,9 @@ def _run_minimal(
     run_threat = Threat(t.norm, eps, t.access)
     none_done = torch.zeros_like(targets)
     return _run_cell(
-        clf, x, y, PlannedAttack(item.index, item.attack, run_threat), targets, seed,
-        batch_size, progress, none_done, examples, res, on_batch,
+        clf, x, y, PlannedAttack(item.index, item.attack, run_threat, search=item.search),
+        targets, seed,
+        batch_size, progress, none_done, examples, res, on_batch, search,
     )
 
 

@@ -43,6 +43,7 @@ from robaudit.results import (
     wilson_interval,
 )
 from robaudit.scoring import evaluate_gate, grade, score
+from robaudit.variants import run_variants
 
 
 @dataclass(frozen=True)
@@ -376,10 +377,20 @@ def audit(
             findings += [found] if found else []
     params = {p.index: p.attack.params.model_dump(mode="json") for p in plan}
     threats, attacks, verdicts = build_tables(er, data.y, params, cfg.engine.cascade)
+    model_threats = threats
+    variants: list[dict[str, Any]] = []
+    if cfg.defenses:
+        base_plan, _ = cap_access(build_plan(cfg), clf.access, access_reason(loaded, settings))
+        v_threats, v_attacks, variants = run_variants(
+            clf, data.x, data.y, base_plan, cfg, seed=seed, batch_size=batch_size,
+            progress=progress,
+        )
+        threats = (*threats, *v_threats)
+        attacks = (*attacks, *v_attacks)
     n = int(data.y.numel())
     nc = int(er.correct.sum())
     clean_acc = nc / n if n else 0.0
-    sc = score(threats, clean_acc)
+    sc = score(model_threats, clean_acc)  # the audited model; variants are what-ifs
     gate = evaluate_gate(cfg.gate, clean_acc, threats, sc, findings)
     class_names = cfg.model.class_names or (list(data.class_names) if data.class_names else None)
     samples_out = tuple(
@@ -389,7 +400,7 @@ def audit(
             "label": int(data.y[i]),
             "clean_pred": int(er.clean_pred[i]),
             "correct": bool(er.correct[i]),
-            "threats": {t.key: verdicts[t.key].get(i) for t in threats},
+            "threats": {t.key: verdicts[t.key].get(i) for t in model_threats},
         }
         for i in range(n)
     )
@@ -463,8 +474,15 @@ def audit(
         meta=meta,
         config=cfg.model_dump(mode="json"),
         skipped=tuple(skipped),
-        per_class=per_class_rows(data.y, er.correct, threats, verdicts, cfg.model.num_classes),
+        variants=tuple(variants),
+        per_class=per_class_rows(
+            data.y, er.correct, model_threats, verdicts, cfg.model.num_classes
+        ),
         minimal_norms=minimal_norm_rows(
-            er, {(t.access, t.norm): [u.eps for u in threats if u.norm == t.norm] for t in threats}
+            er,
+            {
+                (t.access, t.norm): [u.eps for u in model_threats if u.norm == t.norm]
+                for t in model_threats
+            },
         ),
     )

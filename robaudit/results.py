@@ -107,6 +107,8 @@ class AttackRow:
     # decision-based minimal-norm attacks: [queries, median distance reached] checkpoints
     distance_curve: list[list[float]] | None = None
     query_mismatch: int = 0  # samples whose self-reported query count disagreed with the counter
+    # defense variants: False for the non-adaptive run (gradients of the bare model)
+    adaptive: bool = True
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,8 @@ class RunResult:
     minimal_norms: tuple[dict[str, Any], ...] = ()
     # attacks the access level did not allow: {attack, attack_index, threats, reason}
     skipped: tuple[dict[str, Any], ...] = ()
+    # defense variants: per threat, non-adaptive vs adaptive robust accuracy and the gap
+    variants: tuple[dict[str, Any], ...] = ()
 
     def table(self) -> pd.DataFrame:
         """The long results table: one row per (variant, attack, threat)."""
@@ -203,9 +207,19 @@ def query_stats(
 
 
 def build_tables(
-    er: EngineResult, y: torch.Tensor, params: dict[int, dict[str, Any]], cascade: bool
+    er: EngineResult,
+    y: torch.Tensor,
+    params: dict[int, dict[str, Any]],
+    cascade: bool,
+    *,
+    variant: str = VARIANT,
+    non_adaptive: frozenset[int] = frozenset(),
 ) -> tuple[tuple[ThreatRow, ...], tuple[AttackRow, ...], dict[str, dict[int, dict[str, Any]]]]:
-    """Aggregate the engine's cells into threat rows, attack rows and per-sample verdicts."""
+    """Aggregate the engine's cells into threat rows, attack rows and per-sample verdicts.
+
+    ``non_adaptive`` lists the attack indices that searched on the bare model (defense
+    variants); their breaks count like any other (verified on the variant itself).
+    """
     n = int(er.correct.numel())
     correct = er.correct
     by_key: dict[str, list[int]] = {}
@@ -241,14 +255,14 @@ def build_tables(
             full = bool(torch.equal(c.attacked, correct))
             attack_rows.append(
                 AttackRow(
-                    variant=VARIANT,
+                    variant=variant,
                     attack=c.attack,
                     attack_index=c.index,
                     access=t.access,
                     norm=t.norm,
                     eps=t.eps,
                     eps_label=t.label,
-                    threat_key=key,
+                    threat_key=key if variant == VARIANT else f"{variant}/{key}",
                     attacked=attacked,
                     broken=broken,
                     robust_accuracy=(int(correct.sum()) - broken) / n if full else None,
@@ -267,6 +281,7 @@ def build_tables(
                     access_used=c.access_used,
                     query_budget=c.query_budget,
                     query_mismatch=c.query_mismatch,
+                    adaptive=c.index not in non_adaptive,
                     **qs,
                 )
             )
@@ -281,12 +296,12 @@ def build_tables(
         nc = int(correct.sum())
         threat_rows.append(
             ThreatRow(
-                variant=VARIANT,
+                variant=variant,
                 access=t.access,
                 norm=t.norm,
                 eps=t.eps,
                 eps_label=t.label,
-                key=key,
+                key=key if variant == VARIANT else f"{variant}/{key}",
                 n=n,
                 robust=robust,
                 robust_accuracy=robust / n if n else 0.0,

@@ -9,9 +9,13 @@ Grades: A ≥ 80, B ≥ 65, C ≥ 50, D ≥ 35, else F.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from robaudit.config import GateSection
 from robaudit.results import Finding, GateFailure, GateResult, ThreatRow
+
+if TYPE_CHECKING:
+    from robaudit.baseline import Comparison
 
 SCORE_FORMULA = (
     "score = 100 × mean over threats of robust accuracy (worst case over attacks); "
@@ -57,13 +61,17 @@ def evaluate_gate(
                 )
             )
     for g in gate.min_robust_accuracy:
-        name = f"min_robust_accuracy[{g.access} {g.norm} eps={g.eps:g}]"
+        where = "" if g.variant == "model" else f"{g.variant} "
+        name = f"min_robust_accuracy[{where}{g.access} {g.norm} eps={g.eps:g}]"
         checked.append(name)
         row = next(
             (
                 t
                 for t in threats
-                if t.norm == g.norm and t.access == g.access and abs(t.eps - g.eps) < 1e-9
+                if t.norm == g.norm
+                and t.access == g.access
+                and t.variant == g.variant
+                and abs(t.eps - g.eps) < 1e-9
             ),
             None,
         )
@@ -103,4 +111,30 @@ def evaluate_gate(
                         f"unresolved {f.severity}: {f.title} ({f.detail})",
                     )
                 )
+    return GateResult(passed=not failures, failures=tuple(failures), checked=tuple(checked))
+
+
+def with_baseline(gate: GateResult, comparison: Comparison) -> GateResult:
+    """The gate plus one criterion per threat compared with a baseline (``--baseline``): each
+    fails when its robust accuracy dropped by more than ``max_drop`` points; a baseline that
+    shares no threat with the run fails as one criterion, since nothing was checked."""
+    checked = list(gate.checked)
+    failures = list(gate.failures)
+    limit = comparison.max_drop_points / 100
+    if not comparison.robust:
+        checked.append("baseline")
+        failures.append(
+            GateFailure(
+                "baseline",
+                float("nan"),
+                limit,
+                f"no threat in common with the baseline {comparison.base_path}; nothing was compared",
+            )
+        )
+    for c in comparison.robust:
+        checked.append(c.criterion)
+        if c.exceeds:
+            failures.append(
+                GateFailure(c.criterion, c.new, c.base - limit, c.describe(comparison.max_drop_points))
+            )
     return GateResult(passed=not failures, failures=tuple(failures), checked=tuple(checked))

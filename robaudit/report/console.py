@@ -10,6 +10,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from robaudit.baseline import points_text
+
 
 def _pct(v: float | None) -> str:
     return "—" if v is None else f"{100 * v:.1f}%"
@@ -55,5 +57,27 @@ def print_summary(doc: dict[str, Any], console: Console, written: dict[str, Path
         console.print(
             f"  [red]✗[/] {escape(fail['criterion'])}: {escape(fail['detail'])}", highlight=False
         )
+    base = (doc.get("meta") or {}).get("baseline")
+    if isinstance(base, dict):
+        print_baseline_line(base, console)
     for fmt, path in written.items():
         console.print(f"  {fmt:5s} → {escape(str(path))}", highlight=False)
+
+
+def print_baseline_line(base: dict[str, Any], console: Console) -> None:
+    """One line on the baseline check: what was compared, the worst change, how it was judged."""
+    robust = base.get("robust") or []
+    how = "paired, McNemar" if base.get("paired") else "unpaired, Newcombe"
+    if not robust:
+        console.print(f"  baseline {escape(str(base.get('path')))}: no threat in common", highlight=False)
+        return
+    worst = min(robust, key=lambda c: c["delta"])
+    where = f"{worst['variant']} {worst['access']} {worst['norm']} ε={worst['eps_label']}"
+    noise = "larger than noise" if worst.get("significant") else "within noise"
+    colour = "red" if worst.get("exceeds") else "green"
+    console.print(
+        f"  baseline {escape(str(base.get('path')))}: {len(robust)} threat(s) compared ({how}); "
+        f"largest change [{colour}]{100 * worst['delta']:+.1f} points[/] at {escape(where)} "
+        f"({noise}); allowed drop {points_text(float(base.get('max_drop_points') or 0))}",
+        highlight=False,
+    )

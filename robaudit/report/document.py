@@ -71,6 +71,7 @@ def to_document(r: RunResult, *, incomplete: bool = False) -> dict[str, Any]:
         "per_class": list(r.per_class),
         "minimal_norms": list(r.minimal_norms),
         "skipped": list(r.skipped),
+        "variants": list(r.variants),
         "examples": examples,
         "score": r.score,
         "grade": r.grade,

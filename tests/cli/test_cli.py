@@ -67,7 +67,11 @@ def test_attacks_table_lists_every_attack_and_parameter(cli: Any) -> None:
 def test_attacks_json(cli: Any) -> None:
     r = cli("attacks", "--json")
     assert r.exit_code == 0, r.output
-    rows = json.loads(r.stdout)
+    everything = json.loads(r.stdout)
+    rows = [row for row in everything if row["kind"] == "attack"]
+    defenses = {row["name"]: row for row in everything if row["kind"] == "defense"}
+    assert {"jpeg", "bit-depth", "median", "ensemble", "gaussian-noise"} <= set(defenses)
+    assert defenses["jpeg"]["gradients"] == "BPDA" and defenses["gaussian-noise"]["gradients"] == "EOT"
     by_name = {row["name"]: row for row in rows}
     assert {"fgsm", "pgd", "noise"} <= set(by_name)
     assert set(by_name) == set(registry())

@@ -112,8 +112,10 @@ def test_to_frame_and_to_dict(base_report: Report, validate_report: Any) -> None
 
 def test_save_writes_the_cli_files(base_report: Report, tmp_path: Path) -> None:
     written = base_report.save(tmp_path / "out")
-    assert set(written) == {"json", "html", "csv"}
-    assert {p.name for p in (tmp_path / "out").iterdir()} == {"report.json", "report.html", "results.csv"}
+    assert set(written) == {"json", "html", "csv", "md", "junit"}
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {
+        "report.json", "report.html", "results.csv", "summary.md", "junit.xml"
+    }
     assert base_report.html_path == tmp_path / "out" / "report.html"
     assert base_report.robust_accuracy("linf", 0.1).report_html == str(tmp_path / "out" / "report.html")
     only = base_report.save(tmp_path / "json_only", formats=["json"])

@@ -1,0 +1,121 @@
+"""The defense protocol, how an attacker differentiates through a defense, and the registry.
+
+A defense is audited as a *variant* of the model: the same checkpoint behind an input
+transformation (JPEG, bit-depth reduction, smoothing, random resize-and-pad, noise) or a
+different model built from it (an ensemble). Every variant is attacked twice: non-adaptively
+(gradients of the bare model, the naive evaluation) and adaptively, the way Athalye et al.
+2018 break such defenses: exact gradients where the transform is differentiable, BPDA (the
+real transform forward, a differentiable approximation backward) where it is not, and EOT
+(gradients averaged over the defense's randomness) where it is random.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+Backward = Literal["auto", "exact", "bpda", "eot"]
+
+
+class DefenseParams(BaseModel):
+    """Typed, validated parameters of one defense; unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Defense(ABC):
+    """One defense. Subclasses set the class variables and implement :meth:`apply`."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    paper: ClassVar[str]
+    Params: ClassVar[type[DefenseParams]] = DefenseParams
+    differentiable: ClassVar[bool] = True  # exact gradients flow through apply()
+    randomized: ClassVar[bool] = False  # apply() draws fresh randomness on every call
+
+    def __init__(self, params: DefenseParams | None = None) -> None:
+        self.params = params if params is not None else self.Params()
+
+    @abstractmethod
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """The real transformation, pixel space in and out (batched, on ``x.device``)."""
+
+    def approx(self, x: torch.Tensor) -> torch.Tensor:
+        """A differentiable stand-in for BPDA's backward pass (identity unless overridden)."""
+        return x
+
+    def wrap_model(self, module: nn.Module) -> nn.Module:
+        """The model the variant runs (an ensemble replaces it; transforms keep it)."""
+        return module
+
+    def default_backward(self) -> str:
+        """How an adaptive attacker gets gradients when the config says ``auto``."""
+        if self.randomized:
+            return "eot"
+        return "exact" if self.differentiable else "bpda"
+
+    def label(self) -> str:
+        """A short variant name such as ``jpeg(quality=75)``."""
+        shown = {
+            k: v for k, v in self.params.model_dump().items() if not isinstance(v, (list, dict))
+        }
+        inner = ", ".join(f"{k}={v}" for k, v in shown.items())
+        return f"{self.name}({inner})" if inner else self.name
+
+
+def straight_through(real: torch.Tensor, surrogate: torch.Tensor) -> torch.Tensor:
+    """``real`` in the forward pass, ``surrogate``'s gradient in the backward pass (BPDA)."""
+    return surrogate + (real - surrogate).detach()
+
+
+class Transform:
+    """The pixel-space transform a variant's Classifier applies before preprocessing.
+
+    ``backward`` is "exact" (differentiate the real transform), "bpda" (real forward,
+    :meth:`Defense.approx` backward) or "eot" (exact or BPDA per the defense, with the
+    Classifier averaging gradients over draws).
+    """
+
+    def __init__(
+        self, defense: Defense, backward: str, bounds: tuple[float, float] = (0.0, 1.0)
+    ) -> None:
+        self.defense = defense
+        self.backward = backward
+        self.bpda = backward == "bpda" or (backward == "eot" and not defense.differentiable)
+        self.lo, self.span = bounds[0], bounds[1] - bounds[0]
+
+    def _apply(self, x: torch.Tensor) -> torch.Tensor:
+        """Defenses work on [0, 1] images: map the model's bounds there and back."""
+        if self.lo == 0.0 and self.span == 1.0:
+            return self.defense.apply(x)
+        return self.defense.apply((x - self.lo) / self.span) * self.span + self.lo
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.bpda or not torch.is_grad_enabled() or not x.requires_grad:
+            return self._apply(x)
+        with torch.no_grad():
+            real = self._apply(x)
+        return straight_through(real, self.defense.approx(x))
+
+
+_REGISTRY: dict[str, type[Defense]] = {}
+
+
+def register(cls: type[Defense]) -> type[Defense]:
+    """Class decorator: make a defense available by its ``name`` to configs."""
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"defense name {cls.name!r} registered twice")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def defense_registry() -> dict[str, type[Defense]]:
+    """All registered defenses by name (importing the built-in ones first)."""
+    import robaudit.defenses  # noqa: F401  (registers the built-in defenses)
+
+    return dict(sorted(_REGISTRY.items()))
+

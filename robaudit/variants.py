@@ -1,0 +1,160 @@
+"""Defense variants: each configured defense audited beside the bare model.
+
+Every variant runs the config's attacks twice in one engine pass (one clean pass, one set of
+verdicts): *adaptively*, through the defense with exact, BPDA or EOT gradients, and
+*non-adaptively*, searching on the bare model and verifying on the defended one (the naive
+evaluation). Any verified break counts for the variant's robust accuracy; the summary also
+gives each mode's own robust accuracy and the gap, the false sense of security a naive
+evaluation would have given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import torch
+
+from robaudit.classifier import Classifier
+from robaudit.config import Config, DefenseSpec, variant_labels
+from robaudit.defenses import Defense, Transform
+from robaudit.engine import EngineResult, PlannedAttack, run_plan
+from robaudit.progress import Progress
+from robaudit.results import AttackRow, ThreatRow, build_tables
+
+NON_ADAPTIVE_ID = 50_000  # attack indices of the non-adaptive twins of the config's attacks
+
+
+def variant_classifier(
+    bare: Classifier, defense: Defense, backward: str, cfg: Config
+) -> Classifier:
+    """The defended model as attacks see it: the defense's transform (BPDA/exact) before the
+    preprocessing, and EOT gradients plus majority votes when the defense is random."""
+    transform = None if defense.name == "ensemble" else Transform(defense, backward, bare.bounds)
+    eot = backward == "eot" or defense.randomized
+    return Classifier(
+        defense.wrap_model(bare.model),
+        num_classes=bare.num_classes,
+        bounds=bare.bounds,
+        mean=bare.mean,
+        std=bare.std,
+        device=bare.device,
+        access=bare.access,
+        batch_size=bare.batch_size,
+        eot=cfg.integrity.eot_samples if eot else 1,
+        votes=cfg.integrity.votes if eot else 1,
+        transform=transform,
+    )
+
+
+def bare_view(clf: Classifier) -> Classifier:
+    """The undefended model with the same preprocessing: the non-adaptive search space."""
+    return Classifier(
+        clf.model,
+        num_classes=clf.num_classes,
+        bounds=clf.bounds,
+        mean=clf.mean,
+        std=clf.std,
+        device=clf.device,
+        access=clf.access,
+        batch_size=clf.batch_size,
+    )
+
+
+def variant_plan(
+    plan: list[PlannedAttack], bare: Classifier, non_adaptive: bool
+) -> tuple[list[PlannedAttack], frozenset[int]]:
+    """The config's attacks (adaptive) plus, for gradient attacks, a twin searching on the
+    bare model (non-adaptive; black-box attacks query the defended model either way)."""
+    twins = [
+        replace(p, index=NON_ADAPTIVE_ID + p.index, search=bare)
+        for p in plan
+        if non_adaptive and p.attack.requires == "gradients"
+    ]
+    return [*plan, *twins], frozenset(t.index for t in twins)
+
+
+def summarize(
+    label: str,
+    spec: DefenseSpec,
+    defense: Defense,
+    backward: str,
+    er: EngineResult,
+    non_adaptive: frozenset[int],
+    threats: tuple[ThreatRow, ...],
+) -> dict[str, Any]:
+    """Per threat: robust accuracy against the non-adaptive and the adaptive attacks alone,
+    the gap between them, and the variant's worst case over both."""
+    n = int(er.correct.numel())
+    rows = []
+    for t in threats:
+        modes: dict[str, torch.Tensor] = {}
+        for c in er.cells:
+            if f"{label}/{c.threat.key}" != t.key:
+                continue
+            mode = "non_adaptive" if c.index in non_adaptive else "adaptive"
+            modes[mode] = modes.get(mode, torch.zeros(n, dtype=torch.bool)) | c.broken
+        acc = {
+            m: int((er.correct & ~b).sum()) / n if n else 0.0 for m, b in modes.items()
+        }
+        na, ad = acc.get("non_adaptive"), acc.get("adaptive")
+        rows.append(
+            {
+                "threat_key": t.key,
+                "model_threat_key": t.key.removeprefix(f"{label}/"),
+                "access": t.access,
+                "norm": t.norm,
+                "eps": t.eps,
+                "eps_label": t.eps_label,
+                "non_adaptive_robust_accuracy": na,
+                "adaptive_robust_accuracy": ad,
+                "gap": None if na is None or ad is None else na - ad,
+                "robust_accuracy": t.robust_accuracy,
+                "ci": [t.ci_low, t.ci_high],
+            }
+        )
+    return {
+        "variant": label,
+        "defense": spec.name,
+        "params": defense.params.model_dump(mode="json"),
+        "backward": backward,
+        "randomized": defense.randomized,
+        "clean_correct": int(er.correct.sum()),
+        "clean_accuracy": float(er.correct.float().mean()) if n else 0.0,
+        "threats": rows,
+    }
+
+
+def run_variants(
+    clf: Classifier,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    plan: list[PlannedAttack],
+    cfg: Config,
+    *,
+    seed: int,
+    batch_size: int,
+    progress: Progress | None,
+) -> tuple[list[ThreatRow], list[AttackRow], list[dict[str, Any]]]:
+    """Audit every configured defense; rows carry the variant's label."""
+    threats: list[ThreatRow] = []
+    attacks: list[AttackRow] = []
+    summaries: list[dict[str, Any]] = []
+    bare = bare_view(clf)
+    for spec, label in zip(cfg.defenses, variant_labels(cfg), strict=True):
+        defense = spec.build()
+        backward = defense.default_backward() if spec.backward == "auto" else spec.backward
+        vclf = variant_classifier(clf, defense, backward, cfg)
+        vplan, twins = variant_plan(plan, bare, cfg.engine.non_adaptive)
+        er = run_plan(
+            vclf, x, y, vplan, seed=seed, batch_size=batch_size, cascade=cfg.engine.cascade,
+            examples=0, progress=progress,
+        )
+        params = {p.index: p.attack.params.model_dump(mode="json") for p in vplan}
+        trows, arows, _ = build_tables(
+            er, y, params, cfg.engine.cascade, variant=label, non_adaptive=twins
+        )
+        threats.extend(trows)
+        attacks.extend(arows)
+        summaries.append(summarize(label, spec, defense, backward, er, twins, trows))
+    return threats, attacks, summaries
