@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from robaudit.attacks.base import ACCESS_FOR_REQUIRES, AttackParams, registry
+from robaudit.certify import SmoothingParams
 from robaudit.errors import ConfigError
 from robaudit.threat import ACCESS_LEVELS, NORMS, Threat, parse_eps
 
@@ -243,6 +244,28 @@ class GateThreshold(_Section):
         return parse_eps(v)
 
 
+class CertifySection(SmoothingParams):
+    """Randomized-smoothing certification of the model, and an adaptive attack on the smoothed
+    classifier at each radius (its robust accuracy must not be below the certificate)."""
+
+    attack_steps: int = Field(
+        20, ge=0, le=10_000, description="PGD-L2 steps on the smoothed classifier (0: no attack)"
+    )
+    attack_draws: int = Field(
+        16, ge=1, le=10_000, description="noise draws per gradient of the smoothed classifier"
+    )
+    attack_n: int = Field(
+        1000, ge=1, le=10**9, description="PREDICT draws judging each attacked point"
+    )
+
+
+class CertifiedThreshold(_Section):
+    """A minimum certified accuracy at one L2 radius."""
+
+    radius: float = Field(ge=0.0)
+    value: float = Field(ge=0.0, le=1.0)
+
+
 class GateSection(_Section):
     """Thresholds that decide the exit code."""
 
@@ -252,6 +275,7 @@ class GateSection(_Section):
     min_clean_accuracy: float | None = Field(None, ge=0.0, le=1.0)
     min_robust_accuracy: list[GateThreshold] = Field(default_factory=list)
     min_score: float | None = Field(None, ge=0.0, le=100.0)
+    min_certified_accuracy: list[CertifiedThreshold] = Field(default_factory=list)
 
 
 class ReportSection(_Section):
@@ -296,6 +320,7 @@ class Config(_Section):
     data: DataSection = Field(default_factory=DataSection)
     attacks: list[AttackSpec] = Field(min_length=1)
     defenses: list[DefenseSpec] = Field(default_factory=list)
+    certify: CertifySection | None = None
     gate: GateSection = Field(default_factory=GateSection)
     report: ReportSection = Field(default_factory=ReportSection)
     engine: EngineSection = Field(default_factory=EngineSection)
@@ -465,6 +490,13 @@ def variant_labels(cfg: Config) -> list[str]:
 def _check_gate(source: str, cfg: Config) -> list[str]:
     threats = cfg.threats()
     out = []
+    radii = cfg.certify.radii if cfg.certify is not None else []
+    for k, c in enumerate(cfg.gate.min_certified_accuracy):
+        if not any(abs(r - c.radius) < 1e-9 for r in radii):
+            out.append(
+                f"{source}: gate.min_certified_accuracy[{k}].radius: {c.radius:g} is not among "
+                f"certify.radii ({', '.join(f'{r:g}' for r in radii) or 'no certify section'})"
+            )
     variants = {"model", *variant_labels(cfg)}
     for k, g in enumerate(cfg.gate.min_robust_accuracy):
         if g.variant not in variants:

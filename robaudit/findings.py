@@ -141,6 +141,16 @@ CATALOG: dict[str, FindingDoc] = {
             "(square, simba, hopskipjump, transfer) and gate thresholds with access: score",
         ),
         FindingDoc(
+            "RA017", "error", "Certificate exceeds empirical robustness",
+            "at some L2 radius, more samples are certified by randomized smoothing than an attack "
+            "inside that radius leaves robust (beyond the certificate's own failure rate)",
+            "a certificate is a proof; an attack cannot beat it unless the certification is "
+            "broken (wrong sigma vs training noise, preprocessing applied after the noise, "
+            "floating-point issues) or the model is not the one certified",
+            "check certify.sigma, model.mean/std and the bounds; rerun with another seed and a "
+            "larger n; do not rely on the certified numbers until this is explained",
+        ),
+        FindingDoc(
             "RA016", "error", "Query accounting mismatch",
             "a black-box attack's own per-sample query counts disagree with robaudit's counter",
             "queries-per-success and the queries-vs-accuracy curve come from the per-sample "

@@ -24,6 +24,7 @@ import torch
 
 import robaudit
 from robaudit.attacks.base import ACCESS_FOR_REQUIRES, registry
+from robaudit.certify import run_certification
 from robaudit.classifier import ACCESS_RANK, Classifier, resolve_device
 from robaudit.config import BATTERIES, Config
 from robaudit.engine import BatchSink, EngineResult, PlannedAttack, run_plan
@@ -390,8 +391,23 @@ def audit(
     n = int(data.y.numel())
     nc = int(er.correct.sum())
     clean_acc = nc / n if n else 0.0
+    certification = None
+    if cfg.certify is not None:
+        certification = run_certification(clf, data.x, data.y, cfg.certify, seed)
+        bad = [e for e in certification["empirical"] if not e["consistent"]]
+        if bad:
+            findings.append(
+                finding(
+                    "RA017",
+                    "; ".join(
+                        f"L2 radius {e['radius']:g}: {e['certified']} samples certified but only "
+                        f"{e['robust']} left robust by the attack"
+                        for e in bad
+                    ),
+                )
+            )
     sc = score(model_threats, clean_acc)  # the audited model; variants are what-ifs
-    gate = evaluate_gate(cfg.gate, clean_acc, threats, sc, findings)
+    gate = evaluate_gate(cfg.gate, clean_acc, threats, sc, findings, certification)
     class_names = cfg.model.class_names or (list(data.class_names) if data.class_names else None)
     samples_out = tuple(
         {
@@ -475,6 +491,7 @@ def audit(
         config=cfg.model_dump(mode="json"),
         skipped=tuple(skipped),
         variants=tuple(variants),
+        certification=certification,
         per_class=per_class_rows(
             data.y, er.correct, model_threats, verdicts, cfg.model.num_classes
         ),

@@ -154,6 +154,8 @@ class RunResult:
     skipped: tuple[dict[str, Any], ...] = ()
     # defense variants: per threat, non-adaptive vs adaptive robust accuracy and the gap
     variants: tuple[dict[str, Any], ...] = ()
+    # randomized smoothing: certified accuracy per radius and the adaptive attack's check
+    certification: dict[str, Any] | None = None
 
     def table(self) -> pd.DataFrame:
         """The long results table: one row per (variant, attack, threat)."""

@@ -9,7 +9,7 @@ Grades: A ≥ 80, B ≥ 65, C ≥ 50, D ≥ 35, else F.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from robaudit.config import GateSection
 from robaudit.results import Finding, GateFailure, GateResult, ThreatRow
@@ -44,6 +44,7 @@ def evaluate_gate(
     threats: tuple[ThreatRow, ...],
     score_value: float,
     findings: Sequence[Finding] = (),
+    certification: dict[str, Any] | None = None,
 ) -> GateResult:
     """Check every configured threshold; each miss says its value, its limit and by how much."""
     failures: list[GateFailure] = []
@@ -97,6 +98,23 @@ def evaluate_gate(
                     gate.min_score,
                     f"score {score_value:.1f} is below {gate.min_score:g} by "
                     f"{gate.min_score - score_value:.1f}",
+                )
+            )
+    curve = {round(c["radius"], 9): c for c in (certification or {}).get("curve", [])}
+    for c in gate.min_certified_accuracy:
+        name = f"min_certified_accuracy[l2 radius={c.radius:g}]"
+        checked.append(name)
+        point = curve.get(round(c.radius, 9))
+        if point is None:
+            failures.append(GateFailure(name, float("nan"), c.value, "certification did not run"))
+        elif point["accuracy"] < c.value:
+            failures.append(
+                GateFailure(
+                    name,
+                    point["accuracy"],
+                    c.value,
+                    f"certified accuracy {point['accuracy']:.1%} at L2 radius {c.radius:g} is "
+                    f"below {c.value:.1%} by {c.value - point['accuracy']:.1%}",
                 )
             )
     if gate.fail_on_findings:

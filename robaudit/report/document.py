@@ -72,6 +72,7 @@ def to_document(r: RunResult, *, incomplete: bool = False) -> dict[str, Any]:
         "minimal_norms": list(r.minimal_norms),
         "skipped": list(r.skipped),
         "variants": list(r.variants),
+        "certification": r.certification,
         "examples": examples,
         "score": r.score,
         "grade": r.grade,

@@ -155,6 +155,28 @@ def charts(doc: dict[str, Any]) -> list[tuple[str, Markup]]:
     return out
 
 
+def certified_chart(doc: dict[str, Any]) -> Markup | None:
+    """Certified accuracy vs L2 radius, beside what the adaptive attack on the smoothed
+    classifier left at each radius (the certificate must stay at or below it)."""
+    cert = doc.get("certification")
+    if not isinstance(cert, dict) or not cert.get("curve"):
+        return None
+    pts = tuple(
+        Point(float(c["radius"]), float(c["accuracy"]), f"certified at r={num(c['radius'])}: "
+              f"{pct(c['accuracy'])} {ci(c.get('ci95'))}", _pair(c.get("ci95")))
+        for c in cert["curve"]
+    )
+    series = [Series("certified (randomized smoothing)", pts)]
+    emp = tuple(
+        Point(float(e["radius"]), float(e["accuracy"]),
+              f"attack at r={num(e['radius'])}: {pct(e['accuracy'])} robust")
+        for e in cert.get("empirical") or []
+    )
+    if emp:
+        series.append(Series("PGD-L2 on the smoothed classifier", emp))
+    return line_chart(series, title="Certified accuracy vs L2 radius", x_label="radius (l2)")
+
+
 def query_charts(doc: dict[str, Any]) -> list[tuple[str, Markup]]:
     """Per threat: robust accuracy had each black-box attack stopped after q queries per sample."""
     by_threat: dict[str, list[Series]] = {}
@@ -204,6 +226,7 @@ def render_html(doc: dict[str, Any]) -> str:
         label=lambda k: class_label(names, k),
         charts=charts(doc),
         query_charts=query_charts(doc),
+        certified_chart=certified_chart(doc),
         black_box=[a for a in doc.get("attacks") or [] if a.get("query_budget") or a.get("query_curve")],
         good_ratio=GOOD_RATIO,
         warn_ratio=WARN_RATIO,
