@@ -39,6 +39,7 @@ from robaudit.results import (
     Finding,
     RunResult,
     build_tables,
+    confusion_rows,
     minimal_norm_rows,
     per_class_rows,
     wilson_interval,
@@ -492,6 +493,7 @@ def audit(
         skipped=tuple(skipped),
         variants=tuple(variants),
         certification=certification,
+        confusions=confusion_rows(data.y, model_threats, verdicts),
         per_class=per_class_rows(
             data.y, er.correct, model_threats, verdicts, cfg.model.num_classes
         ),

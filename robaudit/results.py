@@ -109,6 +109,9 @@ class AttackRow:
     query_mismatch: int = 0  # samples whose self-reported query count disagreed with the counter
     # defense variants: False for the non-adaptive run (gradients of the bare model)
     adaptive: bool = True
+    # 95% Wilson intervals of robust_accuracy (None when undefined) and of the cumulative one
+    robust_ci: tuple[float, float] | None = None
+    cumulative_ci: tuple[float, float] = (0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,8 @@ class RunResult:
     variants: tuple[dict[str, Any], ...] = ()
     # randomized smoothing: certified accuracy per radius and the adaptive attack's check
     certification: dict[str, Any] | None = None
+    # per threat of the bare model: the most common (true -> adversarial) class pairs
+    confusions: tuple[dict[str, Any], ...] = ()
 
     def table(self) -> pd.DataFrame:
         """The long results table: one row per (variant, attack, threat)."""
@@ -187,6 +192,15 @@ def query_stats(
     sq = c.sample_queries
     if sq is None:
         return out
+    if c.distance_trace:
+        # a minimal-norm decision attack spends its whole budget shrinking the perturbation;
+        # a sample is won at the first checkpoint where its distance fits the eps (the final
+        # point itself is verified by the engine)
+        first = sq.clone()
+        for q, d in sorted(c.distance_trace.items(), reverse=True):
+            fits = ~torch.isnan(d) & (d <= c.threat.eps + 1e-6)
+            first = torch.where(fits, torch.minimum(first, torch.full_like(first, q)), first)
+        sq = first
     won = sq[c.broken].double()
     if won.numel():
         out["queries_per_success_mean"] = float(won.mean())
@@ -253,6 +267,8 @@ def build_tables(
             own |= c.broken
             attacked = int(c.attacked.sum())
             broken = int(c.broken.sum())
+            alone = int(correct.sum()) - broken
+            cumul = int((correct & ~(own | c.broken | prev_mask)).sum())
             norms_b = c.norms[c.broken]
             full = bool(torch.equal(c.attacked, correct))
             attack_rows.append(
@@ -284,6 +300,8 @@ def build_tables(
                     query_budget=c.query_budget,
                     query_mismatch=c.query_mismatch,
                     adaptive=c.index not in non_adaptive,
+                    robust_ci=wilson_interval(alone, n) if full else None,
+                    cumulative_ci=wilson_interval(cumul, n),
                     **qs,
                 )
             )
@@ -335,12 +353,16 @@ def per_class_rows(
             "class": k,
             "n": len(members),
             "clean_accuracy": sum(bool(correct[i]) for i in members) / len(members),
+            "clean_ci": list(
+                wilson_interval(sum(bool(correct[i]) for i in members), len(members))
+            ),
             "robust_accuracy": {},
         }
         for t in threats:
             broken = verdicts[t.key]
             ok = sum(1 for i in members if bool(correct[i]) and i not in broken)
             row["robust_accuracy"][t.key] = ok / len(members)
+            row.setdefault("robust_ci", {})[t.key] = list(wilson_interval(ok, len(members)))
         rows.append(row)
     return tuple(rows)
 
@@ -384,6 +406,32 @@ def minimal_norm_rows(
                 "p25": q[0],
                 "p75": q[2],
                 "curve": curve,
+            }
+        )
+    return tuple(rows)
+
+
+def confusion_rows(
+    y: torch.Tensor,
+    threats: tuple[ThreatRow, ...],
+    verdicts: dict[str, dict[int, dict[str, Any]]],
+    top: int = 5,
+) -> tuple[dict[str, Any], ...]:
+    """Per threat, the most frequent (true class → adversarial prediction) pairs among breaks:
+    which mistakes an attacker can force most easily."""
+    rows = []
+    for t in threats:
+        counts: dict[tuple[int, int], int] = {}
+        for i, v in verdicts.get(t.key, {}).items():
+            if v is None or v.get("adv_pred", -1) < 0:
+                continue
+            pair = (int(y[i]), int(v["adv_pred"]))
+            counts[pair] = counts.get(pair, 0) + 1
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+        rows.append(
+            {
+                "threat_key": t.key,
+                "pairs": [{"true": a, "pred": b, "count": c} for (a, b), c in ranked],
             }
         )
     return tuple(rows)

@@ -20,7 +20,7 @@ from robaudit.config import Config, DefenseSpec, variant_labels
 from robaudit.defenses import Defense, Transform
 from robaudit.engine import EngineResult, PlannedAttack, run_plan
 from robaudit.progress import Progress
-from robaudit.results import AttackRow, ThreatRow, build_tables
+from robaudit.results import AttackRow, ThreatRow, build_tables, wilson_interval
 
 NON_ADAPTIVE_ID = 50_000  # attack indices of the non-adaptive twins of the config's attacks
 
@@ -94,9 +94,9 @@ def summarize(
                 continue
             mode = "non_adaptive" if c.index in non_adaptive else "adaptive"
             modes[mode] = modes.get(mode, torch.zeros(n, dtype=torch.bool)) | c.broken
-        acc = {
-            m: int((er.correct & ~b).sum()) / n if n else 0.0 for m, b in modes.items()
-        }
+        kept = {m: int((er.correct & ~b).sum()) for m, b in modes.items()}
+        acc = {m: k / n if n else 0.0 for m, k in kept.items()}
+        cis = {m: list(wilson_interval(k, n)) for m, k in kept.items()}
         na, ad = acc.get("non_adaptive"), acc.get("adaptive")
         rows.append(
             {
@@ -108,6 +108,8 @@ def summarize(
                 "eps_label": t.eps_label,
                 "non_adaptive_robust_accuracy": na,
                 "adaptive_robust_accuracy": ad,
+                "non_adaptive_ci": cis.get("non_adaptive"),
+                "adaptive_ci": cis.get("adaptive"),
                 "gap": None if na is None or ad is None else na - ad,
                 "robust_accuracy": t.robust_accuracy,
                 "ci": [t.ci_low, t.ci_high],
@@ -121,6 +123,7 @@ def summarize(
         "randomized": defense.randomized,
         "clean_correct": int(er.correct.sum()),
         "clean_accuracy": float(er.correct.float().mean()) if n else 0.0,
+        "clean_ci": list(wilson_interval(int(er.correct.sum()), n)),
         "threats": rows,
     }
 

@@ -73,6 +73,7 @@ def to_document(r: RunResult, *, incomplete: bool = False) -> dict[str, Any]:
         "skipped": list(r.skipped),
         "variants": list(r.variants),
         "certification": r.certification,
+        "confusions": list(r.confusions),
         "examples": examples,
         "score": r.score,
         "grade": r.grade,

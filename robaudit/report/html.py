@@ -185,6 +185,8 @@ def query_charts(doc: dict[str, Any]) -> list[tuple[str, Markup]]:
         if not curve:
             continue
         key = f"{a.get('access')} {a.get('norm')} eps={a.get('eps_label')}"
+        if a.get("variant") not in (None, "model"):
+            key = f"{a.get('variant')} · {key}"
         pts = tuple(
             Point(float(q), float(r), f"{a.get('attack')} after {count(q)} queries: {pct(r)}")
             for q, r in curve

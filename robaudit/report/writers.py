@@ -33,7 +33,9 @@ CSV_COLUMNS = (
     "variant", "attack", "attack_index", "access", "norm", "eps", "eps_label", "threat_key",
     "attacked", "broken", "robust_accuracy", "cumulative_robust_accuracy", "success_rate",
     "median_norm", "mean_norm", "queries", "grad_evals", "seconds", "budget_violations",
-    "bounds_violations", "nonfinite", "silent_failures",
+    "bounds_violations", "nonfinite", "silent_failures", "robust_ci_low", "robust_ci_high",
+    "cumulative_ci_low", "cumulative_ci_high", "adaptive", "access_used", "query_budget",
+    "queries_per_success_mean", "queries_per_success_median",
 )
 
 
@@ -71,7 +73,11 @@ def render_csv(doc: dict[str, Any]) -> str:
     w = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS), extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     for row in doc["attacks"]:
-        w.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in CSV_COLUMNS})
+        flat = dict(row)
+        for name in ("robust_ci", "cumulative_ci"):  # intervals as two columns each
+            lo, hi = row.get(name) or (None, None)
+            flat[f"{name}_low"], flat[f"{name}_high"] = lo, hi
+        w.writerow({k: ("" if flat.get(k) is None else flat.get(k)) for k in CSV_COLUMNS})
     return buf.getvalue()
 
 
