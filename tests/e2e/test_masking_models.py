@@ -6,6 +6,7 @@ its reported robust accuracy lands within 5 points of an adaptive attack written
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -162,3 +163,24 @@ def test_naive_evaluation_of_the_noise_model_is_flagged() -> None:
     ids = {f.id for f in r.findings}
     assert {"RA004", "RA006"} <= ids
     assert not next(f for f in r.findings if f.id == "RA004").resolved
+
+
+def test_transfer_from_the_base_model_finds_what_gradients_on_the_noise_model_miss() -> None:
+    """The noise-adding model answers gradient queries with noisy gradients. An attacker who
+    holds the undefended weights (the noise wrapper is the deployment's, the checkpoint is the
+    same) attacks them and replays the result with no gradient access to the target (the
+    transfer attack): it breaks more than PGD through the noise, and RA007 says so.
+    (Score- and decision-based attacks do not: measured 0 breaks of 64 for HopSkipJump and
+    SimBA at 500 queries, 0-4 for Square, against PGD's 8-18: noisy answers break their
+    accept/reject rules. That is in the closing note, not asserted.)"""
+    x, y = _data()
+    base = str(Path(__file__).resolve().parents[2] / "sample_models" / "digits_cnn.pt")
+    attacks = [
+        {"name": "pgd", "norm": "linf", "eps": [EPS], "steps": 20},
+        {"name": "transfer", "norm": "linf", "eps": [EPS], "surrogate": base, "steps": 20},
+    ]
+    r = robaudit.scan(Noisy(0.1).eval(), (x, y), config={**_cfg(react=False), "attacks": attacks})
+    rows = {a.attack: a for a in r.result.attacks}
+    assert rows["transfer"].broken > rows["pgd"].broken
+    assert rows["transfer"].queries == 0
+    assert "RA007" in {f.id for f in r.findings}
