@@ -325,8 +325,16 @@ def _run_cell(
             xa = clip_to_ball(xa, xb, threat.norm, threat.eps, clf.bounds)
         size = flat_norm(xa - xb, threat.norm).cpu()
         q_before = clf.counters.queries
-        probs = clf.verification_logits(xa).softmax(dim=1).cpu()
+        vlogits = clf.verification_logits(xa)
         verify_queries += clf.counters.queries - q_before
+        broken_out = ~torch.isfinite(vlogits).all(dim=1)
+        if bool(broken_out.any()):  # never count a NaN output as a break (or as robust)
+            first = int(idx[broken_out.cpu()][0])
+            raise RuntimeFailure(
+                f"{label}: the model returned NaN or inf logits on {int(broken_out.sum())} "
+                f"candidate(s) of batch {start // batch_size + 1} (first: sample {first})"
+            )
+        probs = vlogits.softmax(dim=1).cpu()
         conf, pred = probs.max(dim=1)
         if out.loss_trace is not None and trace is None:
             trace = out.loss_trace

@@ -1,0 +1,53 @@
+"""A model that breaks in the middle of a run: a clear error naming the attack and the batch,
+never a NaN output silently counted as a break or as robust."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from robaudit.attacks.fgsm_pgd import PGD, PGDParams
+from robaudit.classifier import Classifier
+from robaudit.engine import PlannedAttack, run_plan
+from robaudit.errors import RuntimeFailure
+from robaudit.models.digits import DigitsCNN
+from robaudit.threat import Threat
+
+
+class BreaksAfter(nn.Module):
+    """Fine for ``calls`` forward passes, then NaN logits (or an exception)."""
+
+    def __init__(self, calls: int, how: str) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.inner = DigitsCNN().eval()
+        self.left = calls
+        self.how = how
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.left -= 1
+        out = self.inner(x)
+        if self.left < 0:
+            if self.how == "raise":
+                raise RuntimeError("CUDA error: device-side assert triggered")
+            return out * float("nan")
+        return out
+
+
+def _run(model: nn.Module) -> None:
+    x = torch.rand(20, 1, 8, 8)
+    with torch.no_grad():
+        y = model.inner(x).argmax(1)
+    plan = [PlannedAttack(0, PGD(PGDParams(steps=3)), Threat("linf", 0.1))]
+    run_plan(Classifier(model, num_classes=10), x, y, plan, seed=0, batch_size=8)
+
+
+def test_nan_mid_run_names_the_attack_and_the_batch() -> None:
+    with pytest.raises(RuntimeFailure, match=r"pgd linf eps=0.1: the model returned NaN or inf logits on \d+ candidate\(s\) of batch 1"):
+        _run(BreaksAfter(2, "nan"))  # the clean pass and one attack step work, then NaN
+
+
+def test_exception_mid_run_names_the_attack() -> None:
+    with pytest.raises(RuntimeFailure, match=r"pgd linf eps=0.1: the model raised during the attack: CUDA error"):
+        _run(BreaksAfter(2, "raise"))
