@@ -14,6 +14,7 @@ import torch
 
 import robaudit
 from robaudit.defenses import Transform, defense_registry
+from tests.helpers import one_thread
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAIN = ROOT / "sample_models" / "digits_cnn.pt"
@@ -23,10 +24,7 @@ EPS = 0.1
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    yield from one_thread()
 
 
 def _cfg(defenses: list[dict[str, Any]], samples: int = 100) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from robaudit.classifier import Classifier
 from robaudit.loading.data import digits_arrays
 from robaudit.loading.model import load_model
 from robaudit.threat import Threat
+from tests.helpers import one_thread
 
 ROOT = Path(__file__).resolve().parents[2]
 N = 100
@@ -42,11 +43,7 @@ Run = dict[tuple[str, str, str], torch.Tensor]  # (model, attack, norm) -> x_adv
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread() -> Iterator[None]:
-    """Tiny models on a shared 2-core machine run far faster on one intra-op thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    yield from one_thread()
 
 
 def _data() -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 import robaudit
+from tests.helpers import one_thread
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAIN = ROOT / "sample_models" / "digits_cnn.pt"
@@ -20,10 +20,7 @@ ROBUST = ROOT / "sample_models" / "digits_cnn_robust.pt"
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    yield from one_thread()
 
 
 def _cfg(attacks: list[dict[str, Any]], samples: int = 80) -> dict[str, Any]:

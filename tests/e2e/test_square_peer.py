@@ -26,6 +26,7 @@ from robaudit.classifier import Classifier
 from robaudit.loading.data import digits_arrays
 from robaudit.loading.model import load_model
 from robaudit.threat import Threat
+from tests.helpers import one_thread
 
 pytestmark = pytest.mark.peer
 torchattacks = pytest.importorskip("torchattacks")
@@ -40,11 +41,7 @@ PGD_GAP = 0.10
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread() -> Iterator[None]:
-    """Tiny models on a shared 2-core machine run far faster on one intra-op thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    yield from one_thread()
 
 
 @pytest.fixture(scope="module")

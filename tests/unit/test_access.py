@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from robaudit.attacks.base import ACCESS_FOR_REQUIRES, registry
 from robaudit.attacks.fgsm_pgd import PGD
@@ -18,19 +17,7 @@ from robaudit.errors import ConfigError
 from robaudit.models.digits import DigitsCNN
 from robaudit.pipeline import cap_access
 from robaudit.threat import Threat
-
-
-class RowCounter(nn.Module):
-    """Counts every input row the model is asked about, independently of robaudit."""
-
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-        self.rows = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.rows += int(x.shape[0])
-        return self.inner(x)
+from tests.helpers import RowCounter
 
 
 @pytest.fixture()

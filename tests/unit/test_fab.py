@@ -29,6 +29,7 @@ from robaudit.attacks.projections import flat_norm
 from robaudit.classifier import Classifier
 from robaudit.models.digits import DigitsCNN
 from robaudit.threat import Threat
+from tests.helpers import one_thread
 
 C, D = 10, 16
 INF = {norm: Threat(norm, float("inf"), label="inf") for norm in ("l2", "linf")}
@@ -38,11 +39,7 @@ FAST_T = FABTParams(steps=40)
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread() -> Iterator[None]:
-    """Tiny models on a shared 2-core machine run far faster on one intra-op thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    yield from one_thread()
 
 
 class Affine(nn.Module):

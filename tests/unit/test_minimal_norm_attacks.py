@@ -24,6 +24,7 @@ from robaudit.attacks.projections import flat_norm
 from robaudit.classifier import Classifier
 from robaudit.models.digits import DigitsCNN
 from robaudit.threat import Threat
+from tests.helpers import one_thread
 
 INF = Threat("l2", float("inf"), label="inf")
 C, D = 10, 16
@@ -32,11 +33,7 @@ FAST_CW = CWParams(steps=60, binary_search_steps=6, initial_const=0.1, lr=0.05)
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread() -> Iterator[None]:
-    """Tiny models on a shared 2-core machine run far faster on one intra-op thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    yield from one_thread()
 
 
 class Affine(nn.Module):

@@ -24,6 +24,8 @@ from robaudit.attacks.simba import SimBA, SimBAParams
 from robaudit.classifier import AccessDenied, Classifier
 from robaudit.models.digits import DigitsCNN
 from robaudit.threat import Threat
+from tests.helpers import RowCounter as Counting
+from tests.helpers import one_thread
 
 EPS = {"l2": 1.0, "linf": 0.15}
 N = 16
@@ -31,24 +33,8 @@ N = 16
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread() -> Iterator[None]:
-    """Tiny models on a shared 2-core machine run far faster on one intra-op thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    yield from one_thread()
 
-
-class Counting(nn.Module):
-    """Counts the rows the wrapped model sees: a query count the attacks cannot touch."""
-
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-        self.rows = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.rows += int(x.shape[0])
-        return self.inner(x)
 
 
 @pytest.fixture(scope="module")

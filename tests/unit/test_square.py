@@ -27,6 +27,7 @@ from robaudit.classifier import AccessDenied, Classifier
 from robaudit.engine import PlannedAttack, run_plan
 from robaudit.models.digits import DigitsCNN
 from robaudit.threat import Threat
+from tests.helpers import RowCounter, one_thread
 
 EPS = {"linf": 0.15, "l2": 0.8}
 NORMS = ("linf", "l2")
@@ -34,25 +35,8 @@ NORMS = ("linf", "l2")
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread() -> Iterator[None]:
-    """Tiny models on a shared 2-core machine run far faster on one intra-op thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    yield from one_thread()
 
-
-class RowCounter(nn.Module):
-    """Counts the rows passed to the wrapped model: a query counter independent of robaudit's."""
-
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-        self.rows = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.rows += int(x.shape[0])
-        out: torch.Tensor = self.inner(x)
-        return out
 
 
 @pytest.fixture(scope="module")
