@@ -29,7 +29,12 @@ from pydantic import Field
 
 from robaudit.attacks.base import Attack, AttackOutput, AttackParams, register
 from robaudit.attacks.losses import TargetedLossFn, dlr_targeted, get_loss, with_targets
-from robaudit.attacks.projections import clip_to_ball, random_in_ball, steepest_direction
+from robaudit.attacks.projections import (
+    clip_to_ball,
+    per_sample,
+    random_in_ball,
+    steepest_direction,
+)
 from robaudit.classifier import Classifier, LossFn
 from robaudit.threat import Threat
 
@@ -108,9 +113,6 @@ class _State:
         return _State(**fields)
 
 
-def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return v.view(-1, *([1] * (like.dim() - 1)))
-
 
 def apgd_search(
     clf: Classifier,
@@ -171,7 +173,7 @@ def apgd_search(
             out.fooled[hit] = True
             return ~fooled
         new = fooled & ~out.fooled[idx]
-        out.x[idx] = torch.where(_per_sample(new, xa), xa, out.x[idx])
+        out.x[idx] = torch.where(per_sample(new, xa), xa, out.x[idx])
         out.fooled[idx] = out.fooled[idx] | fooled
         return None
 
@@ -204,7 +206,7 @@ def apgd_search(
         if st.idx.numel() == 0:
             break
         a = 1.0 if k == 0 else MOMENTUM
-        eta = _per_sample(st.eta, st.xk)
+        eta = per_sample(st.eta, st.xk)
         z = clip_to_ball(st.xk + eta * steepest_direction(st.g, norm), st.x0, norm, eps, bounds)
         xn = st.xk + a * (z - st.xk) + (1 - a) * (st.xk - st.xprev)
         xn = clip_to_ball(xn, st.x0, norm, eps, bounds)
@@ -218,7 +220,7 @@ def apgd_search(
             if st.idx.numel() == 0:
                 break
         better = fn > st.f_max
-        bx = _per_sample(better, xn)
+        bx = per_sample(better, xn)
         st.helped = st.helped + (fn > st.f).long()
         st.x_max = torch.where(bx, xn, st.x_max)
         st.g_max = torch.where(bx, gn, st.g_max)
@@ -230,7 +232,7 @@ def apgd_search(
             cond1 = st.helped < rho * window
             cond2 = ~st.halved_last & (st.f_max == st.f_max_check)
             halve = cond1 | cond2
-            hx = _per_sample(halve, xn)
+            hx = per_sample(halve, xn)
             st.eta = torch.where(halve, st.eta / 2, st.eta)
             st.xk = torch.where(hx, st.x_max, st.xk)  # x^(k+1) <- x_max; x^(k) stays
             st.f = torch.where(halve, st.f_max, st.f)
@@ -239,7 +241,7 @@ def apgd_search(
             st.f_max_check = st.f_max
             st.helped = torch.zeros_like(st.helped)
     # samples still standing: their best point is the highest-loss iterate
-    keep_found = _per_sample(out.fooled[st.idx], st.x_max)
+    keep_found = per_sample(out.fooled[st.idx], st.x_max)
     out.x[st.idx] = torch.where(keep_found, out.x[st.idx], st.x_max)
     out.loss[st.idx] = torch.where(out.fooled[st.idx], float("inf"), st.f_max)
     return out
@@ -265,7 +267,7 @@ class _Best:
     def merge(self, idx: torch.Tensor, found: _Found) -> torch.Tensor:
         """Keep each sample's better point (fooled beats any loss); return the idx still standing."""
         upd = found.loss > self.loss[idx]
-        self.x[idx] = torch.where(_per_sample(upd, found.x), found.x, self.x[idx])
+        self.x[idx] = torch.where(per_sample(upd, found.x), found.x, self.x[idx])
         self.loss[idx] = torch.where(upd, found.loss, self.loss[idx])
         self.claimed[idx] = self.claimed[idx] | found.fooled
         return idx[~found.fooled]

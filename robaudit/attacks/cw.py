@@ -16,6 +16,7 @@ from pydantic import Field
 
 from robaudit.attacks.base import Attack, AttackOutput, AttackParams, register
 from robaudit.attacks.losses import margin
+from robaudit.attacks.projections import per_sample
 from robaudit.classifier import Classifier, LossFn
 from robaudit.threat import Threat
 
@@ -61,9 +62,6 @@ def _to_tanh_space(x: torch.Tensor, lo: float, scale: float) -> torch.Tensor:
     """The inverse of ``x = lo + scale·(tanh(w) + 1)``, kept finite at the box's faces."""
     return torch.atanh(((x - lo) / scale - 1.0).clamp(-_ATANH_LIMIT, _ATANH_LIMIT))
 
-
-def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return v.view(-1, *([1] * (like.dim() - 1)))
 
 
 @register
@@ -130,10 +128,10 @@ class CarliniWagnerL2(Attack):
                 won = (logits.argmax(dim=1) != y0) & (margin(logits, y0) >= p.kappa)
                 better = won & (d2 < best_d2[idx])
                 best_d2.index_copy_(0, idx, torch.where(better, d2, best_d2[idx]))
-                best.index_copy_(0, idx, torch.where(_per_sample(better, xp), xp, best[idx]))
+                best.index_copy_(0, idx, torch.where(per_sample(better, xp), xp, best[idx]))
                 success.index_copy_(0, idx, success[idx] | won)
                 # chain rule through the change of variables: dx'/dw = scale·(1 − tanh²(w))
-                grad_x = 2.0 * diff + _per_sample(c, grad_f) * grad_f
+                grad_x = 2.0 * diff + per_sample(c, grad_f) * grad_f
                 grad_w = grad_x * scale * (1.0 - torch.tanh(w).pow(2))
                 m = b1 * m + (1 - b1) * grad_w
                 v = b2 * v + (1 - b2) * grad_w.pow(2)

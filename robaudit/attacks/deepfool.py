@@ -15,8 +15,9 @@ import torch
 from pydantic import Field
 
 from robaudit.attacks.base import Attack, AttackOutput, AttackParams, register
-from robaudit.attacks.projections import flat_norm
-from robaudit.classifier import Classifier, LossFn
+from robaudit.attacks.losses import logit_gap
+from robaudit.attacks.projections import flat_norm, per_sample
+from robaudit.classifier import Classifier
 from robaudit.threat import Threat
 
 _TINY = 1e-12
@@ -38,17 +39,6 @@ class DeepFoolParams(AttackParams):
     )
 
 
-def _logit_gap(k: torch.Tensor) -> LossFn:
-    """Per sample ``z_k − z_y`` for a per-sample candidate class ``k`` (negative while correct)."""
-
-    def gap(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return logits.gather(1, k[:, None]).squeeze(1) - logits.gather(1, y[:, None]).squeeze(1)
-
-    return gap
-
-
-def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return v.view(-1, *([1] * (like.dim() - 1)))
 
 
 @register
@@ -98,7 +88,7 @@ class DeepFool(Attack):
             best_dist: torch.Tensor | None = None
             best_w: torch.Tensor | None = None
             for j in range(n_others):
-                f, w, logits = clf.loss_and_grad(xa, y0, _logit_gap(cand[:, j]))
+                f, w, logits = clf.loss_and_grad(xa, y0, logit_gap(cand[:, j]))
                 if j == 0:
                     fooled = logits.argmax(dim=1) != y0
                     if bool(fooled.any()):
@@ -116,14 +106,14 @@ class DeepFool(Attack):
                 else:
                     closer = dist < best_dist
                     best_dist = torch.where(closer, dist, best_dist)
-                    best_w = torch.where(_per_sample(closer, w), w, best_w)
+                    best_w = torch.where(per_sample(closer, w), w, best_w)
             if idx.numel() == 0 or best_dist is None or best_w is None:
                 break
             if norm == "l2":
-                direction = best_w / _per_sample(flat_norm(best_w, "l2") + _TINY, best_w)
+                direction = best_w / per_sample(flat_norm(best_w, "l2") + _TINY, best_w)
             else:
                 direction = best_w.sign()
-            r_tot = r_tot + _per_sample(best_dist + _PUSH, direction) * direction
+            r_tot = r_tot + per_sample(best_dist + _PUSH, direction) * direction
             xa = (x0 + (1 + p.overshoot) * r_tot).clamp(lo, hi)
             # keep the running total consistent with the clipped point
             r_tot = (xa - x0) / (1 + p.overshoot)

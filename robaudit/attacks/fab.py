@@ -34,8 +34,9 @@ import torch
 from pydantic import Field
 
 from robaudit.attacks.base import Attack, AttackOutput, AttackParams, register
-from robaudit.attacks.projections import flat_norm
-from robaudit.classifier import Classifier, LossFn
+from robaudit.attacks.losses import logit_gap
+from robaudit.attacks.projections import flat_norm, per_sample
+from robaudit.classifier import Classifier
 from robaudit.threat import Threat
 
 _TINY = 1e-12
@@ -78,17 +79,6 @@ class FABTParams(FABParams):
     )
 
 
-def _gap(k: torch.Tensor) -> LossFn:
-    """Per sample ``z_k − z_y`` for a per-sample class ``k`` (negative while ``y`` wins)."""
-
-    def gap(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return logits.gather(1, k[:, None]).squeeze(1) - logits.gather(1, y[:, None]).squeeze(1)
-
-    return gap
-
-
-def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return v.view(-1, *([1] * (like.dim() - 1)))
 
 
 def _dual_norm(w: torch.Tensor, norm: str) -> torch.Tensor:
@@ -154,8 +144,8 @@ def _random_start(
         d = torch.randn(shape, generator=generator, dtype=torch.float32)
         scale = d.flatten(1).norm(p=2, dim=1)
     d = d.to(device=x0.device, dtype=x0.dtype)
-    unit = d / _per_sample(scale.to(device=x0.device, dtype=x0.dtype) + _TINY, d)
-    return (x0 + unit * _per_sample(radius, d)).clamp(lo, hi)
+    unit = d / per_sample(scale.to(device=x0.device, dtype=x0.dtype) + _TINY, d)
+    return (x0 + unit * per_sample(radius, d)).clamp(lo, hi)
 
 
 class _Best:
@@ -177,7 +167,7 @@ class _Best:
     def offer(self, x0: torch.Tensor, xa: torch.Tensor, fooled: torch.Tensor, norm: str) -> None:
         size = flat_norm(xa - x0, norm)
         better = fooled & (size < self.norm)
-        self.x = torch.where(_per_sample(better, xa), xa, self.x)
+        self.x = torch.where(per_sample(better, xa), xa, self.x)
         self.norm = torch.where(better, size, self.norm)
 
 
@@ -203,20 +193,20 @@ def _fab_run(
         if i > 0 or not torch.equal(start, x0):  # x0 itself is known to be classified right
             fooled = clf.logits(xk).argmax(dim=1) != y
             best.offer(x0, xk, fooled, norm)
-            xk = torch.where(_per_sample(fooled, xk), x0 + p.beta * (xk - x0), xk)
+            xk = torch.where(per_sample(fooled, xk), x0 + p.beta * (xk - x0), xk)
         if i == p.steps:
             break
         # the linearized gap to the closest boundary among ``others``
         f = w = dist = None
         for j in range(others.shape[1]):
-            fj, wj, _ = clf.loss_and_grad(xk, y, _gap(others[:, j]))
+            fj, wj, _ = clf.loss_and_grad(xk, y, logit_gap(others[:, j]))
             dj = fj.abs() / (_dual_norm(wj, norm) + _TINY)
             if f is None or w is None or dist is None:
                 f, w, dist = fj, wj, dj
             else:
                 closer = dj < dist
                 f = torch.where(closer, fj, f)
-                w = torch.where(_per_sample(closer, wj), wj, w)
+                w = torch.where(per_sample(closer, wj), wj, w)
                 dist = torch.where(closer, dj, dist)
         assert f is not None and w is not None
         wf = w.flatten(1)
@@ -227,7 +217,7 @@ def _fab_run(
         d_k, d_0 = deltas[:n].view_as(xk), deltas[n:].view_as(xk)
         n_k, n_0 = flat_norm(d_k, norm), flat_norm(d_0, norm)
         alpha = torch.where(n_k + n_0 > 0, n_k / (n_k + n_0 + _TINY), 0.0).clamp(max=p.alpha_max)
-        a = _per_sample(alpha, xk)
+        a = per_sample(alpha, xk)
         xk = ((1 - a) * (xk + p.eta * d_k) + a * (x0 + p.eta * d_0)).clamp(lo, hi)
 
 

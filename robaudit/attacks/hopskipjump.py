@@ -32,7 +32,7 @@ import torch
 from pydantic import Field
 
 from robaudit.attacks.base import Attack, AttackOutput, AttackParams, register
-from robaudit.attacks.projections import flat_norm
+from robaudit.attacks.projections import flat_norm, per_sample
 from robaudit.classifier import Classifier
 from robaudit.threat import Threat
 
@@ -78,9 +78,6 @@ def _checkpoints(budget: int) -> list[int]:
             out.append(m * scale)
         scale *= 10
 
-
-def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return v.view(-1, *([1] * (like.dim() - 1)))
 
 
 @register
@@ -198,7 +195,7 @@ class _Run:
             if go.numel() == 0:
                 return out
             mids = (highs[go] + lows[go]) / 2
-            a = _per_sample(mids, x0)
+            a = per_sample(mids, x0)
             if self.norm == "l2":
                 pts = (1 - a) * x0[go] + a * far[go]
             else:
@@ -231,22 +228,22 @@ class _Run:
                 rows, cols = take.nonzero(as_tuple=True)
                 if rows.numel() == 0:
                     continue
-                dl = _per_sample(delta[s][rows], base)
+                dl = per_sample(delta[s][rows], base)
                 pts = (base[s][rows] + dl * u[rows, cols]).clamp(self.lo, self.hi)
                 u_eff = (pts - base[s][rows]) / dl  # the directions actually probed
                 f = self.adversarial(idx[s][rows], pts).to(base.dtype) * 2 - 1
                 rows_all = rows + s.start
-                sum_fu.index_add_(0, rows_all, _per_sample(f, u_eff) * u_eff)
+                sum_fu.index_add_(0, rows_all, per_sample(f, u_eff) * u_eff)
                 sum_u.index_add_(0, rows_all, u_eff)
                 sum_f.index_add_(0, rows_all, f)
         cnt = evals.to(base.dtype)
         fbar = sum_f / cnt
-        mean_u = sum_u / _per_sample(cnt, base)
-        grad = sum_fu / _per_sample(cnt, base) - _per_sample(fbar, base) * mean_u
+        mean_u = sum_u / per_sample(cnt, base)
+        grad = sum_fu / per_sample(cnt, base) - per_sample(fbar, base) * mean_u
         same = fbar.abs() >= 1  # every probe answered alike: no baseline to subtract
-        grad = torch.where(_per_sample(same, base), _per_sample(fbar.sign(), base) * mean_u, grad)
+        grad = torch.where(per_sample(same, base), per_sample(fbar.sign(), base) * mean_u, grad)
         if self.norm == "l2":
-            return grad / _per_sample(flat_norm(grad, "l2") + _TINY, grad)
+            return grad / per_sample(flat_norm(grad, "l2") + _TINY, grad)
         return grad.sign()
 
     def step(
@@ -259,7 +256,7 @@ class _Run:
             go = (~moved & (self.left(idx) > 0)).nonzero().flatten()
             if go.numel() == 0:
                 break
-            pts = (self.cur[idx[go]] + _per_sample(size[go], update) * update[go]).clamp(
+            pts = (self.cur[idx[go]] + per_sample(size[go], update) * update[go]).clamp(
                 self.lo, self.hi
             )
             adv = self.adversarial(idx[go], pts)

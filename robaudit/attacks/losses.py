@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 LOSSES = ("ce", "margin", "dlr")
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 TargetedLossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 _TINY = 1e-12
 
@@ -102,3 +103,13 @@ def with_targets(
         return fn(logits, y, t)
 
     return bound
+
+
+def logit_gap(k: torch.Tensor) -> LossFn:
+    """Per sample ``z_k − z_y`` for a per-sample class ``k`` (negative while ``y`` wins): the
+    linearized boundary DeepFool and FAB step towards."""
+
+    def gap(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return logits.gather(1, k[:, None]).squeeze(1) - logits.gather(1, y[:, None]).squeeze(1)
+
+    return gap

@@ -20,7 +20,8 @@ def flat_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
     raise ValueError(f"unknown norm {norm!r}")
 
 
-def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A per-sample vector shaped to broadcast over a batch like ``like`` (N x 1 x 1 ...)."""
     return v.view(-1, *([1] * (like.dim() - 1)))
 
 
@@ -28,14 +29,14 @@ def project(delta: torch.Tensor, norm: str, eps: float | torch.Tensor) -> torch.
     """Project each perturbation onto the ``norm`` ball of radius ``eps``."""
     if norm == "linf":
         if isinstance(eps, torch.Tensor):
-            e = _per_sample(eps, delta)
+            e = per_sample(eps, delta)
             return torch.maximum(torch.minimum(delta, e), -e)
         return delta.clamp(-eps, eps)
     if norm == "l2":
         n = flat_norm(delta, "l2")
         e = eps if isinstance(eps, torch.Tensor) else torch.full_like(n, float(eps))
         factor = torch.clamp(e / (n + _TINY), max=1.0)
-        return delta * _per_sample(factor, delta)
+        return delta * per_sample(factor, delta)
     raise ValueError(f"unknown norm {norm!r}")
 
 
@@ -57,7 +58,7 @@ def steepest_direction(grad: torch.Tensor, norm: str) -> torch.Tensor:
         return grad.sign()
     if norm == "l2":
         n = flat_norm(grad, "l2")
-        return grad / _per_sample(n + _TINY, grad)
+        return grad / per_sample(n + _TINY, grad)
     raise ValueError(f"unknown norm {norm!r}")
 
 
@@ -74,7 +75,7 @@ def random_in_ball(
         # a uniform radius, not uniform volume: in high dimension a volume-uniform start sits
         # on the sphere, spending the whole budget on a random direction before the first step
         r = torch.rand(shape[0], generator=generator, dtype=torch.float32)
-        delta = g / _per_sample(flat_norm(g, "l2") + _TINY, g) * _per_sample(r * eps, g)
+        delta = g / per_sample(flat_norm(g, "l2") + _TINY, g) * per_sample(r * eps, g)
     else:
         raise ValueError(f"unknown norm {norm!r}")
     return delta.to(device=like.device, dtype=like.dtype)
@@ -90,7 +91,7 @@ def random_on_sphere(
         delta = s * eps
     elif norm == "l2":
         g = torch.randn(shape, generator=generator, dtype=torch.float32)
-        delta = g / _per_sample(flat_norm(g, "l2") + _TINY, g) * eps
+        delta = g / per_sample(flat_norm(g, "l2") + _TINY, g) * eps
     else:
         raise ValueError(f"unknown norm {norm!r}")
     return delta.to(device=like.device, dtype=like.dtype)

@@ -37,7 +37,7 @@ from pydantic import Field
 
 from robaudit.attacks.base import Attack, AttackOutput, AttackParams, register
 from robaudit.attacks.losses import get_loss, get_targeted_loss, with_targets
-from robaudit.attacks.projections import clip_to_ball, flat_norm
+from robaudit.attacks.projections import clip_to_ball, flat_norm, per_sample
 from robaudit.classifier import Classifier, LossFn
 from robaudit.threat import Threat
 
@@ -146,9 +146,6 @@ def _effective_eps(norm: str, eps: float, x: torch.Tensor, bounds: tuple[float, 
     return span if norm == "linf" else span * math.sqrt(x[0].numel() if x.shape[0] else 1)
 
 
-def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return v.view(-1, *([1] * (like.dim() - 1)))
-
 
 # -- starting points -----------------------------------------------------------------------
 
@@ -175,7 +172,7 @@ def init_l2(
     delta = torch.zeros(n, c, height, width)
     top, left = (height - gh * s) // 2, (width - gw * s) // 2
     delta[:, :, top : top + gh * s, left : left + gw * s] = tiles
-    delta = delta / _per_sample(flat_norm(delta, "l2") + _TINY, delta) * eps
+    delta = delta / per_sample(flat_norm(delta, "l2") + _TINY, delta) * eps
     delta = delta.to(device=x.device, dtype=x.dtype)
     return clip_to_ball(x + delta, x, "l2", eps, bounds)
 
@@ -254,7 +251,7 @@ def propose_l2(
     w1_norm = in_w1.flatten(2).norm(dim=2)[..., None, None]  # N×C×1×1
     both_norm2 = (nu * both).flatten(2).pow(2).sum(dim=2)[..., None, None]
     direction = rho * canvas + in_w1 / (w1_norm + _TINY)
-    avail = (both_norm2 + _per_sample(unused2, nu) / c).sqrt()
+    avail = (both_norm2 + per_sample(unused2, nu) / c).sqrt()
     dir_norm = direction.flatten(2).norm(dim=2)[..., None, None]
     new_nu = nu * ~both + direction / (dir_norm + _TINY) * avail
     return clip_to_ball(x0 + new_nu, x0, "l2", eps, bounds)
@@ -415,7 +412,7 @@ class Square(Attack):
             loss, pred, won = score(clf.logits(cand), y0, t0)
             queries[cur_idx] += 1
             best.update(cur_idx, cand, loss, pred, won)
-            accept = _per_sample(loss > lcur, cand)
+            accept = per_sample(loss > lcur, cand)
             xcur = torch.where(accept, cand, xcur)
             lcur = torch.maximum(loss, lcur)
             trace.append(best.loss.mean())
