@@ -29,3 +29,15 @@ class RowCounter(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.rows += int(x.shape[0])
         return self.inner(x)
+
+
+class Affine(nn.Module):
+    """logits = x·W + b over the flattened input: minimal perturbations known exactly."""
+
+    def __init__(self, w: torch.Tensor, b: torch.Tensor) -> None:
+        super().__init__()
+        self.w = nn.Parameter(w.clone(), requires_grad=False)
+        self.b = nn.Parameter(b.clone(), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1) @ self.w + self.b

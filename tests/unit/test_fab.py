@@ -14,7 +14,6 @@ from collections.abc import Iterator
 import pytest
 import torch
 from pydantic import ValidationError
-from torch import nn
 
 from robaudit.attacks.base import param_table, registry
 from robaudit.attacks.fab import (
@@ -29,7 +28,7 @@ from robaudit.attacks.projections import flat_norm
 from robaudit.classifier import Classifier
 from robaudit.models.digits import DigitsCNN
 from robaudit.threat import Threat
-from tests.helpers import one_thread
+from tests.helpers import Affine, one_thread
 
 C, D = 10, 16
 INF = {norm: Threat(norm, float("inf"), label="inf") for norm in ("l2", "linf")}
@@ -40,18 +39,6 @@ FAST_T = FABTParams(steps=40)
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread() -> Iterator[None]:
     yield from one_thread()
-
-
-class Affine(nn.Module):
-    """logits = x·W + b over the flattened input."""
-
-    def __init__(self, w: torch.Tensor, b: torch.Tensor) -> None:
-        super().__init__()
-        self.w = nn.Parameter(w.clone(), requires_grad=False)
-        self.b = nn.Parameter(b.clone(), requires_grad=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.flatten(1) @ self.w + self.b
 
 
 def _affine(n: int = 24, classes: int = C) -> tuple[Classifier, torch.Tensor, torch.Tensor]:

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 import pytest
 import torch
 from pydantic import ValidationError
-from torch import nn
 
 from robaudit.attacks.base import Attack, param_table, registry
 from robaudit.attacks.cw import CarliniWagnerL2, CWParams
@@ -24,7 +23,7 @@ from robaudit.attacks.projections import flat_norm
 from robaudit.classifier import Classifier
 from robaudit.models.digits import DigitsCNN
 from robaudit.threat import Threat
-from tests.helpers import one_thread
+from tests.helpers import Affine, one_thread
 
 INF = Threat("l2", float("inf"), label="inf")
 C, D = 10, 16
@@ -34,18 +33,6 @@ FAST_CW = CWParams(steps=60, binary_search_steps=6, initial_const=0.1, lr=0.05)
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread() -> Iterator[None]:
     yield from one_thread()
-
-
-class Affine(nn.Module):
-    """logits = x·W + b over the flattened input."""
-
-    def __init__(self, w: torch.Tensor, b: torch.Tensor) -> None:
-        super().__init__()
-        self.w = nn.Parameter(w.clone(), requires_grad=False)
-        self.b = nn.Parameter(b.clone(), requires_grad=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.flatten(1) @ self.w + self.b
 
 
 def _affine(n: int = 32) -> tuple[Classifier, torch.Tensor, torch.Tensor]:
