@@ -42,12 +42,15 @@ from robaudit.baseline import DEFAULT_MAX_DROP, check_max_drop, compare, load_ba
 from robaudit.classifier import Classifier, resolve_device
 from robaudit.config import (
     FORMATS,
+    MAX_SEED,
     PRESET_NAMES,
     Config,
     config_from_dict,
     load_config,
     preset_path,
 )
+from robaudit.control import RunControl, parse_duration
+from robaudit.distributed import SINGLE, Shard
 from robaudit.errors import EXIT_BAD_INPUT, ConfigError, DataError, RobauditError, UserInputError
 from robaudit.export import (
     ADVERSARIAL_FILE,
@@ -60,6 +63,7 @@ from robaudit.export import (
 from robaudit.loading.data import DataSet, choose_subset, dataset_from_arrays, load_data
 from robaudit.loading.model import LoadedModel, load_model
 from robaudit.pipeline import (
+    RunOptions,
     RunSettings,
     ScanOptions,
     audit,
@@ -170,6 +174,11 @@ class Report:
     def result(self) -> RunResult:
         """The underlying frozen :class:`robaudit.results.RunResult`."""
         return self._result
+
+    @property
+    def incomplete(self) -> dict[str, Any] | None:
+        """None for a finished run; else why it stopped and which cells did not run."""
+        return self._result.incomplete
 
     @property
     def clean_accuracy(self) -> float:
@@ -335,8 +344,14 @@ def resolve_config(config: ConfigInput | None) -> tuple[Config, str | None]:
     )
 
 
-def _check_overrides(samples: int | None, batch_size: int | None, device: str | None) -> None:
+def _check_overrides(
+    samples: int | None, batch_size: int | None, device: str | None, seed: int | None = None
+) -> None:
     """The same limits the CLI enforces on its flags, named the way Python callers wrote them."""
+    if seed is not None and (
+        isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED
+    ):
+        raise UserInputError(f"seed={seed!r}: give a whole number from 0 to {MAX_SEED}")
     if samples is not None and (isinstance(samples, bool) or samples <= 0):
         raise UserInputError(f"samples={samples!r}: give a positive number of samples")
     if batch_size is not None and (isinstance(batch_size, bool) or batch_size <= 0):
@@ -561,6 +576,12 @@ def scan(
     access: str | None = None,
     baseline: str | os.PathLike[str] | Mapping[str, Any] | None = None,
     max_drop: float = DEFAULT_MAX_DROP,
+    time_budget: float | str | None = None,
+    allow_partial: bool = False,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    control: RunControl | None = None,
+    shard: Shard | None = None,
 ) -> Report:
     """Audit ``model`` on ``data`` as ``config`` describes and return the :class:`Report`.
 
@@ -573,7 +594,32 @@ def scan(
     share: it fails when robust accuracy dropped by more than ``max_drop`` percentage points
     (:mod:`robaudit.baseline`; the comparison is in ``meta.baseline``). Bad input raises a
     :class:`robaudit.errors.UserInputError` subclass with a one-line message.
+
+    Long runs: ``time_budget`` (seconds, or ``"10m"``) runs cells in priority order and stops
+    when it ends; the report's ``incomplete`` lists what did not run and the gate fails on it
+    unless ``allow_partial``. ``checkpoint_dir`` receives each finished cell and ``resume``
+    reuses the cells an earlier run of the same audit left there. ``control`` lets a caller
+    stop the run (signals); ``shard`` is this process's rank under ``torchrun``. A model
+    failure mid-run raises :class:`robaudit.errors.RuntimeFailure` whose ``partial`` is the
+    finished work as an incomplete :class:`RunResult`.
     """
+    if time_budget is not None:
+        budget = (
+            parse_duration(time_budget, "time_budget")
+            if isinstance(time_budget, str)
+            else float(time_budget)
+        )
+        if budget <= 0:
+            raise UserInputError(f"time_budget={time_budget!r}: give a positive duration")
+        control = control or RunControl()
+        control.budget_seconds = budget
+    run_options = RunOptions(
+        control=control,
+        checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir is not None else None,
+        resume=resume,
+        allow_partial=allow_partial,
+        shard=shard or SINGLE,
+    )
     if access is not None and access not in ACCESS_LEVELS:
         raise UserInputError(
             f"access={access!r}: valid values are {', '.join(ACCESS_LEVELS)}"
@@ -584,7 +630,7 @@ def scan(
     t0 = time.perf_counter()
     if isinstance(device, torch.device):
         device = str(device)
-    _check_overrides(samples, batch_size, device)
+    _check_overrides(samples, batch_size, device, seed)
     cfg, config_path = resolve_config(config)
     settings = resolve_settings(
         cfg,
@@ -612,7 +658,7 @@ def scan(
             collector = AdversarialCollector(dataset, logits=ranker)
         result = audit(
             clf, loaded, dataset, cfg, settings, progress=bar, config_path=config_path,
-            on_batch=collector, started=started, t0=t0,
+            on_batch=collector, started=started, t0=t0, run=run_options,
         )
     finally:
         if given_clf is None and isinstance(model, nn.Module):

@@ -7,11 +7,13 @@ the same functions a notebook or the pytest plugin calls.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import shutil
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -26,21 +28,67 @@ from rich.progress import (
 )
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
 
 import robaudit
+from robaudit import distributed
 from robaudit.attacks.base import param_table, registry
 from robaudit.baseline import DEFAULT_MAX_DROP, Comparison, check_max_drop, points_text
+from robaudit.checkpoint import STATE_DIR
 from robaudit.classifier import resolve_device
-from robaudit.config import PRESET_NAMES, load_config, preset_path
+from robaudit.config import MAX_SEED, PRESET_NAMES, load_config, preset_path
+from robaudit.control import INTERRUPTED, RunControl, parse_duration, stop_on_signals
 from robaudit.errors import (
     EXIT_GATE_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_RUNTIME,
     RobauditError,
+    RuntimeFailure,
     UserInputError,
 )
+from robaudit.harden.options import METHODS, HardenOptions
 from robaudit.report.writers import FILE_NAMES, load_document
+from robaudit.results import RunResult
+
+class _OneLineUsageErrors(TyperGroup):
+    """Usage errors (a flag value of the wrong type, an unknown or missing option) as one line
+    naming the flag and the value, exit 2, like every other bad input; not typer's panel."""
+
+    def make_context(self, info_name: Any, args: Any, *rest: Any, **kwargs: Any) -> Any:
+        argv = [str(a) for a in args]
+        with _usage_errors_in_one_line(argv):
+            ctx = super().make_context(info_name, args, *rest, **kwargs)
+        ctx.meta["robaudit.argv"] = argv
+        return ctx
+
+    def invoke(self, ctx: Any) -> Any:
+        with _usage_errors_in_one_line(ctx.meta.get("robaudit.argv", [])):
+            return super().invoke(ctx)
+
+
+@contextlib.contextmanager
+def _usage_errors_in_one_line(argv: list[str]) -> Iterator[None]:
+    try:
+        yield
+    except TyperException as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError" or not hasattr(exc, "ctx"):
+            raise  # `robaudit` alone prints the help
+        param = getattr(exc, "param", None)
+        message = exc.format_message()
+        flags = [o for o in getattr(param, "opts", ()) if o.startswith("-")]
+        for i, arg in enumerate(argv):  # name the value given, when there is one
+            for flag in flags:
+                if arg == flag and i + 1 < len(argv):
+                    message = f"{flag} {argv[i + 1]!r}: {getattr(exc, 'message', message)}"
+                elif arg.startswith(flag + "="):
+                    message = f"{flag} {arg[len(flag) + 1:]!r}: {getattr(exc, 'message', message)}"
+        ctx = getattr(exc, "ctx", None)
+        where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        _err_console().print(Text.assemble(("robaudit: error: ", "red"), f"{message}{where}"))
+        raise typer.Exit(exc.exit_code) from None
+
 
 app = typer.Typer(
     name="robaudit",
@@ -48,6 +96,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=_OneLineUsageErrors,
 )
 
 _state = {"debug": False}
@@ -201,55 +250,143 @@ def scan(
     exit_zero: Annotated[
         bool, typer.Option("--exit-zero", help="Report only: exit 0 even when the gate fails.")
     ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Reuse the cells an interrupted run of the same audit saved in --out "
+            "(OUT/.robaudit); the report equals an uninterrupted run's.",
+        ),
+    ] = False,
+    time_budget: Annotated[
+        str | None,
+        typer.Option(
+            "--time-budget",
+            help="Stop cleanly after this long (90s, 10m, 1h30m): cheap attacks at every threat "
+            "run first, and the report lists what did not run.",
+        ),
+    ] = None,
+    allow_partial: Annotated[
+        bool,
+        typer.Option(
+            "--allow-partial",
+            help="Let a run stopped by --time-budget pass the gate on what it finished "
+            "(default: unrun cells fail it).",
+        ),
+    ] = False,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress or summary; errors only.")
     ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
 ) -> None:
-    """Attack MODEL as CONFIG describes, write the report, and exit 1 if the gate fails."""
-    from robaudit.api import scan as api_scan
-    from robaudit.report.console import print_summary
-    from robaudit.report.writers import prepare_out_dir
+    """Attack MODEL as CONFIG describes, write the report, and exit 1 if the gate fails.
+
+    Under ``torchrun --nproc-per-node N -m robaudit scan ...`` the samples are sharded over the
+    processes and rank 0 writes the one report. SIGINT/SIGTERM write a partial report marked
+    incomplete and exit 130; a model failing mid-run writes one and exits 3.
+    """
 
     _state["debug"] = _state["debug"] or debug
-    _check_flags(samples, batch_size, device)
+    _check_flags(samples, batch_size, device, seed)
     if access is not None and access not in ("white-box", "score", "decision"):
         raise UserInputError(f"--access {access!r}: valid values are white-box, score, decision")
-    load_config(config)  # a bad config fails before any folder is created
+    cfg = load_config(config)  # a bad config fails before any folder is created
     if not model.exists():
         raise UserInputError(f"{model}: model file not found")
     check_max_drop(max_drop)
     if baseline is not None:
         load_document(baseline)
-    prepare_out_dir(out)
+    control = RunControl(
+        budget_seconds=parse_duration(time_budget) if time_budget is not None else None
+    )
+    shard = distributed.from_env()
+    if shard.active:  # torchrun: join the group; each rank attacks on its own device
+        device = str(distributed.start(shard, resolve_device(device or cfg.engine.device)))
+        quiet = quiet or not shard.is_main
+    try:
+        _scan_run(
+            model, data, out, quiet, exit_zero, control, shard,
+            config=config, device=device, samples=samples, seed=seed, batch_size=batch_size,
+            trust_model=trust_model, save_adversarial=save_adversarial,
+            save_unbroken=save_unbroken, access=access, baseline=baseline, max_drop=max_drop,
+            resume=resume, allow_partial=allow_partial,
+        )
+    finally:
+        distributed.stop(shard)
+
+
+def _scan_run(
+    model: Path,
+    data: str | None,
+    out: Path,
+    quiet: bool,
+    exit_zero: bool,
+    control: RunControl,
+    shard: distributed.Shard,
+    **kwargs: Any,
+) -> None:
+    """Run the scan, write the report (rank 0), and turn a partial run into its exit code."""
+    from robaudit.api import Report
+    from robaudit.api import scan as api_scan
+    from robaudit.report.console import print_summary
+    from robaudit.report.writers import prepare_out_dir
+
+    main = shard.is_main
+    if main:
+        prepare_out_dir(out)
+    state = out / STATE_DIR
+    kwargs.update(control=control, shard=shard, checkpoint_dir=state if main else None)
     console = _err_console()
-    kwargs: dict[str, Any] = {
-        "config": config, "device": device, "samples": samples, "seed": seed,
-        "batch_size": batch_size, "trust_model": trust_model,
-        "save_adversarial": save_adversarial, "save_unbroken": save_unbroken, "access": access,
-        "baseline": baseline, "max_drop": max_drop,
-    }
-    if quiet or not console.is_terminal:  # bars only for a person at a terminal
-        report = api_scan(model, data, **kwargs)
-    else:
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        ) as bar:
-            report = api_scan(model, data, progress=RichProgress(bar), **kwargs)
+    try:
+        with stop_on_signals(control):
+            if quiet or not console.is_terminal:  # bars only for a person at a terminal
+                report = api_scan(model, data, **kwargs)
+            else:
+                with Progress(
+                    TextColumn("{task.description}"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TimeElapsedColumn(),
+                    console=console,
+                    transient=True,
+                ) as bar:
+                    report = api_scan(model, data, progress=RichProgress(bar), **kwargs)
+    except RuntimeFailure as exc:
+        if main and isinstance(exc.partial, RunResult):
+            written = Report(exc.partial).save(out)
+            first = next(iter(written.values()), out)
+            exc.args = (f"{exc}; partial report (incomplete) written to {first.parent}",)
+        raise
+    if not main:
+        if report.incomplete and report.incomplete["kind"] == INTERRUPTED:
+            raise typer.Exit(EXIT_INTERRUPTED)
+        raise typer.Exit(EXIT_OK if report.passed or exit_zero else EXIT_GATE_FAILED)
     written = report.save(out)
+    if report.incomplete is None:
+        shutil.rmtree(state, ignore_errors=True)  # a complete report needs no saved cells
     if not quiet:
         print_summary(report.to_dict(), console, written)
+    if report.incomplete is not None:
+        inc = report.incomplete
+        console.print(
+            Text.assemble(
+                ("robaudit: incomplete: ", "yellow"),
+                f"{inc['reason']}; {len(inc['unrun'])} planned cell(s) did not run; partial "
+                f"report in {out} (scan again with --resume to finish)",
+            )
+        )
+        if inc["kind"] == INTERRUPTED:
+            raise typer.Exit(EXIT_INTERRUPTED)
     if not report.passed and not exit_zero:
         raise typer.Exit(EXIT_GATE_FAILED)
 
 
-def _check_flags(samples: int | None, batch_size: int | None, device: str | None) -> None:
+def _check_flags(
+    samples: int | None, batch_size: int | None, device: str | None, seed: int | None = None
+) -> None:
     """Flag values the API would also refuse, named as flags."""
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        raise UserInputError(f"--seed {seed}: give a whole number from 0 to {MAX_SEED}")
     if samples is not None and samples <= 0:
         raise UserInputError(f"--samples {samples}: give a positive number of samples")
     if batch_size is not None and batch_size <= 0:
@@ -593,6 +730,220 @@ def selftest(
         Console(highlight=False).print(table)
     if not all(r.ok for r in results):
         raise typer.Exit(EXIT_GATE_FAILED)
+
+
+_HD = HardenOptions()  # the library's defaults, shown by --help
+
+
+@app.command()
+@handle_errors
+def harden(
+    model: Annotated[
+        Path, typer.Argument(help="Checkpoint to harden: TorchScript, state_dict (+ model.arch), .pt2.")
+    ],
+    config: Annotated[
+        Path,
+        typer.Option("--config", "-c", help="Threat-model YAML: the model, data and the audit."),
+    ],
+    method: Annotated[
+        str, typer.Option(help=f"Training method: {', '.join(METHODS)}.")
+    ] = _HD.method,
+    epochs: Annotated[
+        int, typer.Option(help="Training epochs (distill: teacher, then as many for the student).")
+    ] = _HD.epochs,
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="Folder for model.pt, the log, checkpoints and compare.html."),
+    ] = Path("hardened"),
+    train_data: Annotated[
+        str | None,
+        typer.Option(
+            "--train-data",
+            help="Training data (a .npz, folder, torchvision:NAME:PATH); default: the config's "
+            "data.source at split train.",
+        ),
+    ] = None,
+    eps: Annotated[
+        str | None,
+        typer.Option(help="Training budget (0.2 or 8/255); default: the config's gated threat."),
+    ] = None,
+    norm: Annotated[str | None, typer.Option(help="linf or l2; default: the config's.")] = None,
+    steps: Annotated[int, typer.Option(help="PGD steps per training batch.")] = _HD.steps,
+    step_size: Annotated[
+        float | None, typer.Option("--step-size", help="PGD step (default 2.5 * eps / steps).")
+    ] = None,
+    lr: Annotated[float, typer.Option(help="Adam learning rate (fast-at: the cycle's peak).")] = _HD.lr,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", help="Training batch size.")
+    ] = _HD.batch_size,
+    beta: Annotated[float, typer.Option(help="TRADES: weight of the KL term.")] = _HD.beta,
+    temperature: Annotated[
+        float, typer.Option(help="distill: softmax temperature T.")
+    ] = _HD.temperature,
+    mix_ratio: Annotated[
+        float, typer.Option("--mix-ratio", help="mix: adversarial share of each batch, 0 to 1.")
+    ] = _HD.mix_ratio,
+    holdout: Annotated[
+        float, typer.Option(help="Share of the training data held out for model selection.")
+    ] = _HD.holdout,
+    patience: Annotated[
+        int | None,
+        typer.Option(help="Stop after this many epochs without a better held-out robust accuracy."),
+    ] = None,
+    warmup: Annotated[
+        int | None,
+        typer.Option(help="Epochs of eps ramp-up (default: epochs // 3; fast-at and distill 0)."),
+    ] = None,
+    eval_steps: Annotated[
+        int, typer.Option("--eval-steps", help="PGD steps of the per-epoch held-out check.")
+    ] = _HD.eval_steps,
+    train_samples: Annotated[
+        int | None, typer.Option("--train-samples", help="Train on a seeded subset of this size.")
+    ] = None,
+    samples: Annotated[
+        int | None, typer.Option(help="Override data.samples of the two audits.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of training and audits (default: the config's).")] = None,
+    device: Annotated[
+        str | None, typer.Option(help="auto, cpu or cuda (default: engine.device).")
+    ] = None,
+    trust_model: Annotated[
+        bool,
+        typer.Option(
+            "--trust-model", help="Allow pickled whole-module checkpoints (unpickling runs code)."
+        ),
+    ] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the last epoch checkpoint in --out.")
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress or summary; errors only.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+) -> None:
+    """Adversarially train MODEL (or distill it), then audit the original and the hardened
+    model with CONFIG side by side: OUT/model.pt, OUT/compare.html, OUT/compare.json."""
+    from robaudit.harden.api import harden_model
+    from robaudit.harden.options import check_options
+    from robaudit.threat import parse_eps
+
+    _state["debug"] = _state["debug"] or debug
+    try:
+        eps_value = parse_eps(eps) if eps is not None else None
+    except ValueError as exc:
+        raise UserInputError(f"--eps {eps!r}: {exc}") from None
+    opts = HardenOptions(
+        method=method, epochs=epochs, eps=eps_value, norm=norm, steps=steps, step_size=step_size,
+        lr=lr, batch_size=batch_size, beta=beta, temperature=temperature, mix_ratio=mix_ratio,
+        holdout=holdout, patience=patience, warmup=warmup, eval_steps=eval_steps,
+        train_samples=train_samples,
+    )
+    check_options(opts)
+    if seed is not None and seed < 0:
+        raise UserInputError(f"--seed {seed}: give a whole number >= 0")
+    if device is not None:
+        resolve_device(device)
+    load_config(config)  # a bad config fails before anything is loaded or written
+    if not model.exists():
+        raise UserInputError(f"{model}: model file not found")
+    console = _err_console()
+    kwargs: dict[str, Any] = {
+        "config": config, "out": out, "options": opts, "train_data": train_data,
+        "device": device, "samples": samples, "seed": seed, "trust_model": trust_model,
+        "resume": resume,
+    }
+    if quiet or not console.is_terminal:
+        result = harden_model(model, **kwargs)
+    else:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as bar:
+            view = _TrainingBar(bar, console)
+            result = harden_model(
+                model, progress=view, on_batch=view.batch, on_epoch=view.epoch, **kwargs
+            )
+    if not quiet:
+        _print_harden_summary(result, console)
+
+
+class _TrainingBar:
+    """Rich bars for training epochs (running loss and batch accuracies) and the audits'
+    cells; one line per finished epoch stays on screen."""
+
+    def __init__(self, progress: Progress, console: Console) -> None:
+        self._p = progress
+        self._console = console
+        self._task: Any = None
+
+    def start(self, label: str, total: int) -> None:
+        self._task = self._p.add_task(label, total=max(total, 1), stats="")
+        if total == 0:
+            self._p.update(self._task, completed=1)
+
+    def advance(self, n: int) -> None:
+        if self._task is not None:
+            self._p.advance(self._task, n)
+
+    def finish(self) -> None:
+        if self._task is not None:
+            self._p.update(self._task, visible=True)
+
+    def batch(self, s: Any) -> None:
+        adv = f" · adv {s.adv_acc:.1%}" if s.adv_acc is not None else ""
+        if self._task is not None:
+            self._p.update(self._task, stats=f"loss {s.loss:.4g} · clean {s.clean_acc:.1%}{adv}")
+
+    def epoch(self, r: Any) -> None:
+        if self._task is not None:
+            self._p.update(self._task, visible=False)
+        adv = f", adv {r.train_adv_acc:.1%}" if r.train_adv_acc is not None else ""
+        co = " · CATASTROPHIC OVERFITTING" if r.catastrophic_overfitting else ""
+        self._console.print(
+            Text(
+                f"epoch {r.epoch} ({r.stage}): loss {r.loss:.4g} · train clean "
+                f"{r.train_clean_acc:.1%}{adv} · held-out clean {r.heldout_clean_acc:.1%}, "
+                f"robust {r.heldout_robust_acc:.1%} (PGD-CE {r.heldout_robust_ce:.1%}, margin "
+                f"{r.heldout_robust_margin:.1%}) · {r.seconds:.1f} s{co}"
+            )
+        )
+
+
+def _print_harden_summary(result: Any, console: Console) -> None:
+    """Original vs hardened per threat, the selected epoch, notes and the files written."""
+    doc = result.comparison
+    tr = result.training
+    if doc is not None:
+        table = Table(title=f"robaudit harden ({result.method}): original → hardened", title_justify="left")
+        for col in ("threat", "original", "hardened", "change (points)"):
+            table.add_column(col, justify="left" if col == "threat" else "right")
+        c = doc["clean"]
+        table.add_row("clean", f"{c['original']:.1%}", f"{c['hardened']:.1%}", f"{100 * c['delta']:+.1f}")
+        for t in doc["threats"]:
+            label = f"{t['access']} {t['norm']} eps={t['eps_label']}"
+            if t["variant"] != "model":
+                label = f"{t['variant']} · {label}"
+            ra, rb = t["original"]["robust_accuracy"], t["hardened"]["robust_accuracy"]
+            table.add_row(Text(label), f"{ra:.1%}", f"{rb:.1%}", f"{100 * (rb - ra):+.1f}")
+        console.print(table)
+        new = doc["findings"]["new_in_hardened"]
+        if new:
+            console.print(Text(f"New findings in the hardened model: {', '.join(new)}", style="yellow"))
+    console.print(
+        Text(
+            f"Selected epoch {tr.best_epoch} of {len(tr.records)} (best held-out robust accuracy)"
+            + (f"; {tr.stopped}" if tr.stopped else "")
+        )
+    )
+    for note in result.notes:
+        console.print(Text(f"Note: {note}"))
+    for name, path in result.files.items():
+        console.print(f"  {name:16s} → {path}", highlight=False, markup=False)
 
 
 def main() -> None:

@@ -11,13 +11,17 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 
 import torch
 
 from robaudit.attacks.base import ACCESS_FOR_REQUIRES, Attack
 from robaudit.attacks.projections import clip_to_ball, flat_norm
+from robaudit.checkpoint import CellStore
 from robaudit.classifier import ACCESS_RANK, Classifier
+from robaudit.control import INTERRUPTED, RunControl
+from robaudit.distributed import SINGLE, Shard
 from robaudit.errors import ModelLoadError, RuntimeFailure
 from robaudit.progress import NullProgress, Progress
 from robaudit.threat import Threat
@@ -98,6 +102,9 @@ class EngineResult:
     clean_seconds: float = 0.0
     # minimal-norm attacks: per-sample smallest verified breaking norm (NaN: none found)
     min_norms: dict[tuple[int, str, str, str], torch.Tensor] = field(default_factory=dict)
+    # a partial run: the planned cells that did not run, and the failure that stopped it
+    unrun: list[dict[str, object]] = field(default_factory=list)
+    failure: str | None = None
 
 
 @dataclass(frozen=True)
@@ -142,11 +149,45 @@ def cell_seed(seed: int, *parts: object) -> int:
     return int.from_bytes(h[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
 
 
+CHEAP = 10.0  # attacks at most this costly run first at every threat (priority under a budget)
+
+
 def order_plan(plan: list[PlannedAttack]) -> list[PlannedAttack]:
-    """Threats in (access, norm, eps) order; within a threat, cheap attacks first."""
+    """Priority order: cheap attacks at every threat first, then the rest; within a tier,
+    threats in (access, norm, eps) order and cheap attacks first.
+
+    Under a time budget every threat then has at least its cheap attacks done before any
+    expensive one starts. The cascade stays sound in any order (see :func:`run_plan`).
+    """
     return sorted(
-        plan, key=lambda p: (p.threat.access, p.threat.norm, p.threat.eps, p.attack.cost(), p.index)
+        plan,
+        key=lambda p: (
+            p.attack.cost() > CHEAP,
+            p.threat.access,
+            p.threat.norm,
+            p.threat.eps,
+            p.attack.cost(),
+            p.index,
+        ),
     )
+
+
+def describe(item: PlannedAttack) -> dict[str, object]:
+    """A planned cell as the report lists it when it did not run."""
+    return {"attack": item.attack.name, "attack_index": item.index, "threat": item.threat.key}
+
+
+@dataclass
+class EngineControl:
+    """What a run may add to the engine: stopping early, saved cells, sharding.
+
+    ``variant`` names the model variant in the saved cells' identities.
+    """
+
+    control: RunControl | None = None
+    store: CellStore | None = None
+    shard: Shard = SINGLE
+    variant: str = "model"
 
 
 def clean_pass(clf: Classifier, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -182,14 +223,19 @@ def run_plan(
     progress: Progress | None = None,
     on_batch: BatchSink | None = None,
     search: Classifier | None = None,
+    ctl: EngineControl | None = None,
 ) -> EngineResult:
     """Attack every correctly classified sample with every planned attack, verify, record.
 
     ``on_batch`` receives every verified batch (for exporting adversarial examples) so the
     engine itself never holds more than one batch of candidates. ``search``: the classifier
     the attacks see when it is not ``clf`` (a defense's non-adaptive evaluation: attacks use
-    the bare model, verdicts come from the defended one).
+    the bare model, verdicts come from the defended one). ``ctl``: stop early, save and
+    resume finished cells, shard batches over ranks. A stop or a runtime failure ends the
+    loop with the finished cells kept and the rest listed in ``unrun`` (``failure`` says why
+    when the model failed); the result is then a partial one.
     """
+    ctl = ctl or EngineControl()
     progress = progress or NullProgress()
     n = int(x.shape[0])
     t0 = time.perf_counter()
@@ -197,49 +243,164 @@ def run_plan(
     result = EngineResult(
         clean_pred, clean_conf, correct, [], clean_seconds=time.perf_counter() - t0
     )
-    # broken[family] holds verified breaks at the largest eps done so far (balls are nested)
-    broken_family: dict[tuple[str, str], torch.Tensor] = {}
+    # verified breaks per threat key; a cell's targets inherit the breaks at every smaller
+    # eps of the same family (balls are nested), whatever order the cells run in
     broken_at: dict[str, torch.Tensor] = {}
+    threats: dict[str, Threat] = {}
     kept: dict[str, int] = {}
     minimal: dict[tuple[int, str, str], tuple[CellOutcome, list[Example]]] = {}
-    for item in order_plan(plan):
+    ordered = order_plan(plan)
+    for pos, item in enumerate(ordered):
         threat = item.threat
-        fam = (threat.access, threat.norm)
-        done = broken_at.setdefault(
-            threat.key, broken_family.get(fam, torch.zeros(n, dtype=torch.bool)).clone()
-        )
+        stopping = ctl.control.should_stop() if ctl.control is not None else False
+        if ctl.shard.any(stopping):
+            result.unrun = [describe(p) for p in ordered[pos:]]
+            break
+        threats[threat.key] = threat
+        done = _inherited(broken_at, threats, threat, n)
         room = max(0, examples - kept.get(threat.key, 0))
-        if item.attack.minimal_norm:
-            key = (item.index, threat.access, threat.norm)
-            first = key not in minimal
-            if first:
-                # a cascade skips samples already broken at this (the smallest) eps of the
-                # family: the balls are nested, so they stay broken at every larger eps
-                targets = correct & ~done if (cascade or item.cascade) else correct.clone()
-                minimal[key] = _run_minimal(
-                    clf, x, y, item, plan, targets, seed, batch_size, progress, examples,
-                    result, on_batch, search,
+        try:
+            if item.attack.minimal_norm:
+                key = (item.index, threat.access, threat.norm)
+                first = key not in minimal
+                if first:
+                    # a cascade skips samples already broken at this (the smallest) eps of the
+                    # family: the balls are nested, so they stay broken at every larger eps
+                    targets = correct & ~done if (cascade or item.cascade) else correct.clone()
+                    unit = _run_minimal(
+                        clf, x, y, item, plan, targets, seed, batch_size, progress, examples,
+                        result, on_batch, search, ctl,
+                    )
+                    if unit is None:
+                        result.unrun = [describe(p) for p in ordered[pos:]]
+                        break
+                    minimal[key] = unit
+                    full = unit[0]
+                    assert full.adversarial is not None
+                    result.min_norms[(item.index, item.attack.name, *key[1:])] = torch.where(
+                        full.adversarial, full.norms, torch.full_like(full.norms, float("nan"))
+                    )
+                cell, shown = _derive_minimal(minimal[key], threat, first, done, room)
+            else:
+                targets = correct.clone()
+                if cascade or item.cascade:
+                    targets &= ~done
+                ran = _stored_or_run(
+                    ctl, (ctl.variant, item.index, item.attack.name, threat.key),
+                    partial(
+                        _run_cell, clf, x, y, item, targets, seed, batch_size, progress, done,
+                        room, result, on_batch, search, ctl,
+                    ),
                 )
-                full = minimal[key][0]
-                assert full.adversarial is not None
-                result.min_norms[(item.index, item.attack.name, *key[1:])] = torch.where(
-                    full.adversarial, full.norms, torch.full_like(full.norms, float("nan"))
-                )
-            cell, shown = _derive_minimal(minimal[key], threat, first, done, room)
-        else:
-            targets = correct.clone()
-            if cascade or item.cascade:
-                targets &= ~done
-            cell, shown = _run_cell(
-                clf, x, y, item, targets, seed, batch_size, progress, done, room, result, on_batch,
-                search,
-            )
+                if ran is None:
+                    result.unrun = [describe(p) for p in ordered[pos:]]
+                    break
+                cell, shown = ran
+        except RuntimeFailure as exc:
+            result.failure = str(exc)
+            result.unrun = [describe(p) for p in ordered[pos:]]
+            break
         kept[threat.key] = kept.get(threat.key, 0) + len(shown)
         result.examples.extend(shown)
         result.cells.append(cell)
-        done |= cell.broken
-        broken_family[fam] = done.clone()
+        broken_at[threat.key] = done | cell.broken
     return result
+
+
+def _inherited(
+    broken_at: dict[str, torch.Tensor], threats: dict[str, Threat], threat: Threat, n: int
+) -> torch.Tensor:
+    """Samples already broken at ``threat``: its own breaks and those at any smaller eps of
+    its family."""
+    done = torch.zeros(n, dtype=torch.bool)
+    for key, mask in broken_at.items():
+        t = threats[key]
+        if t.same_ball_family(threat) and t.eps <= threat.eps:
+            done |= mask
+    return done
+
+
+Unit = tuple[CellOutcome, list[Example]]
+
+
+def _stored_or_run(
+    ctl: EngineControl, key: tuple[object, ...], run: Callable[[], Unit | None]
+) -> Unit | None:
+    """A cell saved by an earlier run of the same audit, else run it (and save it)."""
+    found = ctl.store.load(key) if ctl.store is not None else None
+    if ctl.shard.active:
+        found = ctl.shard.broadcast(found)  # rank 0 holds the folder
+    if found is not None:
+        return _unit_from_dict(found)
+    unit = run()
+    if unit is not None and ctl.store is not None:
+        ctl.store.save(key, _unit_to_dict(unit))
+    return unit
+
+
+def _unit_to_dict(unit: Unit) -> dict[str, object]:
+    """Plain tensors, numbers and dicts only: safe to load with ``weights_only=True``."""
+    cell, shown = unit
+    return {"cell": asdict(cell), "shown": [asdict(e) for e in shown]}
+
+
+def _unit_from_dict(d: dict[str, object]) -> Unit:
+    raw = dict(d["cell"])  # type: ignore[call-overload]
+    raw["threat"] = Threat(**raw["threat"])
+    shown = [Example(**e) for e in d["shown"]]  # type: ignore[attr-defined]
+    return CellOutcome(**raw), shown
+
+
+@dataclass
+class _Part:
+    """One rank's share of a cell, before the ranks' shares are merged."""
+
+    owned: torch.Tensor
+    broken: torch.Tensor
+    adversarial: torch.Tensor
+    norms: torch.Tensor
+    adv_pred: torch.Tensor
+    sample_queries: torch.Tensor | None
+    dist_trace: dict[int, torch.Tensor]
+    shown: list[Example]
+    trace: list[float] | None
+    counts: dict[str, int]
+    seconds: float
+    error: tuple[int, str] | None = None  # (batch number, message)
+    stopped: bool = False
+
+
+def _merge(parts: list[_Part], room: int) -> _Part:
+    """The ranks' shares as one: each sample's outcome comes from the rank that attacked it."""
+    if len(parts) == 1:
+        return parts[0]
+    out = parts[0]
+    for p in parts[1:]:
+        m = p.owned
+        out.broken[m] = p.broken[m]
+        out.adversarial[m] = p.adversarial[m]
+        out.norms[m] = p.norms[m]
+        out.adv_pred[m] = p.adv_pred[m]
+        if out.sample_queries is not None and p.sample_queries is not None:
+            out.sample_queries[m] = p.sample_queries[m]
+        for q, dist in p.dist_trace.items():
+            mine = out.dist_trace.setdefault(q, torch.full_like(dist, float("nan")))
+            mine[m] = dist[m]
+        out.shown = out.shown + p.shown
+        out.trace = out.trace if out.trace is not None else p.trace
+        for k, v in p.counts.items():
+            out.counts[k] = out.counts.get(k, 0) + v
+        out.seconds = max(out.seconds, p.seconds)
+        out.owned = out.owned | m
+    # a single process keeps the first new breaks in sample order; so does the merge
+    out.shown = sorted(out.shown, key=lambda e: e.sample)[:room]
+    return out
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    )
 
 
 def _run_cell(
@@ -256,72 +417,96 @@ def _run_cell(
     res: EngineResult,
     on_batch: BatchSink | None = None,
     search: Classifier | None = None,
-) -> tuple[CellOutcome, list[Example]]:
+    ctl: EngineControl | None = None,
+) -> Unit | None:
+    """Run one cell on this rank's batches, merge the ranks' shares, and judge it.
+
+    Returns None when a stop was requested before the cell finished (on any rank).
+    """
+    ctl = ctl or EngineControl()
+    shard = ctl.shard
     threat, attack = item.threat, item.attack
     minimal = attack.minimal_norm
     n = int(x.shape[0])
     idx_all = targets.nonzero().flatten()
-    broken = torch.zeros(n, dtype=torch.bool)
-    adversarial = torch.zeros(n, dtype=torch.bool)
-    norms = torch.full((n,), float("nan"))
-    adv_pred = torch.full((n,), -1, dtype=torch.long)
-    viol_budget = viol_bounds = nonfinite = silent = 0
-    trace: list[float] | None = None
-    shown: list[Example] = []
+    total = int(idx_all.numel())
+    batches = [
+        (k, idx_all[start : start + batch_size])
+        for k, start in enumerate(range(0, total, batch_size))
+        if shard.owns(k)
+    ]
+    part = _Part(
+        owned=torch.zeros(n, dtype=torch.bool),
+        broken=torch.zeros(n, dtype=torch.bool),
+        adversarial=torch.zeros(n, dtype=torch.bool),
+        norms=torch.full((n,), float("nan")),
+        adv_pred=torch.full((n,), -1, dtype=torch.long),
+        sample_queries=None,
+        dist_trace={},
+        shown=[],
+        trace=None,
+        counts=dict.fromkeys(
+            ("budget", "bounds", "nonfinite", "silent", "mismatch", "queries", "grad_evals"), 0
+        ),
+        seconds=0.0,
+    )
     label = f"{attack.name} {threat.norm} eps={threat.label}"
-    progress.start(label, int(idx_all.numel()))
+    progress.start(label, sum(int(b.numel()) for _, b in batches))
     access = attack_access(attack, threat)
     base = item.search or search or clf
     view = attack_view(base, access)
     separate = view is not clf  # its counters hold only the attack's own work
     black_box = access != "white-box"
-    sample_queries = torch.full((n,), -1, dtype=torch.long) if black_box else None
-    mismatch = 0
-    dist_trace: dict[int, torch.Tensor] = {}
+    if black_box:
+        part.sample_queries = torch.full((n,), -1, dtype=torch.long)
     q0, _ = clf.counters.snapshot()
     vq0, vg0 = view.counters.snapshot()
     verify_queries = 0
     t0 = time.perf_counter()
     lo, hi = clf.bounds
-    for start in range(0, int(idx_all.numel()), batch_size):
-        idx = idx_all[start : start + batch_size]
+
+    def attack_batch(number: int, idx: torch.Tensor) -> None:
+        nonlocal verify_queries
         xb = x[idx].to(clf.device)
         yb = y[idx].to(clf.device)
-        gen = torch.Generator().manual_seed(
-            cell_seed(seed, item.index, attack.name, threat.key, int(idx[0]))
-        )
+        bseed = cell_seed(seed, item.index, attack.name, threat.key, int(idx[0]))
+        gen = torch.Generator().manual_seed(bseed)
+        torch.manual_seed(bseed)  # models drawing from the global RNG: batch-keyed draws
         vq_batch = view.counters.queries
         try:
             out = attack.run(view, xb, yb, threat, gen)
-        except torch.cuda.OutOfMemoryError as exc:  # pragma: no cover - GPU only
-            raise RuntimeFailure(f"{label}: out of GPU memory at batch size {batch_size}") from exc
         except RuntimeError as exc:
+            if _is_oom(exc):
+                raise
             raise RuntimeFailure(f"{label}: the model raised during the attack: {exc}") from exc
-        if sample_queries is not None:
+        if part.sample_queries is not None:
             spent = view.counters.queries - vq_batch
             if out.queries is None or int(out.queries.sum()) != spent:
-                mismatch += int(idx.numel())
+                part.counts["mismatch"] += int(idx.numel())
                 # unreported or misreported: spread the counted total evenly (an estimate)
-                sample_queries[idx] = spent // max(1, int(idx.numel()))
+                part.sample_queries[idx] = spent // max(1, int(idx.numel()))
             else:
-                sample_queries[idx] = out.queries.detach().cpu().long()
+                part.sample_queries[idx] = out.queries.detach().cpu().long()
         for q, dist in out.distance_trace or []:
-            dist_trace.setdefault(q, torch.full((n,), float("nan")))[idx] = dist.detach().cpu()
+            tr = part.dist_trace.setdefault(q, torch.full((n,), float("nan")))
+            tr[idx] = dist.detach().cpu()
         xa = out.x_adv.detach()
         if xa.shape != xb.shape:
             raise RuntimeFailure(
                 f"{label}: attack returned shape {list(xa.shape)}, expected {list(xb.shape)}"
             )
         finite = torch.isfinite(xa.flatten(1)).all(dim=1)
-        nonfinite += int((~finite).sum())
+        part.counts["nonfinite"] += int((~finite).sum())
         xa = torch.where(finite.view(-1, *([1] * (xa.dim() - 1))), xa, xb)
         flat = xa.flatten(1)
-        viol_bounds += int(((flat < lo - TOLERANCE) | (flat > hi + TOLERANCE)).any(dim=1).sum())
+        part.counts["bounds"] += int(
+            ((flat < lo - TOLERANCE) | (flat > hi + TOLERANCE)).any(dim=1).sum()
+        )
         if minimal:  # its answer is a norm, not a point in one ball: only the bounds apply
             xa = xa.clamp(lo, hi)
         else:
             d = flat_norm(xa - xb, threat.norm)
-            viol_budget += int((d > threat.eps + TOLERANCE).sum())
+            part.counts["budget"] += int((d > threat.eps + TOLERANCE).sum())
             xa = clip_to_ball(xa, xb, threat.norm, threat.eps, clf.bounds)
         size = flat_norm(xa - xb, threat.norm).cpu()
         q_before = clf.counters.queries
@@ -332,20 +517,21 @@ def _run_cell(
             first = int(idx[broken_out.cpu()][0])
             raise RuntimeFailure(
                 f"{label}: the model returned NaN or inf logits on {int(broken_out.sum())} "
-                f"candidate(s) of batch {start // batch_size + 1} (first: sample {first})"
+                f"candidate(s) of batch {number + 1} (first: sample {first})"
             )
         probs = vlogits.softmax(dim=1).cpu()
         conf, pred = probs.max(dim=1)
-        if out.loss_trace is not None and trace is None:
-            trace = out.loss_trace
+        if out.loss_trace is not None and part.trace is None:
+            part.trace = out.loss_trace
         adv = pred != y[idx]
         b = adv & (size <= threat.eps + TOLERANCE) if minimal else adv
-        adversarial[idx] = adv
-        broken[idx] = b
+        part.adversarial[idx] = adv
+        part.broken[idx] = b
+        part.owned[idx] = True
         if out.claimed is not None:
-            silent += int((out.claimed.cpu() & ~adv).sum())
-        new = (b & ~done[idx]).nonzero().flatten()[: room - len(shown)]
-        shown.extend(
+            part.counts["silent"] += int((out.claimed.cpu() & ~adv).sum())
+        new = (b & ~done[idx]).nonzero().flatten()[: room - len(part.shown)]
+        part.shown.extend(
             Example(
                 sample=int(idx[j]),
                 threat_key=threat.key,
@@ -360,42 +546,88 @@ def _run_cell(
             )
             for j in new.tolist()
         )
-        adv_pred[idx] = pred
-        norms[idx] = size
+        part.adv_pred[idx] = pred
+        part.norms[idx] = size
         if on_batch is not None:
             on_batch(
                 VerifiedBatch(attack.name, item.index, threat, idx.cpu(), xa.cpu(), pred, b.cpu())
             )
         progress.advance(int(idx.numel()))
+
+    def attack_split(number: int, idx: torch.Tensor) -> None:
+        """Attack ``idx`` in chunks that fit; on out-of-memory halve the chunk and retry."""
+        limit = ctl.control.max_batch if ctl.control is not None else None
+        size = min(int(idx.numel()), limit or int(idx.numel()))
+        start = 0
+        while start < idx.numel():
+            chunk = idx[start : start + size]
+            try:
+                attack_batch(number, chunk)
+            except RuntimeError as exc:
+                if not _is_oom(exc) or size <= 1:
+                    if _is_oom(exc):
+                        raise RuntimeFailure(
+                            f"{label}: out of memory even at batch size 1 (batch {number + 1})"
+                        ) from exc
+                    raise
+                size = max(1, size // 2)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                if ctl.control is None:
+                    ctl.control = RunControl()
+                ctl.control.record_oom(label, size)
+                continue
+            start += size
+
+    for number, idx in batches:
+        if ctl.control is not None and ctl.control.should_stop():
+            part.stopped = True
+            break
+        try:
+            attack_split(number, idx)
+        except RuntimeFailure as exc:
+            part.error = (number, str(exc))
+            break
     progress.finish()
     q1, _ = clf.counters.snapshot()
-    queries = view.counters.queries - vq0 if separate else q1 - q0 - verify_queries
+    part.counts["queries"] = view.counters.queries - vq0 if separate else q1 - q0 - verify_queries
+    part.counts["grad_evals"] = view.counters.grad_evals - vg0
+    part.seconds = time.perf_counter() - t0
+    parts = shard.gather(part)
+    errors = sorted(p.error for p in parts if p.error is not None)
+    if errors:
+        raise RuntimeFailure(errors[0][1])
+    if any(p.stopped for p in parts):
+        if ctl.control is not None and not ctl.control.should_stop():
+            ctl.control.request_stop(INTERRUPTED, "another process of the run stopped")
+        return None
+    merged = _merge(parts, room)
     budget = getattr(attack.params, "queries", None)
     cell = CellOutcome(
         index=item.index,
         attack=attack.name,
         threat=threat,
         attacked=targets.clone(),
-        broken=broken,
-        norms=norms,
-        adv_pred=adv_pred,
-        queries=queries,
-        grad_evals=view.counters.grad_evals - vg0,
-        seconds=time.perf_counter() - t0,
-        budget_violations=viol_budget,
-        bounds_violations=viol_bounds,
-        nonfinite=nonfinite,
-        loss_trace=trace,
-        adversarial=adversarial if minimal else None,
+        broken=merged.broken,
+        norms=merged.norms,
+        adv_pred=merged.adv_pred,
+        queries=merged.counts["queries"],
+        grad_evals=merged.counts["grad_evals"],
+        seconds=merged.seconds,
+        budget_violations=merged.counts["budget"],
+        bounds_violations=merged.counts["bounds"],
+        nonfinite=merged.counts["nonfinite"],
+        loss_trace=merged.trace,
+        adversarial=merged.adversarial if minimal else None,
         minimal_norm=minimal,
-        silent_failures=silent,
-        sample_queries=sample_queries,
+        silent_failures=merged.counts["silent"],
+        sample_queries=merged.sample_queries,
         query_budget=int(budget) if isinstance(budget, int) else None,
-        query_mismatch=mismatch,
+        query_mismatch=merged.counts["mismatch"],
         access_used=access,
-        distance_trace=dist_trace or None,
+        distance_trace=merged.dist_trace or None,
     )
-    return cell, shown
+    return cell, merged.shown
 
 
 def _run_minimal(
@@ -412,8 +644,10 @@ def _run_minimal(
     res: EngineResult,
     on_batch: BatchSink | None,
     search: Classifier | None = None,
-) -> tuple[CellOutcome, list[Example]]:
+    ctl: EngineControl | None = None,
+) -> Unit | None:
     """Run a minimal-norm attack once per norm, at the largest eps any of its threats asks for."""
+    ctl = ctl or EngineControl()
     t = item.threat
     eps = max(
         p.threat.eps
@@ -422,10 +656,13 @@ def _run_minimal(
     )
     run_threat = Threat(t.norm, eps, t.access)
     none_done = torch.zeros_like(targets)
-    return _run_cell(
-        clf, x, y, PlannedAttack(item.index, item.attack, run_threat, search=item.search),
-        targets, seed,
-        batch_size, progress, none_done, examples, res, on_batch, search,
+    return _stored_or_run(
+        ctl,
+        (ctl.variant, "minimal", item.index, item.attack.name, run_threat.key),
+        lambda: _run_cell(
+            clf, x, y, PlannedAttack(item.index, item.attack, run_threat, search=item.search),
+            targets, seed, batch_size, progress, none_done, examples, res, on_batch, search, ctl,
+        ),
     )
 
 

@@ -38,6 +38,15 @@ class DataError(UserInputError):
 
 
 class RuntimeFailure(RobauditError):
-    """Something broke while attacking: the model raised, returned NaN, ran out of memory (exit 3)."""
+    """Something broke while attacking: the model raised, returned NaN, ran out of memory (exit 3).
+
+    ``partial`` holds the result of the work finished before the failure (a
+    :class:`robaudit.results.RunResult` marked incomplete) when there is one, so the front end
+    can still write a report.
+    """
 
     exit_code = EXIT_RUNTIME
+
+    def __init__(self, message: str, *, partial: object | None = None) -> None:
+        super().__init__(message)
+        self.partial = partial

@@ -15,7 +15,7 @@ import itertools
 import json
 import platform
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,10 +25,13 @@ import torch
 import robaudit
 from robaudit.attacks.base import ACCESS_FOR_REQUIRES, registry
 from robaudit.certify import run_certification
+from robaudit.checkpoint import CellStore, fingerprint
 from robaudit.classifier import ACCESS_RANK, Classifier, resolve_device
 from robaudit.config import BATTERIES, Config
-from robaudit.engine import BatchSink, EngineResult, PlannedAttack, run_plan
-from robaudit.errors import ConfigError, ModelLoadError
+from robaudit.control import FAILURE, INTERRUPTED, RunControl
+from robaudit.distributed import SINGLE, Shard
+from robaudit.engine import BatchSink, EngineControl, EngineResult, PlannedAttack, run_plan
+from robaudit.errors import ConfigError, ModelLoadError, RuntimeFailure
 from robaudit.findings import finding
 from robaudit.integrity import Preflight, post_run, preflight, react, sanity
 from robaudit.loading.data import DataSet, load_data
@@ -44,7 +47,7 @@ from robaudit.results import (
     per_class_rows,
     wilson_interval,
 )
-from robaudit.scoring import evaluate_gate, grade, score
+from robaudit.scoring import evaluate_gate, grade, score, with_partial
 from robaudit.variants import run_variants
 
 
@@ -73,6 +76,37 @@ class RunSettings:
     samples: int | None
     trust_model: bool
     access: str = "white-box"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run executes, beyond what it measures: stopping early, resuming, sharding.
+
+    ``checkpoint_dir`` (``OUT/.robaudit``) receives every finished cell; with ``resume`` the
+    cells an earlier run of the same audit saved there are reused. ``allow_partial`` lets a
+    run stopped by its time budget pass the gate on what it finished.
+    """
+
+    control: RunControl | None = None
+    checkpoint_dir: Path | None = None
+    resume: bool = False
+    allow_partial: bool = False
+    shard: Shard = field(default=SINGLE)
+
+
+def run_fingerprint(cfg: Config, loaded: LoadedModel, data: DataSet, settings: RunSettings) -> str:
+    """Everything that decides a cell's numbers; a resumed run must match it exactly."""
+    return fingerprint(
+        config=config_sha256(cfg),
+        model=loaded.sha256,
+        source=data.source,
+        split=data.split,
+        indices=[int(i) for i in data.indices],
+        seed=settings.seed,
+        batch_size=settings.batch_size,
+        access=settings.access,
+        robaudit=robaudit.__version__,
+    )
 
 
 def resolve_settings(cfg: Config, options: ScanOptions | None = None) -> RunSettings:
@@ -323,12 +357,24 @@ def audit(
     on_batch: BatchSink | None = None,
     started: datetime | None = None,
     t0: float | None = None,
+    run: RunOptions | None = None,
 ) -> RunResult:
     """Attack ``data`` through ``clf`` as ``cfg`` plans, then score and gate the outcome.
 
     ``loaded`` only identifies the model in the report (path, sha256, format, arch);
-    ``on_batch`` receives every verified batch (adversarial-example export).
+    ``on_batch`` receives every verified batch (adversarial-example export); ``run``:
+    stopping early, resuming, sharding (:class:`RunOptions`). A run that stops early returns
+    a result whose ``incomplete`` says what did not run; a model failure mid-run raises
+    :class:`RuntimeFailure` carrying that partial result as ``partial``.
     """
+    run = run or RunOptions()
+    shard = run.shard
+    store = None
+    if run.checkpoint_dir is not None and shard.is_main:
+        store = CellStore(
+            run.checkpoint_dir, run_fingerprint(cfg, loaded, data, settings), resume=run.resume
+        )
+    ctl = EngineControl(run.control, store, shard)
     started = started or datetime.now(timezone.utc)
     t0 = time.perf_counter() if t0 is None else t0
     seed, data_seed, batch_size = settings.seed, settings.data_seed, settings.batch_size
@@ -361,7 +407,17 @@ def audit(
         examples=cfg.report.examples,
         progress=progress,
         on_batch=on_batch,
+        ctl=ctl,
     )
+    failure = er.failure
+    unrun = list(er.unrun)
+    not_run: list[str] = []
+
+    def halted() -> bool:
+        return bool(unrun) or failure is not None or ctl.shard.any(
+            run.control.should_stop() if run.control is not None else False
+        )
+
     findings = preflight_findings(er, cfg) + pre.findings + battery_findings(cfg)
     if skipped:
         findings.append(
@@ -375,25 +431,37 @@ def audit(
         by_index = {p.index: p.attack for p in plan}
         findings += post_run(er, by_index, randomized=clf.votes > 1)
         if cfg.integrity.sanity and any(p.attack.requires == "gradients" for p in plan):
-            found = sanity(clf, data.x, data.y, er.correct, seed)
-            findings += [found] if found else []
+            if halted():
+                not_run.append("sanity check (RA008)")
+            else:
+                found = sanity(clf, data.x, data.y, er.correct, seed)
+                findings += [found] if found else []
     params = {p.index: p.attack.params.model_dump(mode="json") for p in plan}
     threats, attacks, verdicts = build_tables(er, data.y, params, cfg.engine.cascade)
     model_threats = threats
     variants: list[dict[str, Any]] = []
-    if cfg.defenses:
+    if cfg.defenses and halted():
+        not_run.append("defense variants")
+    elif cfg.defenses:
         base_plan, _ = cap_access(build_plan(cfg), clf.access, access_reason(loaded, settings))
-        v_threats, v_attacks, variants = run_variants(
-            clf, data.x, data.y, base_plan, cfg, seed=seed, batch_size=batch_size,
-            progress=progress,
-        )
+        try:
+            v_threats, v_attacks, variants, v_unrun = run_variants(
+                clf, data.x, data.y, base_plan, cfg, seed=seed, batch_size=batch_size,
+                progress=progress, ctl=ctl,
+            )
+        except RuntimeFailure as exc:
+            failure, v_threats, v_attacks, v_unrun = str(exc), [], [], []
+            not_run.append("defense variants")
+        unrun += v_unrun
         threats = (*threats, *v_threats)
         attacks = (*attacks, *v_attacks)
     n = int(data.y.numel())
     nc = int(er.correct.sum())
     clean_acc = nc / n if n else 0.0
     certification = None
-    if cfg.certify is not None:
+    if cfg.certify is not None and halted():
+        not_run.append("certification")
+    elif cfg.certify is not None:
         certification = run_certification(clf, data.x, data.y, cfg.certify, seed)
         bad = [e for e in certification["empirical"] if not e["consistent"]]
         if bad:
@@ -409,6 +477,16 @@ def audit(
             )
     sc = score(model_threats, clean_acc)  # the audited model; variants are what-ifs
     gate = evaluate_gate(cfg.gate, clean_acc, threats, sc, findings, certification)
+    incomplete = None
+    if failure is not None or unrun or not_run:
+        kind = FAILURE if failure is not None else (
+            run.control.kind if run.control is not None and run.control.kind else INTERRUPTED
+        )
+        reason = failure if failure is not None else (
+            run.control.reason if run.control is not None and run.control.reason else "stopped"
+        )
+        incomplete = {"kind": kind, "reason": reason, "unrun": unrun, "not_run": not_run}
+        gate = with_partial(gate, incomplete, run.allow_partial)
     class_names = cfg.model.class_names or (list(data.class_names) if data.class_names else None)
     samples_out = tuple(
         {
@@ -456,8 +534,14 @@ def audit(
         "duration_seconds": round(duration, 3),
         "clean_seconds": round(er.clean_seconds, 4),
         "schema_version": SCHEMA_VERSION,
+        # how the run executed; like the timings, not part of what it measured
+        "execution": {
+            "processes": shard.world,
+            "resumed_cells": store.resumed if store is not None else 0,
+            "oom_backoff": list(run.control.oom_events) if run.control is not None else [],
+        },
     }
-    return RunResult(
+    result = RunResult(
         model={
             "path": loaded.path,
             "sha256": loaded.sha256,
@@ -504,4 +588,8 @@ def audit(
                 for t in model_threats
             },
         ),
+        incomplete=incomplete,
     )
+    if failure is not None:
+        raise RuntimeFailure(failure, partial=result)
+    return result

@@ -161,6 +161,9 @@ class RunResult:
     certification: dict[str, Any] | None = None
     # per threat of the bare model: the most common (true -> adversarial) class pairs
     confusions: tuple[dict[str, Any], ...] = ()
+    # a run that stopped early: {kind: interrupted|time-budget|failure, reason, unrun: the
+    # planned cells that did not run, not_run: later steps skipped}; None when complete
+    incomplete: dict[str, Any] | None = None
 
     def table(self) -> pd.DataFrame:
         """The long results table: one row per (variant, attack, threat)."""

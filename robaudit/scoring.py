@@ -156,3 +156,19 @@ def with_baseline(gate: GateResult, comparison: Comparison) -> GateResult:
                 GateFailure(c.criterion, c.new, c.base - limit, c.describe(comparison.max_drop_points))
             )
     return GateResult(passed=not failures, failures=tuple(failures), checked=tuple(checked))
+
+
+def with_partial(gate: GateResult, incomplete: dict[str, Any], allow_partial: bool) -> GateResult:
+    """The gate of a run that did not finish: every unrun planned cell fails it (robust
+    accuracy without its attacks would overstate robustness), unless ``--allow-partial``
+    accepts a time-budget stop. An interrupted or failed run never passes."""
+    unrun = len(incomplete["unrun"]) + len(incomplete["not_run"])
+    accepted = allow_partial and incomplete["kind"] == "time-budget"
+    checked = [*gate.checked, "complete"]
+    if accepted:
+        return GateResult(gate.passed, gate.failures, tuple(checked))
+    detail = f"{incomplete['reason']}: {unrun} planned cell(s) or step(s) did not run"
+    if incomplete["kind"] == "time-budget":
+        detail += " (--allow-partial accepts the partial result)"
+    failure = GateFailure("complete", float(unrun), 0.0, detail)
+    return GateResult(False, (*gate.failures, failure), tuple(checked))

@@ -18,7 +18,8 @@ import torch
 from robaudit.classifier import Classifier
 from robaudit.config import Config, DefenseSpec, variant_labels
 from robaudit.defenses import Defense, Transform
-from robaudit.engine import EngineResult, PlannedAttack, run_plan
+from robaudit.engine import EngineControl, EngineResult, PlannedAttack, run_plan
+from robaudit.errors import RuntimeFailure
 from robaudit.progress import Progress
 from robaudit.results import AttackRow, ThreatRow, build_tables, wilson_interval
 
@@ -138,21 +139,36 @@ def run_variants(
     seed: int,
     batch_size: int,
     progress: Progress | None,
-) -> tuple[list[ThreatRow], list[AttackRow], list[dict[str, Any]]]:
-    """Audit every configured defense; rows carry the variant's label."""
+    ctl: EngineControl | None = None,
+) -> tuple[list[ThreatRow], list[AttackRow], list[dict[str, Any]], list[dict[str, object]]]:
+    """Audit every configured defense; rows carry the variant's label.
+
+    The fourth value lists the cells that did not run (a stop or a failure; their threat
+    keys carry the variant's label). A failure ends the loop: ``failure`` is set on it.
+    """
+    ctl = ctl or EngineControl()
+    unrun: list[dict[str, object]] = []
     threats: list[ThreatRow] = []
     attacks: list[AttackRow] = []
     summaries: list[dict[str, Any]] = []
     bare = bare_view(clf)
     for spec, label in zip(cfg.defenses, variant_labels(cfg), strict=True):
+        if unrun:  # an earlier variant stopped: the rest do not start
+            unrun.append({"attack": "*", "attack_index": -1, "threat": f"{label}/*"})
+            continue
         defense = spec.build()
         backward = defense.default_backward() if spec.backward == "auto" else spec.backward
         vclf = variant_classifier(clf, defense, backward, cfg)
         vplan, twins = variant_plan(plan, bare, cfg.engine.non_adaptive)
         er = run_plan(
             vclf, x, y, vplan, seed=seed, batch_size=batch_size, cascade=cfg.engine.cascade,
-            examples=0, progress=progress,
+            examples=0, progress=progress, ctl=replace(ctl, variant=label),
         )
+        if er.unrun or er.failure:
+            unrun.extend({**u, "threat": f"{label}/{u['threat']}"} for u in er.unrun)
+            if er.failure:
+                raise RuntimeFailure(f"{label}: {er.failure}")
+            continue
         params = {p.index: p.attack.params.model_dump(mode="json") for p in vplan}
         trows, arows, _ = build_tables(
             er, y, params, cfg.engine.cascade, variant=label, non_adaptive=twins
@@ -160,4 +176,4 @@ def run_variants(
         threats.extend(trows)
         attacks.extend(arows)
         summaries.append(summarize(label, spec, defense, backward, er, twins, trows))
-    return threats, attacks, summaries
+    return threats, attacks, summaries, unrun

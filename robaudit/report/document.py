@@ -57,7 +57,8 @@ def to_document(r: RunResult, *, incomplete: bool = False) -> dict[str, Any]:
     doc = {
         "schema_version": SCHEMA_VERSION,
         "robaudit_version": r.meta["robaudit_version"],
-        "incomplete": incomplete,
+        "incomplete": incomplete or r.incomplete is not None,
+        "partial": r.incomplete,
         "model": r.model,
         "data": r.data,
         "clean_accuracy": r.clean_accuracy,

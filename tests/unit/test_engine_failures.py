@@ -3,14 +3,15 @@ never a NaN output silently counted as a break or as robust."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from torch import nn
 
 from robaudit.attacks.fgsm_pgd import PGD, PGDParams
 from robaudit.classifier import Classifier
-from robaudit.engine import PlannedAttack, run_plan
-from robaudit.errors import RuntimeFailure
+from robaudit.engine import EngineResult, PlannedAttack, run_plan
 from robaudit.models.digits import DigitsCNN
 from robaudit.threat import Threat
 
@@ -35,19 +36,29 @@ class BreaksAfter(nn.Module):
         return out
 
 
-def _run(model: nn.Module) -> None:
+def _run(model: nn.Module) -> EngineResult:
     x = torch.rand(20, 1, 8, 8)
     with torch.no_grad():
         y = model.inner(x).argmax(1)
     plan = [PlannedAttack(0, PGD(PGDParams(steps=3)), Threat("linf", 0.1))]
-    run_plan(Classifier(model, num_classes=10), x, y, plan, seed=0, batch_size=8)
+    return run_plan(Classifier(model, num_classes=10), x, y, plan, seed=0, batch_size=8)
 
 
 def test_nan_mid_run_names_the_attack_and_the_batch() -> None:
-    with pytest.raises(RuntimeFailure, match=r"pgd linf eps=0.1: the model returned NaN or inf logits on \d+ candidate\(s\) of batch 1"):
-        _run(BreaksAfter(2, "nan"))  # the clean pass and one attack step work, then NaN
+    # the clean pass and one attack step work, then NaN: the run stops with the failure
+    # named and the cell listed as not run (never counted as broken or robust)
+    er = _run(BreaksAfter(2, "nan"))
+    assert er.failure is not None
+    assert re.match(
+        r"pgd linf eps=0.1: the model returned NaN or inf logits on \d+ candidate\(s\) "
+        r"of batch 1",
+        er.failure,
+    )
+    assert er.cells == []
+    assert er.unrun == [{"attack": "pgd", "attack_index": 0, "threat": "white-box/linf/0.1"}]
 
 
 def test_exception_mid_run_names_the_attack() -> None:
-    with pytest.raises(RuntimeFailure, match=r"pgd linf eps=0.1: the model raised during the attack: CUDA error"):
-        _run(BreaksAfter(2, "raise"))
+    er = _run(BreaksAfter(2, "raise"))
+    assert er.failure is not None
+    assert er.failure.startswith("pgd linf eps=0.1: the model raised during the attack: CUDA error")
