@@ -52,6 +52,7 @@ from robaudit.harden.options import METHODS, HardenOptions
 from robaudit.report.writers import FILE_NAMES, load_document
 from robaudit.results import RunResult
 
+
 class _OneLineUsageErrors(TyperGroup):
     """Usage errors (a flag value of the wrong type, an unknown or missing option) as one line
     naming the flag and the value, exit 2, like every other bad input; not typer's panel."""

@@ -26,11 +26,17 @@ from pydantic import (
 from robaudit.attacks.base import ACCESS_FOR_REQUIRES, AttackParams, registry
 from robaudit.certify import SmoothingParams
 from robaudit.errors import ConfigError
-from robaudit.threat import ACCESS_LEVELS, NORMS, Threat, parse_eps
+from robaudit.threat import ACCESS_LEVELS, NORMS, Threat, _short_repr, parse_eps
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 PRESET_NAMES = ("quick", "standard", "strict")
 MAX_CONFIG_BYTES = 1_000_000
+# Hostile YAML: aliases let a 1 kB file stand for a billion nodes ("billion laughs"), and deep
+# nesting overflows the parser's recursion. A real config has a few hundred nodes, a dozen levels.
+MAX_CONFIG_NODES = 100_000
+MAX_CONFIG_DEPTH = 64
+# numpy's RandomState (the seeded sample subset) takes seeds in [0, 2**32 - 1]
+MAX_SEED = 2**32 - 1
 
 Norm = Literal["linf", "l2"]
 Format = Literal["json", "html", "csv", "md", "junit"]
@@ -40,7 +46,8 @@ Access = Literal["white-box", "score", "decision"]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN/inf are never meaningful here (a NaN mean silently turns every logit into NaN)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class ModelSection(_Section):
@@ -65,7 +72,7 @@ class ModelSection(_Section):
     @field_validator("bounds")
     @classmethod
     def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
-        if not all(math.isfinite(b) for b in v) or v[0] >= v[1]:
+        if not all(math.isfinite(b) for b in v) or v[0] >= v[1] or not math.isfinite(v[1] - v[0]):
             raise ValueError(f"bounds must be finite [low, high] with low < high, got {list(v)}")
         return v
 
@@ -92,7 +99,9 @@ class DataSection(_Section):
     split: str = "test"
     samples: int | None = Field(None, ge=1, description="seeded random subset; null = all")
     batch_size: int = Field(256, ge=1, le=1_000_000)
-    seed: int | None = Field(None, description="subset seed; defaults to the top-level seed")
+    seed: int | None = Field(
+        None, ge=0, le=MAX_SEED, description="subset seed; defaults to the top-level seed"
+    )
 
 
 class BatteryParams(AttackParams):
@@ -145,7 +154,7 @@ class AttackSpec(BaseModel):
         names = list(registry())
         if v is not None and v not in names:
             raise ValueError(
-                f"unknown attack {v!r}{_did_you_mean(v, names)}; valid: {', '.join(names)}"
+                f"unknown attack {_short_repr(v)}{_did_you_mean(v, names)}; valid: {', '.join(names)}"
             )
         return v
 
@@ -216,7 +225,8 @@ class DefenseSpec(BaseModel):
         names = list(defense_registry())
         if v not in names:
             raise ValueError(
-                f"unknown defense {v!r}{_did_you_mean(v, names)}; valid: {', '.join(names)}"
+                f"unknown defense {_short_repr(v)}{_did_you_mean(v, names)}; "
+                f"valid: {', '.join(names)}"
             )
         return v
 
@@ -315,7 +325,7 @@ class Config(_Section):
     """A whole threat model: model, data, attacks, gate, report, engine."""
 
     version: Literal[1] = 1
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     model: ModelSection
     data: DataSection = Field(default_factory=DataSection)
     attacks: list[AttackSpec] = Field(min_length=1)
@@ -346,32 +356,60 @@ class Config(_Section):
 def load_config(path: str | Path) -> Config:
     """Read, parse and validate a YAML config file; any problem is a one-line ConfigError."""
     p = Path(path)
-    if not p.exists():
-        raise ConfigError(f"{p}: config file not found")
-    if p.is_dir():
-        raise ConfigError(f"{p}: is a directory, expected a YAML config file")
-    if p.stat().st_size > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{p}: config is larger than {MAX_CONFIG_BYTES} bytes")
     try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{p}: cannot read config ({exc})") from None
-    return config_from_yaml(text, source=str(p))
+        exists, is_dir = p.exists(), p.is_dir()
+    except (OSError, ValueError) as exc:  # a name the OS refuses (NUL byte, too long)
+        raise ConfigError(f"{str(p)!r}: not a usable config path ({exc})") from None
+    if not exists:
+        raise ConfigError(f"{p}: config file not found")
+    if is_dir:
+        raise ConfigError(f"{p}: is a directory, expected a YAML config file")
+    try:
+        size = p.stat().st_size
+        raw = p.read_bytes() if size <= MAX_CONFIG_BYTES else b""
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read config ({exc.strerror or exc})") from None
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{p}: config is {size} bytes, larger than the {MAX_CONFIG_BYTES} bytes allowed; "
+            "is it the right file?"
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{p}: config is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+            "save it as UTF-8"
+        ) from None
+    return config_from_yaml(text.removeprefix("\ufeff"), source=str(p))
 
 
 def config_from_yaml(text: str, source: str = "<config>") -> Config:
-    """Parse YAML text (``yaml.safe_load`` only) and validate it."""
-    if text.count("*") > 1000 or text.count("&") > 1000:
-        raise ConfigError(
-            f"{source}: too many YAML anchors/aliases (refusing a possible alias bomb)"
-        )
+    """Parse YAML text (``yaml.safe_load`` only) and validate it.
+
+    Aliases are kept as shared references by the parser, so a "billion laughs" document
+    parses cheaply; :func:`_check_size` then refuses it before anything expands it.
+    """
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{source}: config is larger than {MAX_CONFIG_BYTES} characters")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{source}: malformed YAML at {where}{problem}") from None
+        if "\t" in problem:
+            problem += " (YAML indents with spaces, never tabs)"
+        raise ConfigError(f"{source}: malformed YAML{where}: {problem}") from None
+    except RecursionError:
+        raise ConfigError(
+            f"{source}: YAML nested too deeply to parse; a config nests at most "
+            f"{MAX_CONFIG_DEPTH} levels"
+        ) from None
+    except Exception as exc:  # the parser failing on hostile input (a 5000-digit integer)
+        raise ConfigError(
+            f"{source}: malformed YAML: {type(exc).__name__}: {str(exc).split(';')[0][:200]}"
+        ) from None
     if data is None:
         raise ConfigError(f"{source}: config is empty; start from `robaudit init --preset quick`")
     if not isinstance(data, dict):
@@ -379,7 +417,49 @@ def config_from_yaml(text: str, source: str = "<config>") -> Config:
             f"{source}: top level must be a mapping of sections (model, data, attacks, ...), "
             f"got {type(data).__name__}"
         )
+    _check_size(data, source)
     return config_from_dict(data, source=source)
+
+
+def _check_size(data: Any, source: str) -> None:
+    """Refuse documents that are huge once aliases are expanded, nest too deeply, or refer to
+    themselves; shared (aliased) nodes are counted once per use, each computed only once."""
+    sizes: dict[int, int] = {}
+    open_ids: set[int] = set()
+
+    def size(node: Any, path: str, depth: int) -> int:
+        if not isinstance(node, (dict, list)):
+            return 1
+        path = path if len(path) <= 80 else path[:40] + "..." + path[-37:]
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_ids:
+            raise ConfigError(
+                f"{source}: {path or '(top level)'}: a YAML alias refers to a node that "
+                "contains it (a self-referencing document)"
+            )
+        if depth > MAX_CONFIG_DEPTH:
+            raise ConfigError(
+                f"{source}: {path}: nested more than {MAX_CONFIG_DEPTH} levels deep; "
+                "a config is a few levels of mappings and lists"
+            )
+        open_ids.add(key)
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        total = 1
+        for k, v in items:
+            sub = f"{path}[{k}]" if isinstance(node, list) else (f"{path}.{k}" if path else str(k))
+            total += size(v, sub, depth + 1)
+            if total > MAX_CONFIG_NODES:
+                raise ConfigError(
+                    f"{source}: {sub}: the document expands to more than {MAX_CONFIG_NODES} "
+                    "values (YAML aliases repeating aliases: a 'billion laughs' bomb?)"
+                )
+        open_ids.discard(key)
+        sizes[key] = total
+        return total
+
+    size(data, "", 0)
 
 
 def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
@@ -527,6 +607,8 @@ def _loc_str(loc: tuple[Any, ...]) -> str:
 
 
 def _did_you_mean(word: str, choices: list[str]) -> str:
+    if len(word) > 100:  # no real typo is that long; and matching it would be slow
+        return ""
     close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return f", did you mean {close[0]!r}?" if close else ""
 
@@ -581,15 +663,22 @@ def _format_errors(
             msgs.append(f"{where}: unknown key{_did_you_mean(str(loc[-1]), known)}")
         elif err["type"] == "missing":
             msgs.append(f"{where}: required key is missing")
+        elif err["type"] == "invalid_key":  # a YAML key such as 1, null or a date
+            parent = _loc_str(full[:-1])
+            key = err.get("input", loc[-1])
+            msgs.append(
+                f"{source}: {parent}: key {'null' if key is None else _short_repr(key)} is not a "
+                "string; keys are names such as "
+                f"{', '.join(repr(k) for k in _fields_at(root, loc)[:3]) or 'model'}"
+            )
         else:
             msg = err["msg"]
             for lead in ("Value error, ", "Assertion failed, "):
                 msg = msg.removeprefix(lead)
             got = err.get("input")
+            short = _short_repr(got)
             shown = (
-                ""
-                if isinstance(got, (dict, list)) or got is None or repr(got) in msg
-                else f" (got {got!r})"
+                "" if isinstance(got, (dict, list)) or got is None or short in msg else f" (got {short})"
             )
             msgs.append(f"{where}: {msg}{shown}")
     # a misspelled key also shows up as a missing one: the unknown-key message explains both

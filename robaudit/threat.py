@@ -37,18 +37,32 @@ def parse_eps(value: object) -> float:
     """Parse an eps given as a number or a fraction string such as ``"8/255"`` (never ``eval``)."""
     if isinstance(value, bool):
         raise ValueError(f"eps must be a number or a fraction like '8/255', got {value!r}")
+    shown = _short_repr(value)
     if isinstance(value, (int, float)):
-        eps = float(value)
-    elif isinstance(value, str):
         try:
-            eps = float(Fraction(value.strip().replace(" ", "")))
+            eps = float(value)
+        except OverflowError:  # an integer too large for a float is no budget either
+            eps = math.inf
+    elif isinstance(value, str):
+        text = value.strip().replace(" ", "")
+        try:
+            # decimals through float(): Fraction('1e999999999') would build a huge integer
+            eps = float(Fraction(text)) if "/" in text else float(text)
+        except OverflowError:  # a fraction of integers too large for a float
+            eps = math.inf
         except (ValueError, ZeroDivisionError):
-            raise ValueError(f"eps {value!r} is not a number or a fraction like '8/255'") from None
+            raise ValueError(f"eps {shown} is not a number or a fraction like '8/255'") from None
     else:
-        raise ValueError(f"eps must be a number or a fraction like '8/255', got {value!r}")
+        raise ValueError(f"eps must be a number or a fraction like '8/255', got {shown}")
     if not math.isfinite(eps) or eps < 0:
-        raise ValueError(f"eps must be a finite number >= 0, got {value!r}")
+        raise ValueError(f"eps must be a finite number >= 0, got {shown}")
     return eps
+
+
+def _short_repr(value: object, limit: int = 60) -> str:
+    """``repr`` cut to ``limit`` characters, so a hostile value cannot flood a one-line error."""
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**limit else "a huge integer"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def format_eps(eps: float) -> str:
