@@ -41,3 +41,19 @@ class Affine(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.flatten(1) @ self.w + self.b
+
+
+# Report fields that measure the run rather than the model: wall-clock times and how the run
+# executed (processes, resumed cells, OOM back-offs). Everything else must be reproducible.
+TIMING_FIELDS = frozenset(
+    {"seconds", "duration_seconds", "clean_seconds", "started_at", "execution"}
+)
+
+
+def without_timing(doc: object) -> object:
+    """A report document with the timing and execution fields removed, at any depth."""
+    if isinstance(doc, dict):
+        return {k: without_timing(v) for k, v in doc.items() if k not in TIMING_FIELDS}
+    if isinstance(doc, list):
+        return [without_timing(v) for v in doc]
+    return doc

@@ -1,0 +1,186 @@
+"""Runs that stop early: saved cells and --resume, the time budget's priority order and gate,
+CUDA out-of-memory back-off, and a model failing mid-run (API level; the CLI and signal
+paths are in tests/e2e/test_resilience_cli.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import robaudit
+from robaudit.attacks.fgsm_pgd import FGSM, PGD, FGSMParams, PGDParams
+from robaudit.classifier import Classifier
+from robaudit.control import INTERRUPTED, RunControl, parse_duration
+from robaudit.engine import EngineControl, PlannedAttack, order_plan, run_plan
+from robaudit.errors import RuntimeFailure, UserInputError
+from robaudit.models.digits import DigitsCNN
+from robaudit.results import RunResult
+from robaudit.threat import Threat
+from tests.helpers import one_thread, without_timing
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    yield from one_thread()
+
+
+class StopAtCell:
+    """A progress sink that asks the run to stop when the ``at``-th cell starts."""
+
+    def __init__(self, control: RunControl, at: int) -> None:
+        self.control, self.at, self.started = control, at, 0
+
+    def start(self, label: str, total: int) -> None:
+        self.started += 1
+        if self.started == self.at:
+            self.control.request_stop(INTERRUPTED, "interrupted by a test")
+
+    def advance(self, n: int) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+def _scan(model: Path, config: Path, **kwargs: object) -> robaudit.Report:
+    return robaudit.scan(model, config=config, **kwargs)  # type: ignore[arg-type]
+
+
+def test_parse_duration() -> None:
+    assert parse_duration("90") == 90
+    assert parse_duration("10m") == 600
+    assert parse_duration("1h30m") == 5400
+    assert parse_duration("1.5s") == 1.5
+    for bad in ("", "ten", "10x", "-5", "0", "5m10"):
+        with pytest.raises(UserInputError, match="--time-budget"):
+            parse_duration(bad)
+
+
+def test_priority_order_runs_cheap_attacks_at_every_threat_first() -> None:
+    fgsm, pgd = FGSM(FGSMParams()), PGD(PGDParams(steps=20))
+    plan = [
+        PlannedAttack(i, a, Threat("linf", e))
+        for i, a in enumerate((pgd, fgsm))
+        for e in (0.2, 0.1)
+    ]
+    order = [(p.attack.name, p.threat.eps) for p in order_plan(plan)]
+    assert order == [("fgsm", 0.1), ("fgsm", 0.2), ("pgd", 0.1), ("pgd", 0.2)]
+
+
+def test_interrupted_run_resumes_to_the_uninterrupted_report(
+    tmp_path: Path, plain_model_path: Path, tiny_config, validate_report
+) -> None:
+    cfg = tiny_config(tmp_path)
+    full = _scan(plain_model_path, cfg)
+    state = tmp_path / "out" / ".robaudit"
+    control = RunControl()
+    part = _scan(
+        plain_model_path, cfg, checkpoint_dir=state, control=control,
+        progress=StopAtCell(control, 3),
+    )
+    inc = part.incomplete
+    assert inc is not None and inc["kind"] == "interrupted"
+    # two cells finished and were saved; the third was dropped when the stop came
+    assert [(u["attack"], u["threat"]) for u in inc["unrun"]] == [
+        ("fgsm", "white-box/linf/0.2"),
+        ("pgd", "white-box/linf/0.2"),
+    ]
+    assert len(list((state / "cells").glob("*.pt"))) == 2
+    assert not part.passed
+    assert any(f.criterion == "complete" for f in part.gate.failures)
+    doc = part.to_dict()
+    assert doc["incomplete"] is True and doc["partial"]["kind"] == "interrupted"
+    validate_report(doc)
+    resumed = _scan(plain_model_path, cfg, checkpoint_dir=state, resume=True)
+    assert resumed.incomplete is None
+    assert resumed.result.meta["execution"]["resumed_cells"] == 2
+    assert without_timing(resumed.to_dict()) == without_timing(full.to_dict())
+
+
+def test_resume_refuses_cells_of_a_different_run(
+    tmp_path: Path, plain_model_path: Path, tiny_config
+) -> None:
+    state = tmp_path / ".robaudit"
+    _scan(plain_model_path, tiny_config(tmp_path), checkpoint_dir=state)
+    with pytest.raises(UserInputError, match="holds cells of a different run"):
+        _scan(plain_model_path, tiny_config(tmp_path), checkpoint_dir=state, resume=True, seed=1)
+
+
+def test_time_budget_stops_and_fails_the_gate_unless_partial_is_allowed(
+    tmp_path: Path, plain_model_path: Path, tiny_config
+) -> None:
+    cfg = tiny_config(tmp_path, gate={"min_clean_accuracy": 0.5})
+    spent = _scan(plain_model_path, cfg, time_budget=1e-6)
+    inc = spent.incomplete
+    assert inc is not None and inc["kind"] == "time-budget"
+    assert len(inc["unrun"]) == 4  # nothing had time to run: every cell is listed
+    assert [f.criterion for f in spent.gate.failures] == ["complete"]
+    allowed = _scan(plain_model_path, cfg, time_budget=1e-6, allow_partial=True)
+    assert allowed.incomplete is not None and allowed.passed
+    with pytest.raises(UserInputError, match="time_budget"):
+        _scan(plain_model_path, cfg, time_budget=-1)
+
+
+class OutOfMemoryAbove(nn.Module):
+    """A digits CNN that raises CUDA's out-of-memory error for gradient batches above ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.inner = DigitsCNN().eval()
+        self.limit = limit
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.requires_grad and x.shape[0] > self.limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.inner(x)
+
+
+def test_out_of_memory_halves_the_batch_and_gives_the_small_batch_result() -> None:
+    x = torch.rand(24, 1, 8, 8)
+    model = OutOfMemoryAbove(limit=4)
+    with torch.no_grad():
+        y = model.inner(x).argmax(1)
+    plan = [PlannedAttack(0, PGD(PGDParams(steps=3)), Threat("linf", 0.1))]
+
+    control = RunControl()
+    er = run_plan(
+        Classifier(model, num_classes=10), x, y, plan, seed=0, batch_size=16,
+        ctl=EngineControl(control=control),
+    )
+    assert er.failure is None and control.max_batch == 4
+    # 16 -> 8 -> 4 on the first batch; the second batch starts at 4 (logged once, kept twice)
+    assert len(control.oom_events) == 2
+    small = run_plan(Classifier(OutOfMemoryAbove(limit=99), num_classes=10), x, y, plan,
+                     seed=0, batch_size=4)
+    (cell,), (ref,) = er.cells, small.cells
+    assert bool(cell.attacked.all())
+    assert torch.equal(cell.broken, ref.broken) and torch.equal(cell.adv_pred, ref.adv_pred)
+
+
+class NaNAfterPerturbation(nn.Module):
+    """Fine on the digits' own pixel values (multiples of 1/16), NaN on anything else."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.inner = DigitsCNN().eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        off = ((x * 16) - (x * 16).round()).abs().flatten(1).amax(dim=1)
+        return self.inner(x) + torch.where(off > 1e-4, float("nan"), 0.0)[:, None]
+
+
+def test_failure_mid_run_carries_the_partial_result(tmp_path: Path, tiny_config) -> None:
+    cfg = tiny_config(tmp_path)
+    with pytest.raises(RuntimeFailure, match=r"fgsm linf eps=0.1: .*NaN or inf .* batch 1") as info:
+        _scan(NaNAfterPerturbation(), cfg)
+    partial = info.value.partial
+    assert isinstance(partial, RunResult)
+    assert partial.incomplete is not None and partial.incomplete["kind"] == "failure"
+    assert len(partial.incomplete["unrun"]) == 4
+    assert not partial.gate.passed
