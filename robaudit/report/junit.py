@@ -151,6 +151,11 @@ def render_junit(doc: dict[str, Any]) -> str:
         ET.SubElement(
             case, "error",
             {"message": "the run stopped before every planned attack finished; numbers may overstate robustness"},
+        ).text = xml_text(
+            "; ".join(
+                [str((doc.get("partial") or {}).get("reason", "stopped"))]
+                + [f"not run: {u['attack']} at {u['threat']}" for u in (doc.get("partial") or {}).get("unrun", [])]
+            )
         )
     cases = suite.findall("testcase")
     if not cases:

@@ -88,6 +88,15 @@ def _verdict(doc: dict[str, Any]) -> str:
     line = f"## robaudit: {word} · score {score_text} / 100 · grade {md_escape(doc.get('grade', '—'))}"
     if doc.get("incomplete"):
         line += " · ⚠ incomplete run"
+        partial = doc.get("partial") or {}
+        if partial:
+            line += (
+                f"\n\n> ⚠ **Incomplete:** {md_escape(partial.get('reason', ''))}; "
+                f"{len(partial.get('unrun') or [])} planned cell(s) did not run"
+            )
+            if partial.get("not_run"):
+                line += f"; also not run: {md_escape(', '.join(partial['not_run']))}"
+            line += ". The numbers cover only finished work and may overstate robustness."
     return line
 
 

@@ -95,6 +95,14 @@ def test_interrupted_run_resumes_to_the_uninterrupted_report(
     doc = part.to_dict()
     assert doc["incomplete"] is True and doc["partial"]["kind"] == "interrupted"
     validate_report(doc)
+    written = part.save(tmp_path / "partial")
+    html = written["html"].read_text(encoding="utf-8")
+    assert "INCOMPLETE RUN" in html and "2 planned cell(s) did not run" in html
+    assert "white-box/linf/0.2" in html and "--resume" in html
+    assert "**Incomplete:** interrupted by a test; 2 planned cell(s)" in written["md"].read_text(
+        encoding="utf-8"
+    )
+    assert "not run: pgd at white-box/linf/0.2" in written["junit"].read_text(encoding="utf-8")
     resumed = _scan(plain_model_path, cfg, checkpoint_dir=state, resume=True)
     assert resumed.incomplete is None
     assert resumed.result.meta["execution"]["resumed_cells"] == 2
