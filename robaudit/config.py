@@ -398,7 +398,7 @@ def config_from_yaml(text: str, source: str = "<config>") -> Config:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        if "\t" in problem:
+        if "\t" in problem or "\\t" in problem:
             problem += " (YAML indents with spaces, never tabs)"
         raise ConfigError(f"{source}: malformed YAML{where}: {problem}") from None
     except RecursionError:

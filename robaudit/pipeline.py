@@ -197,6 +197,11 @@ def check_model_output(loaded: LoadedModel, cfg: Config, data: DataSet) -> None:
             f"{loaded.path}: model output has shape {list(out.shape)} for {probe.shape[0]} inputs; "
             f"expected [{probe.shape[0]}, {cfg.model.num_classes}] (model.num_classes)"
         )
+    if not bool(torch.isfinite(out).all()):  # else votes and EOT would hide it until the end
+        raise ModelLoadError(
+            f"{loaded.path}: model returns NaN or inf logits on clean inputs (the first "
+            f"{probe.shape[0]} samples of {data.source}); check the checkpoint and model.mean/std"
+        )
 
 
 def preflight_findings(er: EngineResult, cfg: Config) -> list[Finding]:

@@ -35,6 +35,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -272,9 +273,9 @@ def _npz(path: Path, shape: tuple[int, int, int], bounds: tuple[float, float]) -
                     f"{name} has arrays {keys or 'none'}; "
                     "it needs arrays 'x' (images) and 'y' (labels)"
                 )
-            x = f["x"]
-            y = f["y"]
-            names = f["class_names"] if "class_names" in keys else None
+            x = _npz_array(f, "x", name)
+            y = _npz_array(f, "y", name)
+            names = _npz_array(f, "class_names", name) if "class_names" in keys else None
     except DataError:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
@@ -288,6 +289,21 @@ def _npz(path: Path, shape: tuple[int, int, int], bounds: tuple[float, float]) -
             )
         class_names = tuple(str(s) for s in names.tolist())
     return _arrays_raw(x, y, shape, bounds, name, class_names)
+
+
+def _npz_array(f: Any, key: str, name: str) -> np.ndarray:
+    """One array of an open .npz; object arrays (ragged data, pickles) are refused by name."""
+    try:
+        arr: np.ndarray = f[key]
+    except ValueError as exc:
+        if "allow_pickle" not in str(exc):
+            raise
+        raise DataError(
+            f"{name}: array '{key}' is an object array (ragged, e.g. images of different sizes, "
+            "or pickled Python objects), which robaudit does not unpickle; store it as one "
+            "numeric array (x: NxCxHxW float or NxHxW[xC] uint8, y: N integers)"
+        ) from None
+    return arr
 
 
 def _arrays_raw(

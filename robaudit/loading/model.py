@@ -9,13 +9,14 @@ passes ``--trust-model``, because unpickling runs arbitrary code from the file.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import logging
 import re
 import warnings
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,14 +157,18 @@ class _ExportedModule(nn.Module):
 
 def _load_export(p: Path) -> nn.Module:
     """``torch.export.load(...).module()``; warn when the graph was captured in training mode."""
-    try:
-        program = torch.export.load(str(p))
-        gm = program.module()
-    except Exception as exc:  # corrupt or version-incompatible archives raise many types
-        raise ModelLoadError(
-            f"model file '{p}' looks like a torch.export program but cannot be loaded: "
-            f"{_one_line(exc)}"
-        ) from exc
+    with _torch_log_captured("torch.export") as records:
+        try:
+            program = torch.export.load(str(p))
+            gm = program.module()
+        except Exception as exc:  # corrupt or version-incompatible archives raise many types
+            # torch logs the real cause (with a traceback) and raises a "see the warnings
+            # above" error: name the cause in our one line instead
+            causes = [r.exc_info[1] for r in records if r.exc_info and r.exc_info[1]]
+            raise ModelLoadError(
+                f"model file '{p}' looks like a torch.export program but cannot be loaded: "
+                f"{_one_line(causes[-1] if causes else exc)}"
+            ) from exc
     if _exported_in_training_mode(gm):
         log.warning(
             "model file '%s' was exported in training mode (batch-norm batch statistics or "
@@ -183,6 +188,24 @@ def _load_export(p: Path) -> nn.Module:
         return gm
     except NotImplementedError:
         return _ExportedModule(gm)
+
+
+@contextlib.contextmanager
+def _torch_log_captured(name: str) -> Iterator[list[logging.LogRecord]]:
+    """Keep torch's log records under ``name`` off stderr while loading; hand them to the caller."""
+    records: list[logging.LogRecord] = []
+
+    class _Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logger = logging.getLogger(name)
+    saved = (logger.handlers, logger.propagate)
+    logger.handlers, logger.propagate = [_Keep()], False  # torch attaches its own handlers here
+    try:
+        yield records
+    finally:
+        logger.handlers, logger.propagate = saved
 
 
 def _exported_in_training_mode(gm: nn.Module) -> bool:
@@ -436,4 +459,5 @@ def _one_line(exc: BaseException | str) -> str:
     """Collapse an underlying message to one short line for our own one-line errors."""
     text = " ".join(str(exc).split())
     text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    text = re.sub(r"\[enforce fail at [^\]]*\]\s*\.?\s*", "", text)  # c10's source location
     return text if len(text) <= 300 else text[:297] + "..."
