@@ -1,8 +1,8 @@
 """robaudit: robustness audits of image classifiers, with a report and a CI gate.
 
 The Python API is loaded on first use (``robaudit.scan``, ``robaudit.verify``,
-``robaudit.Report``), so ``import robaudit`` and the pytest plugin stay cheap: torch is
-imported only when an audit is actually run.
+``robaudit.Report``, ``robaudit.harden_model``), so ``import robaudit`` and the pytest plugin
+stay cheap: torch is imported only when an audit is actually run.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ except PackageNotFoundError:  # running from a source tree without installing
 if TYPE_CHECKING:
     from robaudit.api import Report, RobustAccuracy, UnknownThreatError, scan, verify
     from robaudit.errors import RobauditError
+    from robaudit.harden import HardenOptions, HardenResult, harden_model
 
 _LAZY = {
     "scan": "robaudit.api",
@@ -27,6 +28,9 @@ _LAZY = {
     "RobustAccuracy": "robaudit.api",
     "UnknownThreatError": "robaudit.api",
     "RobauditError": "robaudit.errors",
+    "harden_model": "robaudit.harden",
+    "HardenOptions": "robaudit.harden",
+    "HardenResult": "robaudit.harden",
 }
 
 
@@ -44,11 +48,14 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "HardenOptions",
+    "HardenResult",
     "Report",
     "RobauditError",
     "RobustAccuracy",
     "UnknownThreatError",
     "__version__",
+    "harden_model",
     "scan",
     "verify",
 ]

@@ -48,7 +48,7 @@ from robaudit.errors import (
     RuntimeFailure,
     UserInputError,
 )
-from robaudit.harden.options import METHODS, HardenOptions
+from robaudit.harden.options import METHOD_DEFAULTS, METHODS, HardenOptions
 from robaudit.report.writers import FILE_NAMES, load_document
 from robaudit.results import RunResult
 
@@ -750,8 +750,13 @@ def harden(
         str, typer.Option(help=f"Training method: {', '.join(METHODS)}.")
     ] = _HD.method,
     epochs: Annotated[
-        int, typer.Option(help="Training epochs (distill: teacher, then as many for the student).")
-    ] = _HD.epochs,
+        int | None,
+        typer.Option(
+            help="Training epochs (distill: teacher, then as many for the student); default "
+            + ", ".join(f"{m} {int(d['epochs'])}" for m, d in METHOD_DEFAULTS.items())
+            + "."
+        ),
+    ] = None,
     out: Annotated[
         Path,
         typer.Option("--out", "-o", help="Folder for model.pt, the log, checkpoints and compare.html."),
@@ -773,7 +778,14 @@ def harden(
     step_size: Annotated[
         float | None, typer.Option("--step-size", help="PGD step (default 2.5 * eps / steps).")
     ] = None,
-    lr: Annotated[float, typer.Option(help="Adam learning rate (fast-at: the cycle's peak).")] = _HD.lr,
+    lr: Annotated[
+        float | None,
+        typer.Option(
+            help="Adam learning rate (fast-at: the cycle's peak); default "
+            + ", ".join(f"{m} {d['lr']:g}" for m, d in METHOD_DEFAULTS.items())
+            + "."
+        ),
+    ] = None,
     batch_size: Annotated[
         int, typer.Option("--batch-size", help="Training batch size.")
     ] = _HD.batch_size,

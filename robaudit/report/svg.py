@@ -68,10 +68,13 @@ def line_chart(
     y_label: str = "robust accuracy",
     width: int = WIDTH,
     height: int = HEIGHT,
+    y_max: float | None = None,
 ) -> Markup:
     """A line chart of proportions (y axis 0–100%) against a non-negative x, as ``<svg>``.
 
     Each point carries a ``<title>`` tooltip and, when given, a vertical CI whisker.
+    ``y_max`` plots plain non-negative values instead (a loss): the y axis then runs from 0
+    to a round number at or above ``y_max``.
     """
     xs = [p.x for s in series for p in s.points if math.isfinite(p.x)]
     x_ticks = nice_ticks(max(xs, default=0.0))
@@ -82,23 +85,27 @@ def line_chart(
     def sx(x: float) -> float:
         return MARGIN_LEFT + (x / x_max) * plot_w
 
+    y_ticks = nice_ticks(y_max, 4) if y_max is not None else [0.0, 0.25, 0.5, 0.75, 1.0]
+    y_top = y_ticks[-1]
+
     def sy(y: float) -> float:
-        return MARGIN_TOP + (1.0 - min(1.0, max(0.0, y))) * plot_h
+        return MARGIN_TOP + (1.0 - min(1.0, max(0.0, y / y_top))) * plot_h
 
     parts: list[str] = [
         f'<svg class="chart" viewBox="0 0 {width} {height}" '
         f'width="{width}" height="{height}" role="img">',
         f"<title>{escape(title)}</title>",
     ]
-    # grid and y axis (0–100%)
-    for pct in (0, 25, 50, 75, 100):
-        y = sy(pct / 100)
+    # grid and y axis (0–100%, or 0–y_max)
+    for tick in y_ticks:
+        y = sy(tick)
+        text = f"{round(100 * tick)}%" if y_max is None else escape(_fmt_tick(tick))
         parts.append(
             f'<line class="grid" x1="{_f(MARGIN_LEFT)}" y1="{_f(y)}" x2="{_f(width - MARGIN_RIGHT)}" '
             f'y2="{_f(y)}"/>'
         )
         parts.append(
-            f'<text class="tick" x="{_f(MARGIN_LEFT - 6)}" y="{_f(y + 4)}" text-anchor="end">{pct}%</text>'
+            f'<text class="tick" x="{_f(MARGIN_LEFT - 6)}" y="{_f(y + 4)}" text-anchor="end">{text}</text>'
         )
     for t in x_ticks:
         x = sx(t)
