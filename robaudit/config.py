@@ -393,7 +393,9 @@ def config_from_yaml(text: str, source: str = "<config>") -> Config:
     if len(text) > MAX_CONFIG_BYTES:
         raise ConfigError(f"{source}: config is larger than {MAX_CONFIG_BYTES} characters")
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_DepthLimitedLoader)  # safe_load with a depth limit
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -419,6 +421,26 @@ def config_from_yaml(text: str, source: str = "<config>") -> Config:
         )
     _check_size(data, source)
     return config_from_dict(data, source=source)
+
+
+class _DepthLimitedLoader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader, refusing nesting beyond MAX_CONFIG_DEPTH while composing:
+    cheaper than letting the scanner go thousands of levels deep (quadratic) and overflow."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_CONFIG_DEPTH + 1:
+                mark = self.peek_event().start_mark
+                raise ConfigError(
+                    f"line {mark.line + 1}, column {mark.column + 1}: nested more than "
+                    f"{MAX_CONFIG_DEPTH} levels deep; a config is a few levels of mappings and lists"
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 def _check_size(data: Any, source: str) -> None:

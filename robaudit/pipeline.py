@@ -374,12 +374,6 @@ def audit(
     """
     run = run or RunOptions()
     shard = run.shard
-    store = None
-    if run.checkpoint_dir is not None and shard.is_main:
-        store = CellStore(
-            run.checkpoint_dir, run_fingerprint(cfg, loaded, data, settings), resume=run.resume
-        )
-    ctl = EngineControl(run.control, store, shard)
     started = started or datetime.now(timezone.utc)
     t0 = time.perf_counter() if t0 is None else t0
     seed, data_seed, batch_size = settings.seed, settings.data_seed, settings.batch_size
@@ -401,6 +395,12 @@ def audit(
             f"{config_path or 'config'}: no attack can run at {clf.access} access "
             f"({access_reason(loaded, settings)}); skipped {names}; add one of: {fits}"
         )
+    store = None  # created only now: a config refused above leaves no state in --out
+    if run.checkpoint_dir is not None and shard.is_main:
+        store = CellStore(
+            run.checkpoint_dir, run_fingerprint(cfg, loaded, data, settings), resume=run.resume
+        )
+    ctl = EngineControl(run.control, store, shard)
     er = run_plan(
         clf,
         data.x,
