@@ -470,7 +470,8 @@ def _check_size(data: Any, source: str) -> None:
         items = node.items() if isinstance(node, dict) else enumerate(node)
         total = 1
         for k, v in items:
-            sub = f"{path}[{k}]" if isinstance(node, list) else (f"{path}.{k}" if path else str(k))
+            name = _key_str(k)
+            sub = f"{path}[{k}]" if isinstance(node, list) else (f"{path}.{name}" if path else name)
             total += size(v, sub, depth + 1)
             if total > MAX_CONFIG_NODES:
                 raise ConfigError(
@@ -624,8 +625,15 @@ def _loc_str(loc: tuple[Any, ...]) -> str:
         if isinstance(part, int):
             s += f"[{part}]"
         else:
-            s += ("." if s else "") + str(part)
+            s += ("." if s else "") + _key_str(part)
     return s or "(top level)"
+
+
+def _key_str(key: Any) -> str:
+    """A YAML key as it can be shown in a one-line path: quoted when it is not a plain word."""
+    text = str(key)
+    plain = text and text.isprintable() and text == text.strip() and len(text) <= 60
+    return text if plain else _short_repr(text)
 
 
 def _did_you_mean(word: str, choices: list[str]) -> str:
@@ -683,6 +691,11 @@ def _format_errors(
                     else ["name", "battery", "norm", "eps", "access"]
                 )
             msgs.append(f"{where}: unknown key{_did_you_mean(str(loc[-1]), known)}")
+        elif err["type"] == "missing" and loc and isinstance(loc[-1], int):  # a short tuple
+            msgs.append(
+                f"{source}: {_loc_str(full[:-1])}: too few values, item [{loc[-1]}] is missing"
+                + (f" (got {_short_repr(err['input'])})" if isinstance(err.get("input"), list) else "")
+            )
         elif err["type"] == "missing":
             msgs.append(f"{where}: required key is missing")
         elif err["type"] == "invalid_key":  # a YAML key such as 1, null or a date

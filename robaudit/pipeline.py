@@ -185,7 +185,7 @@ def check_model_output(loaded: LoadedModel, cfg: Config, data: DataSet) -> None:
     except Exception as exc:  # any failure here means the model does not fit the config
         raise ModelLoadError(
             f"{loaded.path}: model fails on inputs of shape {list(probe.shape)} "
-            f"(model.input_shape {list(cfg.model.input_shape)}): {str(exc).splitlines()[0][:200]}"
+            f"(model.input_shape {list(cfg.model.input_shape)}): {_cause_line(exc)}"
         ) from None
     if not isinstance(out, torch.Tensor):
         raise ModelLoadError(
@@ -202,6 +202,13 @@ def check_model_output(loaded: LoadedModel, cfg: Config, data: DataSet) -> None:
             f"{loaded.path}: model returns NaN or inf logits on clean inputs (the first "
             f"{probe.shape[0]} samples of {data.source}); check the checkpoint and model.mean/std"
         )
+
+
+def _cause_line(exc: BaseException) -> str:
+    """One line of a model's exception: TorchScript puts the cause last, after its stack."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
+    line = lines[-1] if lines[0].startswith("The following operation failed in the TorchScript") else lines[0]
+    return line[:200]
 
 
 def preflight_findings(er: EngineResult, cfg: Config) -> list[Finding]:

@@ -250,7 +250,7 @@ def _load_pickled(
         if global_name is None:
             raise ModelLoadError(
                 f"model file '{p}' is not a loadable checkpoint (corrupt, truncated, or not a "
-                f"PyTorch file): {type(exc).__name__}: {_one_line(exc).split(' Re-running')[0][:200]}"
+                f"PyTorch file): {type(exc).__name__}: {_load_failure(exc)}"
             ) from exc
         if not trust_model:
             raise ModelLoadError(
@@ -276,6 +276,14 @@ def _load_pickled(
     module = build_arch(arch, arch_kwargs)
     _load_state(module, state, p, arch)
     return _done(module, p, digest, "state_dict", arch)
+
+
+def _load_failure(exc: BaseException) -> str:
+    """The cause inside ``torch.load``'s error, without its advice about ``weights_only``
+    (which would only mislead about a file that is not a checkpoint at all)."""
+    text = str(exc)
+    m = re.search(r"WeightsUnpickler error:\s*(.*?)\s*(?:Check the documentation|$)", text, re.S)
+    return _one_line(m.group(1) if m and m.group(1).strip() else text.split(" Re-running")[0])[:200]
 
 
 def _disallowed_global(exc: BaseException) -> str | None:
@@ -460,4 +468,8 @@ def _one_line(exc: BaseException | str) -> str:
     text = " ".join(str(exc).split())
     text = re.sub(r"\x1b\[[0-9;]*m", "", text)
     text = re.sub(r"\[enforce fail at [^\]]*\]\s*\.?\s*", "", text)  # c10's source location
+    text = text.replace(
+        " (Could this error message be improved? If so, please report an enhancement request "
+        "to PyTorch.)", ""
+    )
     return text if len(text) <= 300 else text[:297] + "..."
