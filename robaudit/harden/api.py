@@ -151,7 +151,10 @@ def harden_model(
         cfg, source, holdout=opts.holdout, samples=opts.train_samples, seed=run_seed
     )
     _check_fits(module, data, cfg.model.num_classes, name)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserInputError(f"--out {out_dir}: cannot create the folder ({exc.strerror})") from None
     identity = {
         "model sha256": sha,
         "--train-data": source,

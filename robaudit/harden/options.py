@@ -26,11 +26,11 @@ ADVERSARIAL = ("pgd-at", "fast-at", "trades", "mix")  # methods that attack whil
 # per-method defaults, tuned on the digits sample model (benchmarks/harden.py): fine-tuning a
 # plain model with Adam; fast-at's rate is the peak of its cycle, distill's epochs are per stage
 METHOD_DEFAULTS: dict[str, dict[str, float]] = {
-    "pgd-at": {"epochs": 20, "lr": 2e-3},
-    "fast-at": {"epochs": 30, "lr": 5e-3},
-    "trades": {"epochs": 20, "lr": 2e-3},
+    "pgd-at": {"epochs": 20, "lr": 5e-3},
+    "fast-at": {"epochs": 30, "lr": 2e-2},
+    "trades": {"epochs": 20, "lr": 5e-3},
     "distill": {"epochs": 5, "lr": 1e-2},
-    "mix": {"epochs": 20, "lr": 2e-3},
+    "mix": {"epochs": 20, "lr": 5e-3},
 }
 
 
@@ -150,26 +150,20 @@ def _positive(flag: str, value: float | None) -> None:
 def training_threat(cfg: Config, opts: HardenOptions) -> Threat:
     """The threat to train against: ``--eps``/``--norm``, else the config's.
 
-    The config's threat is the first white-box gate threshold on the bare model (the threat
-    the user gates on), else the first eps of the first white-box gradient attack entry.
+    The config's threat (at ``--norm`` when given) is its first white-box gate threshold on the
+    bare model (the threat the user gates on), else the first eps of its first white-box
+    gradient attack entry.
     """
-    default = _config_threat(cfg)
-    norm = opts.norm or (default.norm if default else None)
-    if norm is None:
-        raise UserInputError(
-            "--norm: the config has no white-box threat to train against; give --norm and --eps"
-        )
+    norm = opts.norm
     eps = opts.eps
-    if eps is None:
-        if default is not None and default.norm == norm:
-            eps = default.eps
-        else:
-            same = [t.eps for t in cfg.threats() if t.norm == norm and t.access == "white-box"]
-            if not same:
-                raise UserInputError(
-                    f"--eps: the config has no white-box {norm} threat; give --eps"
-                )
-            eps = same[0]
+    if eps is None or norm is None:
+        default = _config_threat(cfg, norm)
+        if default is None:
+            what = f"white-box {norm} threat" if norm else "white-box threat"
+            flag = "--eps" if norm else "--norm"
+            raise UserInputError(f"{flag}: the config has no {what} to train against; give --norm and --eps")
+        norm = norm or default.norm
+        eps = eps if eps is not None else default.eps
     lo, hi = cfg.model.bounds
     c, h, w = cfg.model.input_shape
     limit = (hi - lo) if norm == "linf" else (hi - lo) * math.sqrt(c * h * w)
@@ -181,18 +175,17 @@ def training_threat(cfg: Config, opts: HardenOptions) -> Threat:
     return Threat(norm, float(eps), "white-box", format_eps(float(eps)))
 
 
-def _config_threat(cfg: Config) -> Threat | None:
+def _config_threat(cfg: Config, norm: str | None) -> Threat | None:
     from robaudit.attacks.base import registry
 
     for g in cfg.gate.min_robust_accuracy:
-        if g.access == "white-box" and g.variant == "model":
+        if g.access == "white-box" and g.variant == "model" and norm in (None, g.norm):
             return Threat(g.norm, g.eps)
     reg = registry()
     for spec in cfg.attacks:
-        if spec.access != "white-box":
+        if spec.access != "white-box" or norm not in (None, spec.norm):
             continue
-        names = [m for m, _ in spec.members()]
-        if any(reg[m].requires == "gradients" for m in names):
+        if any(reg[m].requires == "gradients" for m, _ in spec.members()):
             return Threat(spec.norm, spec.eps[0])
     return None
 

@@ -11,7 +11,8 @@ merely masks cross-entropy gradients (distillation) is not selected for it. For 
 same check detects catastrophic overfitting (Wong et al. 2020): a sudden collapse of PGD
 robust accuracy, after which training stops.
 
-Determinism: one seed drives the data order, the attacks' random starts and torch's global
+TorchScript modules train in place (their parameters; a module traced in eval mode keeps its
+batch-norm statistics fixed, as tracing froze them). Determinism: one seed drives the data order, the attacks' random starts and torch's global
 generator; all three generator states go into every checkpoint, so an interrupted run
 resumed from epoch k ends with the same weights as an uninterrupted one (on CPU).
 """
@@ -417,7 +418,7 @@ def load_checkpoint(ckpt_dir: Path, fingerprint: dict[str, Any]) -> dict[str, An
     mine, theirs = fingerprint, ck.get("fingerprint", {})
     for part in ("identity", "options"):
         a, b = mine.get(part, {}), theirs.get(part, {})
-        for k in sorted(set(a) | set(b)):
+        for k in dict.fromkeys([*a, *b]):  # field order: --method first
             if a.get(k) != b.get(k):
                 flag = k if part == "identity" else "--" + k.replace("_", "-")
                 raise UserInputError(
