@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from robaudit.errors import RuntimeFailure
+from robaudit.loading.model import _ExportedModule
 from robaudit.report.writers import atomic_write_text
 
 __all__ = ["atomic_path", "atomic_torch_save", "atomic_write_text", "save_model"]
@@ -94,7 +95,9 @@ def save_model(
     else:
         notes.append(f"model.pt2 not written: torch.export failed for this model ({why})")
     path = out / "state_dict.pt"
-    atomic_torch_save({k: v.detach().cpu() for k, v in module.state_dict().items()}, path)
+    # a loaded .pt2 program sits in a thin wrapper: save the program's own parameter names
+    weights = module.program if isinstance(module, _ExportedModule) else module
+    atomic_torch_save({k: v.detach().cpu() for k, v in weights.state_dict().items()}, path)
     written["state_dict"] = path
     return written, notes
 

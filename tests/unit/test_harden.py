@@ -318,3 +318,18 @@ def test_line_chart_plots_plain_values_with_y_max() -> None:
     svg = str(line_chart(s, title="t", x_label="epoch", y_label="loss", y_max=2.0))
     assert ">2<" in svg and "%" not in svg
     assert "100%" in str(line_chart(s, title="t", x_label="epoch"))
+
+
+@pytest.mark.parametrize("name", ["digits_cnn.state_dict.pt", "digits_cnn.pt2"])
+def test_state_dict_and_export_checkpoints_harden_too(name: str, tmp_path: Path) -> None:
+    from robaudit.harden import harden_model
+
+    result = harden_model(
+        REPO_ROOT / "sample_models" / name, config=TINY_CONFIG, out=tmp_path, audit=False,
+        options=HardenOptions(method="fast-at", epochs=1, train_samples=100, eval_steps=1),
+    )
+    assert result.comparison is None and len(result.training.records) == 1
+    model = DigitsCNN()
+    model.load_state_dict(torch.load(result.files["state_dict"], weights_only=True))
+    x = torch.rand(4, 1, 8, 8)
+    assert torch.allclose(load_model(result.files["torchscript"]).module(x), model(x), atol=1e-5)
