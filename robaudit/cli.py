@@ -852,8 +852,8 @@ def harden(
         train_samples=train_samples,
     )
     check_options(opts)
-    if seed is not None and seed < 0:
-        raise UserInputError(f"--seed {seed}: give a whole number >= 0")
+    if seed is not None and not 0 <= seed <= 2**32 - 1:
+        raise UserInputError(f"--seed {seed}: give a whole number from 0 to {2**32 - 1}")
     if device is not None:
         resolve_device(device)
     load_config(config)  # a bad config fails before anything is loaded or written

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 
     from robaudit.api import Report
 
+MAX_SEED = 2**32 - 1  # numpy's RandomState (the held-out split) takes seeds up to this
 AUDIT_FOLDERS = {"original": "audit-original", "hardened": "audit-hardened"}
 
 
@@ -118,6 +119,8 @@ def harden_model(
     check_options(opts)
     if samples is not None and (isinstance(samples, bool) or samples <= 0):
         raise UserInputError(f"--samples {samples}: give a positive number of samples")
+    if seed is not None and (isinstance(seed, bool) or not 0 <= seed <= MAX_SEED):
+        raise UserInputError(f"--seed {seed}: give a whole number from 0 to {MAX_SEED}")
     cfg, config_path = resolve_config(config)
     config_name = config_path or "config"
     check_audit_split(cfg, config_name)
