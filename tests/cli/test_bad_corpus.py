@@ -14,7 +14,7 @@ import subprocess
 import sys
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from torch import nn
 
 from robaudit.models.digits import DigitsCNN
 from tests.conftest import REPO_ROOT, TINY_CONFIG, deep_merge
+from tests.helpers import one_thread
 
 CORPUS = REPO_ROOT / "tests" / "data" / "bad"
 CASES: list[dict[str, Any]] = yaml.safe_load((CORPUS / "cases.yaml").read_text(encoding="utf-8"))
@@ -37,6 +38,33 @@ PLAIN = REPO_ROOT / "sample_models" / "digits_cnn.pt"
 STATE_DICT = REPO_ROOT / "sample_models" / "digits_cnn.state_dict.pt"
 HTML_CLASS = "<script>alert('pwned')"  # no '/': it must be a valid folder name
 MAX_LINE = 1000  # a one-line error is for a person; a hostile value must not flood it
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread() -> Iterator[None]:
+    yield from one_thread()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _command_built_once() -> Iterator[None]:
+    """typer rebuilds the click command from the app's signatures on every CliRunner call
+    (most of a failing case's time); build it once for this module's ~300 calls."""
+    import typer.testing
+
+    build = getattr(typer.testing, "_get_command", None)
+    if build is None:  # another typer version: just slower
+        yield
+        return
+    cache: dict[int, Any] = {}
+
+    def built(app: Any) -> Any:
+        if id(app) not in cache:
+            cache[id(app)] = build(app)
+        return cache[id(app)]
+
+    typer.testing._get_command = built
+    yield
+    typer.testing._get_command = build
 
 
 # ------------------------------------------------------------------ recipes (built at test time)
@@ -258,8 +286,8 @@ def _path(spec: Any, tmp: Path, subs: dict[str, str], models: Callable[[str], Pa
 
 def build(case: dict[str, Any], tmp: Path, models: Callable[[str], Path]) -> Built:
     subs = {"tmp": str(tmp), "bad": str(CORPUS), "repo": str(REPO_ROOT)}
-    if "argv" in case:
-        return Built(_fill(case["argv"], subs), None, None)
+    if "argv" in case:  # other commands: TMP/out, where one is given, must stay empty too
+        return Built(_fill(case["argv"], subs), tmp / "out", None)
     model = _path(case.get("model", "plain"), tmp, subs, models)
     cfg_spec = case.get("config", {"tiny": {}})
     if "tiny" in cfg_spec:

@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
+
+from tests.helpers import one_thread
 
 # Every field of report.json that holds wall-clock time, as a path ([] = any list index).
 TIMING = {
@@ -31,6 +36,11 @@ CONFIG = {
         {"name": "square", "norm": "linf", "eps": [0.1], "queries": 20},
     ],
 }
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread() -> Iterator[None]:
+    yield from one_thread()
 
 
 def _strip(node: Any, path: str, found: set[str]) -> Any:
