@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 
-import pytest
 import torch
 from torch import nn
 
@@ -62,3 +61,26 @@ def test_exception_mid_run_names_the_attack() -> None:
     er = _run(BreaksAfter(2, "raise"))
     assert er.failure is not None
     assert er.failure.startswith("pgd linf eps=0.1: the model raised during the attack: CUDA error")
+
+
+class NaNOnSome(nn.Module):
+    """Randomized (noise) and NaN on the samples whose first pixel is above 0.5."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.inner = DigitsCNN().eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.inner(x + 0.01 * torch.randn_like(x))
+        hot = x.flatten(1)[:, 0] > 0.5
+        return out + torch.where(hot, float("nan"), 0.0)[:, None]
+
+
+def test_majority_vote_does_not_hide_nan_draws() -> None:
+    x = torch.rand(6, 1, 8, 8)
+    x[:2, 0, 0, 0] = 0.9
+    x[2:, 0, 0, 0] = 0.1
+    clf = Classifier(NaNOnSome(), num_classes=10, votes=5)
+    logits = clf.verification_logits(x)
+    assert bool(torch.isnan(logits[:2]).all()) and bool(torch.isfinite(logits[2:]).all())
