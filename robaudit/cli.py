@@ -949,7 +949,8 @@ def _print_harden_summary(result: Any, console: Console) -> None:
             console.print(Text(f"New findings in the hardened model: {', '.join(new)}", style="yellow"))
     console.print(
         Text(
-            f"Selected epoch {tr.best_epoch} of {len(tr.records)} (best held-out robust accuracy)"
+            f"Selected epoch {tr.best_epoch} of {len(tr.records)} (best held-out "
+            f"{'clean' if result.method == 'distill' else 'robust'} accuracy)"
             + (f"; {tr.stopped}" if tr.stopped else "")
         )
     )

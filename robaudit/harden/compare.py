@@ -20,6 +20,7 @@ from jinja2 import ChainableUndefined, Environment, PackageLoader
 from markupsafe import Markup
 
 import robaudit
+from robaudit.harden.options import ADVERSARIAL
 from robaudit.report.html import ci, count, na, num, pct, seconds
 from robaudit.report.svg import Point, Series, line_chart
 from robaudit.report.writers import atomic_write_text
@@ -103,6 +104,7 @@ def compare_document(
                 "delta": _delta(_attack_acc(r), _attack_acc(s)),
             }
         )
+    attacks.sort(key=lambda r: (r["variant"], r["norm"], r["eps"], r["attack_index"]))
     ids_a = {f["id"] for f in a["findings"] if not f.get("resolved")}
     ids_b = {f["id"] for f in b["findings"]}
     new = sorted(ids_b - {f["id"] for f in a["findings"]})
@@ -147,6 +149,7 @@ def compare_document(
             "data": training_data,
             "epochs_run": len(records),
             "best_epoch": training.best_epoch,
+            "selected_by": selection_rule(method),
             "stopped": training.stopped,
             "catastrophic_overfitting": {
                 "checked": method == "fast-at",
@@ -160,6 +163,13 @@ def compare_document(
         "files": files,
         "notes": notes,
     }
+
+
+def selection_rule(method: str) -> str:
+    """How the kept epoch was chosen, in words (see trainer.selection_key)."""
+    if method in ADVERSARIAL:
+        return "best held-out robust accuracy (worst case of PGD-CE and PGD-margin; Rice et al. 2020)"
+    return "best held-out clean accuracy (distillation trains against no attacker)"
 
 
 def _attack_acc(r: dict[str, Any]) -> Any:
