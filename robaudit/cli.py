@@ -15,7 +15,7 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 import typer
 from rich.console import Console
@@ -161,12 +161,14 @@ def _root(
 class RichProgress:
     """Adapts the engine's progress callback to a rich progress bar on stderr."""
 
+    fields: ClassVar[dict[str, Any]] = {}  # extra task fields the bar's columns show
+
     def __init__(self, progress: Progress) -> None:
         self._p = progress
         self._task: Any = None
 
     def start(self, label: str, total: int) -> None:
-        self._task = self._p.add_task(label, total=max(total, 1))
+        self._task = self._p.add_task(label, total=max(total, 1), **self.fields)
         if total == 0:
             self._p.update(self._task, completed=1)
 
@@ -885,27 +887,15 @@ def harden(
         _print_harden_summary(result, console)
 
 
-class _TrainingBar:
+class _TrainingBar(RichProgress):
     """Rich bars for training epochs (running loss and batch accuracies) and the audits'
     cells; one line per finished epoch stays on screen."""
 
+    fields: ClassVar[dict[str, Any]] = {"stats": ""}
+
     def __init__(self, progress: Progress, console: Console) -> None:
-        self._p = progress
+        super().__init__(progress)
         self._console = console
-        self._task: Any = None
-
-    def start(self, label: str, total: int) -> None:
-        self._task = self._p.add_task(label, total=max(total, 1), stats="")
-        if total == 0:
-            self._p.update(self._task, completed=1)
-
-    def advance(self, n: int) -> None:
-        if self._task is not None:
-            self._p.advance(self._task, n)
-
-    def finish(self) -> None:
-        if self._task is not None:
-            self._p.update(self._task, visible=True)
 
     def batch(self, s: Any) -> None:
         adv = f" · adv {s.adv_acc:.1%}" if s.adv_acc is not None else ""

@@ -12,16 +12,15 @@ import json
 import math
 from dataclasses import asdict
 from datetime import datetime, timezone
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jinja2 import ChainableUndefined, Environment, PackageLoader
+from jinja2 import Environment
 from markupsafe import Markup
 
 import robaudit
 from robaudit.harden.options import ADVERSARIAL
-from robaudit.report.html import ci, count, na, num, pct, seconds
+from robaudit.report.html import ci, environment, num, pct
 from robaudit.report.svg import Point, Series, line_chart
 from robaudit.report.writers import atomic_write_text
 
@@ -251,17 +250,10 @@ def training_charts(doc: dict[str, Any]) -> list[tuple[str, Markup]]:
     return [("accuracy", acc), ("loss", loss)]
 
 
-@lru_cache(maxsize=1)
 def _env() -> Environment:
-    env = Environment(
-        loader=PackageLoader("robaudit", "report/templates"),
-        autoescape=True,
-        undefined=ChainableUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters.update(na=na, pct=pct, ci=ci, num=num, count=count, seconds=seconds,
-                       signed=signed_points)
+    """The report's environment (templates, autoescape, filters) plus signed points."""
+    env = environment()
+    env.filters.setdefault("signed", signed_points)
     return env
 
 

@@ -200,7 +200,7 @@ def query_charts(doc: dict[str, Any]) -> list[tuple[str, Markup]]:
 
 
 @lru_cache(maxsize=1)
-def _env() -> Environment:
+def environment() -> Environment:
     """One environment per process; ChainableUndefined lets sparse (interrupted) documents render."""
     env = Environment(
         loader=PackageLoader("robaudit", "report/templates"),
@@ -221,7 +221,7 @@ def render_html(doc: dict[str, Any]) -> str:
     model = doc.get("model") or {}
     names = model.get("class_names")
     clean = doc.get("clean_accuracy")
-    return _env().get_template("report.html.j2").render(
+    return environment().get_template("report.html.j2").render(
         doc=doc,
         threats_by_key={t.get("key"): t for t in doc.get("threats") or []},
         severity=lambda ra: severity(ra, clean),
