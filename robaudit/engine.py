@@ -474,7 +474,8 @@ def _run_cell(
         torch.manual_seed(bseed)  # models drawing from the global RNG: batch-keyed draws
         vq_batch = view.counters.queries
         try:
-            out = attack.run(view, xb, yb, threat, gen)
+            with view.fast_layout():  # CPU convolutions in channels-last order
+                out = attack.run(view, xb, yb, threat, gen)
         except RuntimeError as exc:
             if _is_oom(exc):
                 raise

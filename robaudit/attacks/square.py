@@ -36,9 +36,9 @@ import torch
 from pydantic import Field
 
 from robaudit.attacks.base import Attack, AttackOutput, AttackParams, register
-from robaudit.attacks.losses import get_loss, get_targeted_loss, with_targets
+from robaudit.attacks.losses import get_loss, get_targeted_loss
 from robaudit.attacks.projections import clip_to_ball, flat_norm, per_sample
-from robaudit.classifier import Classifier, LossFn
+from robaudit.classifier import Classifier
 from robaudit.threat import Threat
 
 # iterations (of a 10 000-query run) after which the square's area fraction p is halved
@@ -48,6 +48,7 @@ REDRAWS = 10  # Linf: squares drawn per proposal, the first that changes the poi
 REDRAW_ELEMENTS = 1 << 22  # cap on the N×K×C×h×h tensor of drawn squares
 TRACE_POINTS = 200
 _TINY = 1e-12
+_ROUNDING = 5e-7  # L2: norms this far past eps are rounding (the engine allows 1e-6)
 
 
 class SquareParams(AttackParams):
@@ -114,30 +115,6 @@ def _rand_sign(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tens
     return torch.randint(0, 2, shape, generator=generator).to(torch.float32) * 2 - 1
 
 
-def _corners(
-    n: int, h: int, height: int, width: int, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Uniform top-left corners of an h×h square per sample (CPU draws)."""
-    r = torch.randint(0, height - h + 1, (n,), generator=generator)
-    s = torch.randint(0, width - h + 1, (n,), generator=generator)
-    return r, s
-
-
-def _window(r: torch.Tensor, s: torch.Tensor, h: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row and column indices (N×1×h×1, N×1×1×h) of each sample's square, for fancy indexing."""
-    ar = torch.arange(h, device=r.device)
-    return (r[:, None] + ar).view(-1, 1, h, 1), (s[:, None] + ar).view(-1, 1, 1, h)
-
-
-def _mask(r: torch.Tensor, s: torch.Tensor, h: int, height: int, width: int) -> torch.Tensor:
-    """Boolean N×1×H×W mask of each sample's square."""
-    rows = torch.arange(height, device=r.device)[None, :]
-    cols = torch.arange(width, device=r.device)[None, :]
-    in_r = (rows >= r[:, None]) & (rows < r[:, None] + h)
-    in_s = (cols >= s[:, None]) & (cols < s[:, None] + h)
-    return (in_r[:, :, None] & in_s[:, None, :])[:, None]
-
-
 def _effective_eps(norm: str, eps: float, x: torch.Tensor, bounds: tuple[float, float]) -> float:
     """An infinite eps capped at the box's span (Linf) or its diagonal (L2): nothing is lost."""
     if math.isfinite(eps):
@@ -150,13 +127,25 @@ def _effective_eps(norm: str, eps: float, x: torch.Tensor, bounds: tuple[float, 
 # -- starting points -----------------------------------------------------------------------
 
 
+def _vertices(
+    x: torch.Tensor, eps: float, bounds: tuple[float, float]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two Linf vertices of every pixel, ``x + eps`` and ``x − eps``, clipped to the box.
+
+    Every Linf point the search visits is built from these two tensors, so "does this square
+    change the point" is an exact comparison.
+    """
+    return (x + eps).clamp(bounds[0], bounds[1]), (x - eps).clamp(bounds[0], bounds[1])
+
+
 def init_linf(
     x: torch.Tensor, eps: float, bounds: tuple[float, float], generator: torch.Generator
 ) -> torch.Tensor:
     """Vertical stripes: each column of each channel at ``x ± eps``, signs uniform."""
     n, c, _, w = x.shape
-    signs = _rand_sign((n, c, 1, w), generator).to(device=x.device, dtype=x.dtype)
-    return (x + eps * signs).clamp(bounds[0], bounds[1])
+    signs = _rand_sign((n, c, 1, w), generator).to(device=x.device)
+    hi, lo = _vertices(x, eps, bounds)
+    return torch.where(signs > 0, hi, lo)
 
 
 def init_l2(
@@ -177,7 +166,173 @@ def init_l2(
     return clip_to_ball(x + delta, x, "l2", eps, bounds)
 
 
-# -- one random-search proposal per sample -------------------------------------------------
+# -- proposals, drawn ahead in blocks ------------------------------------------------------
+#
+# The search is sequential per sample, but its randomness is not: a proposer draws the squares
+# of up to BLOCK iterations at once from the explicit generator (on the CPU, so a seed gives the
+# same squares on any device) and precomputes what does not depend on the current point, so an
+# iteration costs a handful of tensor ops and no host work proportional to the batch.
+
+BLOCK = 64  # iterations drawn ahead
+BLOCK_ELEMENTS = 1 << 21  # cap on the elements of one block's precomputed tensors
+
+
+def _upload(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """CPU draws to the device; to CUDA through pinned memory, so the host does not wait."""
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+class _LinfProposer:
+    """Linf updates: one h×h square of every channel set to ``x0 ± eps`` (a vertex).
+
+    Late in a run most squares are one pixel that often already sits at the drawn vertex;
+    querying such a no-op would waste the query. So each sample draws up to REDRAWS squares
+    per iteration and takes the first that changes its point (the last if none does).
+    """
+
+    def __init__(self, x0: torch.Tensor, eps: float, bounds: tuple[float, float]) -> None:
+        self.hi, self.lo = _vertices(x0, eps, bounds)
+        self.shape = tuple(int(v) for v in x0.shape)
+        self.lin = self.new = torch.empty(0)
+
+    def start(self, generator: torch.Generator) -> torch.Tensor:
+        n, c, _, w = self.shape
+        signs = _rand_sign((n, c, 1, w), generator).to(device=self.hi.device)
+        return torch.where(signs > 0, self.hi, self.lo)
+
+    def draw(self, iters: int, h: int, generator: torch.Generator) -> int:
+        """Draw the squares of up to ``iters`` iterations of side ``h``; returns how many."""
+        n, c, height, width = self.shape
+        dev = self.hi.device
+        k = max(1, min(REDRAWS, REDRAW_ELEMENTS // max(1, n * c * h * h)))
+        b = max(1, min(iters, BLOCK_ELEMENTS // max(1, n * k * c * h * h)))
+        r = _upload(torch.randint(0, height - h + 1, (b, n, k), generator=generator), dev)
+        s = _upload(torch.randint(0, width - h + 1, (b, n, k), generator=generator), dev)
+        up = _upload(torch.randint(0, 2, (b, n, k, c, 1, 1), generator=generator), dev).bool()
+        ar = torch.arange(h, device=dev)
+        # flat index of every pixel of every square in the (contiguous) batch: B×N×K×C×h×h
+        rows = ((r[..., None] + ar) * width)[..., None, :, None]
+        cols = (s[..., None] + ar)[..., None, None, :]
+        base = torch.arange(n, device=dev).view(1, n, 1, 1, 1, 1) * (c * height * width)
+        chan = torch.arange(c, device=dev).view(1, 1, 1, c, 1, 1) * (height * width)
+        self.lin = rows + cols + chan + base
+        self.new = torch.where(up, self.hi.take(self.lin), self.lo.take(self.lin))
+        return b
+
+    def step(self, j: int, xcur: torch.Tensor) -> torch.Tensor:
+        """The candidate of iteration ``j`` of the block for every sample of ``xcur``."""
+        lin, new = self.lin[j], self.new[j]  # N×K×C×h×h
+        n, k = int(lin.shape[0]), int(lin.shape[1])
+        if k > 1:
+            changed = (new != xcur.take(lin)).flatten(2).any(dim=2)
+            changed[:, -1] = True  # none changes: the last square (a no-op) is used
+            first = changed.to(torch.uint8).argmax(dim=1)
+            pick = first.view(n, 1, 1, 1, 1).expand(n, 1, *lin.shape[2:])
+            lin, new = lin.gather(1, pick), new.gather(1, pick)
+        cand = xcur.clone()
+        cand.put_(lin, new)
+        return cand
+
+    def select(self, keep: torch.Tensor) -> None:
+        """Keep the samples at positions ``keep`` (in order); the rest left the search."""
+        _, c, height, width = self.shape
+        self.hi, self.lo = self.hi[keep], self.lo[keep]
+        self.shape = (int(keep.numel()), c, height, width)
+        if self.lin.dim() == 6:
+            moved = (torch.arange(keep.numel(), device=keep.device) - keep) * (c * height * width)
+            self.lin = self.lin[:, keep] + moved.view(1, -1, 1, 1, 1, 1)
+            self.new = self.new[:, keep]
+
+
+class _L2Proposer:
+    """L2 updates: move mass into one square W1 in a new direction, emptying a second W2.
+
+    Per channel, W1's new content is its old direction plus a unit pattern of random sign,
+    renormalized to carry the mass of W1 ∪ W2 plus an equal share of the budget not yet used,
+    so the perturbation keeps norm eps (before clipping to the box).
+    """
+
+    def __init__(self, x0: torch.Tensor, eps: float, bounds: tuple[float, float]) -> None:
+        self.x0, self.eps, self.bounds = x0, eps, bounds
+        self.w1 = self.rest = self.pattern = torch.empty(0)
+
+    def start(self, generator: torch.Generator) -> torch.Tensor:
+        return init_l2(self.x0, self.eps, self.bounds, generator)
+
+    def draw(self, iters: int, h: int, generator: torch.Generator) -> int:
+        n, c, height, width = (int(v) for v in self.x0.shape)
+        dev, dt = self.x0.device, self.x0.dtype
+        b = max(1, min(iters, BLOCK_ELEMENTS // max(1, n * (c + 2) * height * width)))
+        r1 = torch.randint(0, height - h + 1, (b, n), generator=generator)
+        s1 = torch.randint(0, width - h + 1, (b, n), generator=generator)
+        r2 = torch.randint(0, height - h + 1, (b, n), generator=generator)
+        s2 = torch.randint(0, width - h + 1, (b, n), generator=generator)
+        flip = torch.randint(0, 2, (b, n), generator=generator).bool()
+        rho = _rand_sign((b, n, c, 1, 1), generator)
+        r1, s1, r2, s2, flip = (_upload(t, dev) for t in (r1, s1, r2, s2, flip))
+        rows, cols = torch.arange(height, device=dev), torch.arange(width, device=dev)
+
+        def square(r: torch.Tensor, s: torch.Tensor) -> torch.Tensor:  # B×N×1×H×W
+            in_r = (rows >= r[..., None]) & (rows < r[..., None] + h)
+            in_s = (cols >= s[..., None]) & (cols < s[..., None] + h)
+            return (in_r[..., :, None] & in_s[..., None, :])[:, :, None]
+
+        m1 = square(r1, s1)
+        # float masks: multiplying by them is one op (a bool mask would be converted each time)
+        self.w1 = m1.to(dt)
+        self.rest = (~(m1 | square(r2, s2))).to(dt)  # outside both squares: left as it is
+        eta = l2_pattern(h).to(device=dev, dtype=dt)
+        eta = torch.where(flip[..., None, None], eta.t(), eta)  # half the squares split top/bottom
+        canvas = torch.zeros(b * n, height, width, device=dev, dtype=dt)
+        ar = torch.arange(h, device=dev)
+        canvas[
+            torch.arange(b * n, device=dev).view(-1, 1, 1),
+            (r1.flatten()[:, None] + ar)[:, :, None],
+            (s1.flatten()[:, None] + ar)[:, None, :],
+        ] = eta.view(b * n, h, h)
+        # the unit pattern in W1 with its per-channel sign: B×N×C×H×W
+        self.pattern = _upload(rho, dev).to(dt) * canvas.view(b, n, 1, height, width)
+        return b
+
+    def step(self, j: int, xcur: torch.Tensor) -> torch.Tensor:
+        """The candidate of iteration ``j`` of the block (squared norms throughout: few ops)."""
+        w1, rest, pattern = self.w1[j], self.rest[j], self.pattern[j]
+        c = int(xcur.shape[1])
+        nu = xcur - self.x0
+        kept = nu * rest  # outside W1 ∪ W2
+        in_w1 = nu * w1
+        # per sample and channel: ‖nu‖², ‖nu outside W1 ∪ W2‖², ‖nu in W1‖²
+        total, outside, inside = torch.stack((nu, kept, in_w1)).square_().sum(dim=(3, 4))
+        unused = (self.eps**2 - total.sum(dim=1, keepdim=True)).clamp_(min=0.0) / c
+        avail2 = (total - outside).clamp_(min=0.0) + unused  # mass of W1 ∪ W2 plus a share
+        direction = torch.addcmul(pattern, in_w1, (inside + _TINY**2).rsqrt_()[..., None, None])
+        scale = (avail2 / (direction.square().sum(dim=(2, 3)) + _TINY**2)).sqrt_()
+        new_nu = torch.addcmul(kept, direction, scale[..., None, None])
+        # by construction ‖new_nu‖ = eps; shrink onto the ball only past rounding (so the
+        # pixels outside the two squares stay as they were), then clip to the box
+        norm2 = new_nu.square().sum(dim=(1, 2, 3))
+        shrink = torch.where(norm2 > (self.eps + _ROUNDING) ** 2, (self.eps**2 / norm2).sqrt(), 1.0)
+        lo, hi = self.bounds
+        return torch.addcmul(self.x0, new_nu, shrink.view(-1, 1, 1, 1)).clamp_(lo, hi)
+
+    def select(self, keep: torch.Tensor) -> None:
+        self.x0 = self.x0[keep]
+        if self.w1.dim() == 5:
+            self.w1, self.rest, self.pattern = (
+                self.w1[:, keep], self.rest[:, keep], self.pattern[:, keep]
+            )
+
+
+def _proposer(
+    norm: str, x0: torch.Tensor, eps: float, bounds: tuple[float, float]
+) -> _LinfProposer | _L2Proposer:
+    if norm == "linf":
+        return _LinfProposer(x0, eps, bounds)
+    if norm == "l2":
+        return _L2Proposer(x0, eps, bounds)
+    raise ValueError(f"unknown norm {norm!r}")
 
 
 def propose_linf(
@@ -188,30 +343,10 @@ def propose_linf(
     bounds: tuple[float, float],
     generator: torch.Generator,
 ) -> torch.Tensor:
-    """Set one h×h square (every channel) to ``x0 ± eps``, preferring squares that change.
-
-    Late in a run most squares are one pixel that often already sits at the drawn vertex;
-    querying such a no-op would waste the query. So each sample draws up to REDRAWS squares
-    at once and takes the first that changes its point (the last if none does): no host sync.
-    """
-    n, c, height, width = x0.shape
-    dev = x0.device
-    k = max(1, min(REDRAWS, REDRAW_ELEMENTS // max(1, n * c * h * h)))
-    r, s = _corners(n * k, h, height, width, generator)
-    signs = _rand_sign((n, k, c, 1, 1), generator).to(device=dev, dtype=x0.dtype)
-    ar = torch.arange(h, device=dev)
-    rows = (r.to(dev).view(n, k, 1) + ar).view(n, k, 1, h, 1)
-    cols = (s.to(dev).view(n, k, 1) + ar).view(n, k, 1, 1, h)
-    ni = torch.arange(n, device=dev).view(n, 1, 1, 1, 1)
-    ci = torch.arange(c, device=dev).view(1, 1, c, 1, 1)
-    new = (x0[ni, ci, rows, cols] + eps * signs).clamp(bounds[0], bounds[1])  # N×K×C×h×h
-    changed = (new - xcur[ni, ci, rows, cols]).abs().flatten(2).amax(dim=2) > 1e-7
-    first = torch.where(changed.any(dim=1), changed.long().argmax(dim=1), k - 1)
-    pick = torch.arange(n, device=dev)
-    cand = xcur.clone()
-    ni4 = pick.view(n, 1, 1, 1)
-    cand[ni4, ci[0], rows[pick, first], cols[pick, first]] = new[pick, first]
-    return cand
+    """One Linf proposal per sample (see :class:`_LinfProposer`)."""
+    prop = _LinfProposer(x0, eps, bounds)
+    prop.draw(1, h, generator)
+    return prop.step(0, xcur)
 
 
 def propose_l2(
@@ -222,39 +357,22 @@ def propose_l2(
     bounds: tuple[float, float],
     generator: torch.Generator,
 ) -> torch.Tensor:
-    """Move L2 mass into one square W1 in a new direction, emptying a second square W2.
+    """One L2 proposal per sample (see :class:`_L2Proposer`)."""
+    prop = _L2Proposer(x0, eps, bounds)
+    prop.draw(1, h, generator)
+    return prop.step(0, xcur)
 
-    Per channel, W1's new content is its old direction plus a unit pattern of random sign,
-    renormalized to carry the mass of W1 ∪ W2 plus an equal share of the budget not yet used,
-    so the perturbation keeps norm eps (before clipping to the box).
-    """
-    n, c, height, width = x0.shape
-    dev, dt = x0.device, x0.dtype
-    r1, s1 = _corners(n, h, height, width, generator)
-    r2, s2 = _corners(n, h, height, width, generator)
-    flip = torch.randint(0, 2, (n,), generator=generator).bool()
-    rho = _rand_sign((n, c, 1, 1), generator).to(device=dev, dtype=dt)
-    r1, s1, r2, s2, flip = r1.to(dev), s1.to(dev), r2.to(dev), s2.to(dev), flip.to(dev)
 
-    eta = l2_pattern(h).to(device=dev, dtype=dt)
-    eta = torch.where(flip.view(-1, 1, 1), eta.t(), eta)  # half the squares split top/bottom
-    canvas = torch.zeros(n, height, width, device=dev, dtype=dt)
-    rows, cols = _window(r1, s1, h)
-    canvas[torch.arange(n, device=dev).view(-1, 1, 1), rows[:, 0], cols[:, 0]] = eta
-    canvas = canvas[:, None]  # N×1×H×W, unit norm, zero outside W1
-
-    nu = xcur - x0
-    m1 = _mask(r1, s1, h, height, width)
-    both = m1 | _mask(r2, s2, h, height, width)
-    unused2 = (eps**2 - flat_norm(nu, "l2") ** 2).clamp(min=0.0)
-    in_w1 = nu * m1
-    w1_norm = in_w1.flatten(2).norm(dim=2)[..., None, None]  # N×C×1×1
-    both_norm2 = (nu * both).flatten(2).pow(2).sum(dim=2)[..., None, None]
-    direction = rho * canvas + in_w1 / (w1_norm + _TINY)
-    avail = (both_norm2 + per_sample(unused2, nu) / c).sqrt()
-    dir_norm = direction.flatten(2).norm(dim=2)[..., None, None]
-    new_nu = nu * ~both + direction / (dir_norm + _TINY) * avail
-    return clip_to_ball(x0 + new_nu, x0, "l2", eps, bounds)
+def _segments(budget: int, p_init: float, height: int, width: int) -> list[tuple[int, int]]:
+    """(side, iterations) runs of iterations 1 … budget − 1 that share a square side."""
+    out: list[tuple[int, int]] = []
+    for i in range(1, budget):
+        h = square_side(square_fraction(i, budget, p_init), height, width)
+        if out and out[-1][0] == h:
+            out[-1] = (h, out[-1][1] + 1)
+        else:
+            out.append((h, 1))
+    return out
 
 
 # -- the search ----------------------------------------------------------------------------
@@ -361,22 +479,21 @@ class Square(Attack):
         queries: torch.Tensor,
         trace: list[torch.Tensor],
     ) -> torch.Tensor | None:
-        """One restart with ``budget`` queries on the samples ``idx``; updates ``best`` in place.
+        """One restart with ``budget`` queries on the samples ``idx``; updates ``best``.
 
-        Returns the targets (chosen from the first starting point when targeted).
+        Returns the targets (chosen from the first starting point when targeted). Within the
+        restart the accepted point is each sample's best (its loss only rises), so ``best``
+        is written only when a sample wins and when the restart ends; queries likewise: every
+        sample still searching spends exactly one per iteration.
         """
         p = self.params
         assert isinstance(p, SquareParams)
         norm, bounds = threat.norm, clf.bounds
         eps = _effective_eps(norm, threat.eps, x, bounds)
-        x0, y0 = x[idx], y[idx]
+        n_all = int(x.shape[0])
         height, width = int(x.shape[-2]), int(x.shape[-1])
-        if norm == "linf":
-            start, propose = init_linf(x0, eps, bounds, generator), propose_linf
-        elif norm == "l2":
-            start, propose = init_l2(x0, eps, bounds, generator), propose_l2
-        else:
-            raise ValueError(f"unknown norm {norm!r}")
+        prop = _proposer(norm, x[idx], eps, bounds)
+        start = prop.start(generator)
 
         logits = clf.logits(start)
         queries[idx] += 1
@@ -386,44 +503,111 @@ class Square(Attack):
             full[idx] = targets
             targets = full
         t0 = targets[idx] if targets is not None else None
+        untargeted, targeted = get_loss(p.loss), get_targeted_loss(p.loss)
 
-        def score(
-            lg: torch.Tensor, yy: torch.Tensor, tt: torch.Tensor | None
-        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            fn: LossFn = (
-                get_loss(p.loss) if tt is None else with_targets(get_targeted_loss(p.loss), tt)
-            )
+        def score(lg: torch.Tensor, yy: torch.Tensor, tt: torch.Tensor | None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
             pred = lg.argmax(dim=1)
-            won = pred != yy if tt is None else pred == tt
-            return fn(lg, yy), pred, won
+            if tt is None:
+                return untargeted(lg, yy), pred, pred != yy
+            return targeted(lg, yy, tt), pred, pred == tt
 
-        loss, pred, won = score(logits, y0, t0)
+        loss, pred, won = score(logits, y[idx], t0)
         best.update(idx, start, loss, pred, won)
         trace.append(best.loss.mean())
-        # the search's own state: its current point and loss (compacted as samples win)
-        act = (~won).nonzero().flatten()
-        cur_idx, x0, y0, xcur, lcur = idx[act], x0[act], y0[act], start[act], loss[act]
-        t0 = t0[act] if t0 is not None else None
-        for i in range(1, budget):
-            if cur_idx.numel() == 0:
-                break
-            h = square_side(square_fraction(i, budget, p.p_init), height, width)
-            cand = propose(x0, xcur, eps, h, bounds, generator)
-            loss, pred, won = score(clf.logits(cand), y0, t0)
-            queries[cur_idx] += 1
-            best.update(cur_idx, cand, loss, pred, won)
-            accept = per_sample(loss > lcur, cand)
-            xcur = torch.where(accept, cand, xcur)
-            lcur = torch.maximum(loss, lcur)
+        # the search's own state, compacted as samples win: positions in the batch, labels,
+        # targets, current point, its loss and prediction, and whether it still searches
+        keep = (~won).nonzero().flatten()
+        prop.select(keep)
+        rows, y0, xcur, lcur, pcur = idx[keep], y[idx][keep], start[keep], loss[keep], pred[keep]
+        t0 = t0[keep] if t0 is not None else None
+        alive = torch.ones_like(lcur, dtype=torch.bool)
+        frozen = best.loss[rows]  # best loss of the searching samples before this restart
+        late = _LateFlag(x.device)
+        stride = max(1, -(-budget // TRACE_POINTS))
+        i = 0  # iterations done
+        for h, length in _segments(budget, p.p_init, height, width):
+            done = 0
+            while done < length and rows.numel():
+                drawn = prop.draw(min(BLOCK, length - done), h, generator)
+                done += drawn
+                for j in range(drawn):
+                    i += 1
+                    cand = prop.step(j, xcur)
+                    loss, pred, won = score(clf.logits(cand), y0, t0)
+                    # a sample keeps a better point, and one that wins keeps the winning point
+                    # (even at a lower loss) and stops searching
+                    if late.lag:  # samples that won wait in the batch, frozen, until they leave
+                        won &= alive
+                        better = ((loss > lcur) & alive) | won
+                        alive &= ~won
+                    else:
+                        better = (loss > lcur) | won
+                    xcur = torch.where(better.view(-1, 1, 1, 1), cand, xcur)
+                    lcur = torch.where(better, loss, lcur)
+                    pcur = torch.where(better, pred, pcur)
+                    # samples that won leave the batch: right away on the CPU (the check costs
+                    # nothing there), else one iteration late so the host never waits
+                    if late.swap(won.any()):
+                        gone = ~alive if late.lag else won
+                        hit = gone.nonzero().flatten()
+                        best.update(rows[hit], xcur[hit], lcur[hit], pcur[hit], gone[hit])
+                        queries[rows[hit]] += i
+                        keep = (~gone).nonzero().flatten()
+                        prop.select(keep)
+                        rows, y0, xcur, lcur, pcur, alive, frozen = (
+                            rows[keep], y0[keep], xcur[keep], lcur[keep], pcur[keep],
+                            alive[keep], frozen[keep],
+                        )  # fmt: skip
+                        t0 = t0[keep] if t0 is not None else None
+                        late.reset()
+                    if i % stride == 0:
+                        trace.append(_trace_value(best.loss, frozen, lcur, n_all))
+                    if rows.numel() == 0:
+                        break
+        if rows.numel():
+            queries[rows] += i
+            best.update(rows, xcur, lcur, pcur, ~alive)
+        if i % stride:
             trace.append(best.loss.mean())
-            if bool(won.any()):  # the one host sync per step: drop the samples that won
-                keep = ~won
-                cur_idx, x0, y0, xcur, lcur = (
-                    cur_idx[keep],
-                    x0[keep],
-                    y0[keep],
-                    xcur[keep],
-                    lcur[keep],
-                )
-                t0 = t0[keep] if t0 is not None else None
         return targets
+
+
+class _LateFlag:
+    """Whether any sample won, as the host sees it: at once on the CPU, where reading a device
+    value costs nothing, and one iteration late elsewhere (the value is copied asynchronously
+    into pinned memory and read once the next iteration is queued), so the host never waits
+    for the device and the only price is one more query for a sample that just won."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.lag = 0 if device.type == "cpu" else 1
+        self.cuda = device.type == "cuda"
+        self.host = torch.zeros((), dtype=torch.bool, pin_memory=self.cuda)
+        self.event = torch.cuda.Event() if self.cuda else None
+        self.pending = False
+
+    def swap(self, flag: torch.Tensor) -> bool:
+        """The flag as the host may read it now: ``flag`` itself, or the one of the call before."""
+        if self.lag == 0:
+            return bool(flag)
+        seen = False
+        if self.pending:
+            if self.event is not None:
+                self.event.synchronize()
+            seen = bool(self.host)
+        self.host.copy_(flag, non_blocking=self.cuda)
+        if self.event is not None:
+            self.event.record()
+        self.pending = True
+        return seen
+
+    def reset(self) -> None:
+        """Forget the flag in flight (the batch it describes was just compacted)."""
+        self.pending = False
+
+
+def _trace_value(
+    best_loss: torch.Tensor, frozen: torch.Tensor, lcur: torch.Tensor, n: int
+) -> torch.Tensor:
+    """Mean best loss over all samples, with the searching ones' current losses folded in."""
+    return (best_loss.sum() + (torch.maximum(frozen, lcur) - frozen).sum()) / n
