@@ -27,7 +27,11 @@ GRAD_SHARE = 0.10  # RA003 fires above this share of dead gradients
 SATURATION_SHARE = 0.5  # RA010 fires above this share of softmax == 1.0
 WEAK_SHARE = 0.01  # RA007: weak attack's extra breaks above this share of attacked samples
 LOSS_GAP = 0.05  # RA009: CE robust accuracy above margin's by more than this
-RANDOM_SILENT_SHARE = 0.05  # RA006/RA007 on a randomized model: shares above this fire
+# RA006/RA007 on a randomized model: shares above this fire. A claim made on one draw near
+# the boundary is overturned by the majority vote with probability up to 1/2; on the noise
+# model of tests/e2e/test_masking_models.py 2-4 of 63 claims (3-6%) were overturned depending
+# on the RNG stream, so 5% was inside the noise.
+RANDOM_SILENT_SHARE = 0.1
 LOSS_RISE = 0.02  # RA005: mean loss over the last tenth of steps rose by more than this
 RANDOM_RISE = 0.05  # RA005 on a randomized model (EOT losses are noisy estimates)
 SANITY_LEFT = 0.02  # RA008: unbounded PGD may leave at most this share standing
