@@ -52,16 +52,6 @@ class _Layout:
 _LAYOUTS: weakref.WeakKeyDictionary[nn.Module, _Layout] = weakref.WeakKeyDictionary()
 
 
-def _channels_last(x: torch.Tensor) -> torch.Tensor:
-    """An image batch in channels-last order, like the weights, so the first convolution
-    needs no reorder; one channel only needs its strides relabelled (no copy)."""
-    if x.dim() != 4:
-        return x
-    if x.shape[1] == 1 and x.is_contiguous():
-        return x.as_strided(x.shape, (x.shape[2] * x.shape[3], 1, x.shape[3], 1))
-    return x.contiguous(memory_format=torch.channels_last)
-
-
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks CUDA when present; an unknown name or CUDA without one is a clear error."""
     from robaudit.errors import UserInputError
@@ -144,18 +134,16 @@ class Classifier:
         if self._std is not None:
             x = x / self._std
         state = _LAYOUTS.get(self.model)
-        if state is None or not state.swapped:
-            out = self.model(x)
-        elif state.works:
-            out = self.model(_channels_last(x))
-        else:
+        if state is not None and state.swapped and not state.works:
             try:  # the first forward in channels-last order: fall back if the model refuses
-                out = self.model(_channels_last(x))
+                out = self.model(x)
                 state.works = True
             except RuntimeError:
                 state.restore()
                 state.works = False
                 out = self.model(x)
+        else:
+            out = self.model(x)
         if not isinstance(out, torch.Tensor):
             raise RuntimeFailure(
                 f"model returned {type(out).__name__}, expected a logits tensor of shape N x "

@@ -227,7 +227,7 @@ class _LinfProposer:
         n, k = int(lin.shape[0]), int(lin.shape[1])
         if k > 1:
             changed = (new != xcur.take(lin)).flatten(2).any(dim=2)
-            changed[:, -1] = True  # when none before it changes, the last square is used
+            changed[:, -1] = True  # none changes: the last square (a no-op) is used
             first = changed.to(torch.uint8).argmax(dim=1)
             pick = first.view(n, 1, 1, 1, 1).expand(n, 1, *lin.shape[2:])
             lin, new = lin.gather(1, pick), new.gather(1, pick)
