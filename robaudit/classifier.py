@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from robaudit.allocator import keep_freed_memory
 from robaudit.errors import RobauditError, RuntimeFailure
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -115,6 +116,8 @@ class Classifier:
             for t in (*self.model.parameters(), *self.model.buffers())
             if t.dim() == 4 and t.is_floating_point()
         ]
+        if self.device.type == "cpu":
+            keep_freed_memory()  # once per process: activations stop page-faulting per call
         if self.device.type != "cpu" or state.works is False or state.swapped or not weights:
             yield
             return

@@ -9,7 +9,7 @@ covers a fraction ``p`` of the image, with ``p`` halved after iterations 10, 50,
 
 * Linf: the start is vertical stripes of width one, each column (per channel) at ±eps; an
   update sets the whole square of each channel to ``x ± eps`` (a vertex of the ball), the
-  sign drawn per channel. Squares that would change nothing are redrawn, not queried.
+  sign drawn per channel. A square that would change nothing gets the opposite signs.
 * L2: the start is a grid of small tiles, each holding the bump-shaped pattern below with a
   random sign per channel, scaled to norm eps. An update picks two squares W1 and W2: it adds
   a unit bump pattern to W1's old direction, zeroes W2, and gives W1 all the mass taken from
@@ -44,8 +44,6 @@ from robaudit.threat import Threat
 # iterations (of a 10 000-query run) after which the square's area fraction p is halved
 HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 SCHEDULE_LENGTH = 10_000
-REDRAWS = 10  # Linf: squares drawn per proposal, the first that changes the point is used
-REDRAW_ELEMENTS = 1 << 22  # cap on the N×K×C×h×h tensor of drawn squares
 TRACE_POINTS = 200
 _TINY = 1e-12
 _ROUNDING = 5e-7  # L2: norms this far past eps are rounding (the engine allows 1e-6)
@@ -187,15 +185,16 @@ def _upload(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 class _LinfProposer:
     """Linf updates: one h×h square of every channel set to ``x0 ± eps`` (a vertex).
 
-    Late in a run most squares are one pixel that often already sits at the drawn vertex;
-    querying such a no-op would waste the query. So each sample draws up to REDRAWS squares
-    per iteration and takes the first that changes its point (the last if none does).
+    As in the paper's reference code, a square whose every channel already sits at the drawn
+    vertex would change nothing, so its signs are redrawn: the reference loops until the
+    square changes; here the signs are negated, which for one channel is the only other draw
+    and for several always changes every channel (hi ≠ lo for eps > 0). One query, one change.
     """
 
     def __init__(self, x0: torch.Tensor, eps: float, bounds: tuple[float, float]) -> None:
         self.hi, self.lo = _vertices(x0, eps, bounds)
         self.shape = tuple(int(v) for v in x0.shape)
-        self.lin = self.new = torch.empty(0)
+        self.lin = self.new = self.alt = torch.empty(0)
 
     def start(self, generator: torch.Generator) -> torch.Tensor:
         n, c, _, w = self.shape
@@ -206,33 +205,27 @@ class _LinfProposer:
         """Draw the squares of up to ``iters`` iterations of side ``h``; returns how many."""
         n, c, height, width = self.shape
         dev = self.hi.device
-        k = max(1, min(REDRAWS, REDRAW_ELEMENTS // max(1, n * c * h * h)))
-        b = max(1, min(iters, BLOCK_ELEMENTS // max(1, n * k * c * h * h)))
-        r = _upload(torch.randint(0, height - h + 1, (b, n, k), generator=generator), dev)
-        s = _upload(torch.randint(0, width - h + 1, (b, n, k), generator=generator), dev)
-        up = _upload(torch.randint(0, 2, (b, n, k, c, 1, 1), generator=generator), dev).bool()
+        b = max(1, min(iters, BLOCK_ELEMENTS // max(1, n * c * h * h)))
+        r = _upload(torch.randint(0, height - h + 1, (b, n), generator=generator), dev)
+        s = _upload(torch.randint(0, width - h + 1, (b, n), generator=generator), dev)
+        up = _upload(torch.randint(0, 2, (b, n, c, 1, 1), generator=generator), dev).bool()
         ar = torch.arange(h, device=dev)
-        # flat index of every pixel of every square in the (contiguous) batch: B×N×K×C×h×h
+        # flat index of every pixel of every square in the (contiguous) batch: B×N×C×h×h
         rows = ((r[..., None] + ar) * width)[..., None, :, None]
         cols = (s[..., None] + ar)[..., None, None, :]
-        base = torch.arange(n, device=dev).view(1, n, 1, 1, 1, 1) * (c * height * width)
-        chan = torch.arange(c, device=dev).view(1, 1, 1, c, 1, 1) * (height * width)
+        base = torch.arange(n, device=dev).view(1, n, 1, 1, 1) * (c * height * width)
+        chan = torch.arange(c, device=dev).view(1, 1, c, 1, 1) * (height * width)
         self.lin = rows + cols + chan + base
-        self.new = torch.where(up, self.hi.take(self.lin), self.lo.take(self.lin))
+        hi, lo = self.hi.take(self.lin), self.lo.take(self.lin)
+        self.new, self.alt = torch.where(up, hi, lo), torch.where(up, lo, hi)
         return b
 
     def step(self, j: int, xcur: torch.Tensor) -> torch.Tensor:
         """The candidate of iteration ``j`` of the block for every sample of ``xcur``."""
-        lin, new = self.lin[j], self.new[j]  # N×K×C×h×h
-        n, k = int(lin.shape[0]), int(lin.shape[1])
-        if k > 1:
-            changed = (new != xcur.take(lin)).flatten(2).any(dim=2)
-            changed[:, -1] = True  # none changes: the last square (a no-op) is used
-            first = changed.to(torch.uint8).argmax(dim=1)
-            pick = first.view(n, 1, 1, 1, 1).expand(n, 1, *lin.shape[2:])
-            lin, new = lin.gather(1, pick), new.gather(1, pick)
+        lin, new = self.lin[j], self.new[j]  # N×C×h×h
+        same = (xcur.take(lin) == new).flatten(1).all(dim=1)
         cand = xcur.clone()
-        cand.put_(lin, new)
+        cand.put_(lin, torch.where(same.view(-1, 1, 1, 1), self.alt[j], new))
         return cand
 
     def select(self, keep: torch.Tensor) -> None:
@@ -240,10 +233,10 @@ class _LinfProposer:
         _, c, height, width = self.shape
         self.hi, self.lo = self.hi[keep], self.lo[keep]
         self.shape = (int(keep.numel()), c, height, width)
-        if self.lin.dim() == 6:
+        if self.lin.dim() == 5:
             moved = (torch.arange(keep.numel(), device=keep.device) - keep) * (c * height * width)
-            self.lin = self.lin[:, keep] + moved.view(1, -1, 1, 1, 1, 1)
-            self.new = self.new[:, keep]
+            self.lin = self.lin[:, keep] + moved.view(1, -1, 1, 1, 1)
+            self.new, self.alt = self.new[:, keep], self.alt[:, keep]
 
 
 class _L2Proposer:
@@ -454,8 +447,12 @@ class Square(Attack):
             budget = min(budget, 1) if flat else budget
             if standing.numel() == 0 or budget == 0:
                 continue
-            targets = self._search(clf, x, y, threat, generator, standing, budget, targets,
-                                   best, queries, trace)  # fmt: skip
+            # no autograd bookkeeping at all (scores only): each of the loop's small ops is
+            # cheaper; the tensors made inside never leave it, ``best`` is written in place
+            with torch.inference_mode():
+                targets = self._search(clf, x, y, threat, generator, standing, budget,
+                                       targets, best, queries, trace)  # fmt: skip
+            targets = targets.clone() if targets is not None else None
             standing = standing[~best.won[standing]]
         claimed = (best.pred != y) & (best.pred >= 0)
         return AttackOutput(
