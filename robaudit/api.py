@@ -475,6 +475,7 @@ def _resolve_data(
         "input_shape": cfg.model.input_shape,
         "bounds": cfg.model.bounds,
         "num_classes": cfg.model.num_classes,
+        "cache_mb": cfg.data.cache_mb,
     }
     if data is None or isinstance(data, (str, os.PathLike)):
         src = source if data is None else str(data)

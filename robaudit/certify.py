@@ -57,6 +57,7 @@ from torch import nn
 
 from robaudit.classifier import Classifier
 from robaudit.errors import RuntimeFailure
+from robaudit.loading.samples import Images
 from robaudit.results import wilson_interval
 
 __all__ = [
@@ -178,7 +179,7 @@ def _device_generator(generator: torch.Generator, device: torch.device) -> torch
 
 def noise_counts(
     clf: Classifier,
-    x: torch.Tensor,
+    x: Images,
     num: int,
     params: SmoothingParams,
     generator: torch.Generator,
@@ -195,21 +196,22 @@ def noise_counts(
     if n_samples == 0 or num <= 0:
         return counts
     dtype = x.dtype if x.dtype.is_floating_point else torch.float32
-    xd = x.detach().to(device=device, dtype=dtype)
     gen = _device_generator(generator, device)
     total = n_samples * num
     for start in range(0, total, params.batch_size):
         stop = min(start + params.batch_size, total)
+        first, last = start // num, (stop - 1) // num
+        # only this batch's samples on the device (streamed samples are decoded here)
+        rows = x[first : last + 1].detach().to(device=device, dtype=dtype)
         owner = torch.arange(start, stop, device=device) // num
         noise = torch.randn(
-            (stop - start, *xd.shape[1:]), generator=gen, device=device, dtype=dtype
+            (stop - start, *rows.shape[1:]), generator=gen, device=device, dtype=dtype
         )
-        pred = clf.predict(xd[owner] + params.sigma * noise)
+        pred = clf.predict(rows[owner - first] + params.sigma * noise)
         if start == 0 and bool((pred >= c).any()):  # the logits' width is the same every batch
             raise RuntimeFailure(
                 f"model gives more than num_classes = {c} logits; counts would mix samples"
             )
-        first, last = start // num, (stop - 1) // num
         local = (owner - first) * c + pred
         counts[first : last + 1] += torch.bincount(local, minlength=(last - first + 1) * c).view(
             -1, c
@@ -343,7 +345,7 @@ class Certificate:
 
 def certify(
     clf: Classifier,
-    x: torch.Tensor,
+    x: Images,
     y: torch.Tensor,
     params: SmoothingParams,
     generator: torch.Generator,
@@ -502,7 +504,7 @@ def smoothed_classifier(
 
 def run_certification(
     clf: Classifier,
-    x: torch.Tensor,
+    x: Images,
     y: torch.Tensor,
     section: Any,
     seed: int,

@@ -102,6 +102,13 @@ class DataSection(_Section):
     seed: int | None = Field(
         None, ge=0, le=MAX_SEED, description="subset seed; defaults to the top-level seed"
     )
+    cache_mb: int = Field(
+        1024,
+        ge=0,
+        le=1 << 30,
+        description="keep the decoded images if they fit in this many MB, else decode each "
+        "batch when needed (memory bounded by the batch); 0 always streams",
+    )
 
 
 class BatteryParams(AttackParams):

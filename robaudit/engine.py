@@ -23,6 +23,7 @@ from robaudit.classifier import ACCESS_RANK, Classifier
 from robaudit.control import INTERRUPTED, RunControl
 from robaudit.distributed import SINGLE, Shard
 from robaudit.errors import ModelLoadError, RuntimeFailure
+from robaudit.loading.samples import Images
 from robaudit.progress import NullProgress, Progress
 from robaudit.threat import Threat
 
@@ -190,9 +191,46 @@ class EngineControl:
     variant: str = "model"
 
 
-def clean_pass(clf: Classifier, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Clean predictions and confidences; refuses NaN/inf outputs or a wrong output shape."""
-    logits = clf.verification_logits(x)
+def clean_pass(
+    clf: Classifier,
+    x: Images,
+    y: torch.Tensor,
+    *,
+    seed: int | None = None,
+    shard: Shard = SINGLE,
+) -> tuple[torch.Tensor, ...]:
+    """Clean predictions and confidences; refuses NaN/inf outputs or a wrong output shape.
+
+    Batch by batch, so streamed samples are decoded one batch at a time; with ``shard`` the
+    batches are dealt round-robin to the ranks like a cell's and the logits gathered, so no
+    rank repeats the whole pass. Each batch is the same slice whatever the rank count, and with
+    ``seed`` the global RNG is reseeded per batch, so a randomized model's draws do not depend
+    on which rank ran the batch either.
+    """
+    n, bs = int(x.shape[0]), max(1, clf.batch_size)
+    mine: list[tuple[int, torch.Tensor]] = []
+    error: str | None = None
+    for k, start in enumerate(range(0, n, bs)):
+        if not shard.owns(k):
+            continue
+        if seed is not None:
+            torch.manual_seed(cell_seed(seed, "clean", start))
+        if not shard.active:  # one process: the model's own exception, as it was raised
+            mine.append((k, clf.verification_logits(x[start : start + bs])))
+            continue
+        try:  # a rank must not leave the others waiting in the gather below
+            mine.append((k, clf.verification_logits(x[start : start + bs]).cpu()))
+        except Exception as exc:  # reported on every rank after the gather below
+            error = f"the model raised on clean batch {k} (first sample {start}): {exc}"
+            break
+    if shard.active:
+        gathered = shard.gather((mine, error))
+        errors = [e for _, e in gathered if e is not None]
+        if errors:
+            raise RuntimeFailure(errors[0])
+        mine = sorted((p for part, _ in gathered for p in part), key=lambda t: t[0])
+    parts = [t for _, t in mine]
+    logits = torch.cat(parts) if parts else clf.verification_logits(x[0:0])
     if logits.dim() != 2 or logits.shape[1] != clf.num_classes:
         raise RuntimeFailure(
             f"model output has shape {list(logits.shape)}, expected N x {clf.num_classes} "
@@ -212,7 +250,7 @@ def clean_pass(clf: Classifier, x: torch.Tensor, y: torch.Tensor) -> tuple[torch
 
 def run_plan(
     clf: Classifier,
-    x: torch.Tensor,
+    x: Images,
     y: torch.Tensor,
     plan: list[PlannedAttack],
     *,
@@ -239,7 +277,7 @@ def run_plan(
     progress = progress or NullProgress()
     n = int(x.shape[0])
     t0 = time.perf_counter()
-    clean_pred, clean_conf, correct = clean_pass(clf, x, y)
+    clean_pred, clean_conf, correct = clean_pass(clf, x, y, seed=seed, shard=ctl.shard)
     result = EngineResult(
         clean_pred, clean_conf, correct, [], clean_seconds=time.perf_counter() - t0
     )
@@ -405,7 +443,7 @@ def _is_oom(exc: BaseException) -> bool:
 
 def _run_cell(
     clf: Classifier,
-    x: torch.Tensor,
+    x: Images,
     y: torch.Tensor,
     item: PlannedAttack,
     targets: torch.Tensor,
@@ -633,7 +671,7 @@ def _run_cell(
 
 def _run_minimal(
     clf: Classifier,
-    x: torch.Tensor,
+    x: Images,
     y: torch.Tensor,
     item: PlannedAttack,
     plan: list[PlannedAttack],

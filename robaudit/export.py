@@ -310,7 +310,7 @@ class AdversarialCollector:
         assert self._logits is not None
         t = batch.threat
         # a minimal-norm attack's candidate is not projected: only those inside the ball count
-        size = flat_norm(batch.x_adv.float() - self._data.x[batch.idx], t.norm)
+        size = flat_norm(batch.x_adv.float() - self._data.samples[batch.idx], t.norm)
         keep = keep & (size <= t.eps + TOLERANCE)
         if not bool(keep.any()):
             return
@@ -326,7 +326,7 @@ class AdversarialCollector:
         best = self._best.get(key)
         if best is None:
             best = _Best(margin=torch.full((n,), float("inf")), attack=[""] * n)
-            best.x = torch.zeros((n, *self._data.x.shape[1:]), dtype=torch.float32)
+            best.x = torch.zeros((n, *self._data.samples.shape[1:]), dtype=torch.float32)
             best.pred = torch.full((n,), -1, dtype=torch.long)
             best.attack_index = torch.full((n,), -1, dtype=torch.long)
             self._best[key] = best
@@ -348,7 +348,7 @@ class AdversarialCollector:
         if self._logits is not None:
             rows.extend(self._unbroken_rows(result))
         data = self._data
-        shape = tuple(data.x.shape[1:])
+        shape = tuple(data.samples.shape[1:])
         if rows:
             idx = torch.cat([r["idx"] for r in rows]).long()
             x_adv = torch.cat([r["x_adv"] for r in rows])
@@ -357,7 +357,7 @@ class AdversarialCollector:
             idx = torch.zeros(0, dtype=torch.long)
             x_adv = torch.zeros((0, *shape), dtype=torch.float32)
             pred = torch.zeros(0, dtype=torch.long)
-        x_clean = data.x[idx].float()
+        x_clean = data.samples[idx].float()
         per_row = [(r, int(r["idx"].numel())) for r in rows]
 
         def col(fn: Callable[[dict[str, Any]], Any]) -> list[Any]:
@@ -409,7 +409,7 @@ class AdversarialCollector:
             ]
             top = max((r["threat"].eps for r in runs), default=None)
             for r in (r for r in runs if r["threat"].eps == top):
-                size = flat_norm(r["x_adv"] - self._data.x[r["idx"]], a.norm)
+                size = flat_norm(r["x_adv"] - self._data.samples[r["idx"]], a.norm)
                 fits = size <= a.eps + TOLERANCE
                 if bool(fits.any()):
                     k = int(fits.sum())
@@ -617,7 +617,7 @@ def verify_examples(
     n = len(ex)
     lo, hi = clf.bounds
     notes: list[str] = []
-    want_shape = tuple(data.x.shape[1:]) if data is not None else None
+    want_shape = tuple(data.samples.shape[1:]) if data is not None else None
     if want_shape is not None and tuple(ex.x_adv.shape[1:]) != want_shape:
         raise UserInputError(
             f"adversarial file '{path}': inputs have shape {list(ex.x_adv.shape[1:])} but the "
@@ -649,7 +649,7 @@ def verify_examples(
                 bad[k].append(
                     ("source_index", f"x_clean_index {int(ex.x_clean_index[k])} but source_index {src} is sample {pos}")
                 )
-            ref_x[k] = data.x[pos]
+            ref_x[k] = data.samples[pos]
             ref_y[k] = data.y[pos]
         dx = (x_file.double() - ref_x.double()).flatten(1).abs().amax(dim=1) if n else torch.zeros(0)
         for k in (dx > tolerance).nonzero().flatten().tolist():

@@ -17,6 +17,7 @@ from robaudit.attacks.losses import cross_entropy, margin
 from robaudit.classifier import Classifier
 from robaudit.engine import CellOutcome, EngineResult, PlannedAttack, run_plan
 from robaudit.findings import finding
+from robaudit.loading.samples import Images
 from robaudit.results import Finding
 from robaudit.threat import Threat
 
@@ -51,7 +52,7 @@ class Preflight:
 
 
 def preflight(
-    clf: Classifier, x: torch.Tensor, y: torch.Tensor, *, was_training: bool = False
+    clf: Classifier, x: Images, y: torch.Tensor, *, was_training: bool = False
 ) -> Preflight:
     """Checks that need no attack: outputs, randomness, batch dependence, gradients."""
     out = Preflight()
@@ -239,7 +240,7 @@ def post_run(
 
 
 def sanity(
-    clf: Classifier, x: torch.Tensor, y: torch.Tensor, correct: torch.Tensor, seed: int
+    clf: Classifier, x: Images, y: torch.Tensor, correct: torch.Tensor, seed: int
 ) -> Finding | None:
     """RA008: PGD (margin loss) with an eps covering the whole input range must break ~all."""
     from robaudit.attacks.fgsm_pgd import PGD, PGDParams

@@ -178,7 +178,7 @@ def _module_device(module: torch.nn.Module) -> torch.device:
 
 def check_model_output(loaded: LoadedModel, cfg: Config, data: DataSet) -> None:
     """The model must map one input of the declared shape to ``num_classes`` logits."""
-    probe = data.x[:2].to(_module_device(loaded.module))
+    probe = data.samples[:2].to(_module_device(loaded.module))
     try:
         with torch.no_grad():
             out = loaded.module(probe)
@@ -264,6 +264,7 @@ def load_inputs(
         num_classes=cfg.model.num_classes,
         samples=settings.samples,
         seed=settings.data_seed,
+        cache_mb=cfg.data.cache_mb,
     )
     return loaded, data
 
@@ -389,7 +390,7 @@ def audit(
     plan = build_plan(cfg)
     pre = Preflight()
     if cfg.integrity.enabled:
-        pre = preflight(clf, data.x, data.y)
+        pre = preflight(clf, data.samples, data.y)
         plan = react(pre, clf, plan, cfg)
     plan, skipped = cap_access(plan, clf.access, access_reason(loaded, settings))
     if not plan:
@@ -410,7 +411,7 @@ def audit(
     ctl = EngineControl(run.control, store, shard)
     er = run_plan(
         clf,
-        data.x,
+        data.samples,
         data.y,
         plan,
         seed=seed,
@@ -446,7 +447,7 @@ def audit(
             if halted():
                 not_run.append("sanity check (RA008)")
             else:
-                found = sanity(clf, data.x, data.y, er.correct, seed)
+                found = sanity(clf, data.samples, data.y, er.correct, seed)
                 findings += [found] if found else []
     params = {p.index: p.attack.params.model_dump(mode="json") for p in plan}
     threats, attacks, verdicts = build_tables(er, data.y, params, cfg.engine.cascade)
@@ -458,7 +459,7 @@ def audit(
         base_plan, _ = cap_access(build_plan(cfg), clf.access, access_reason(loaded, settings))
         try:
             v_threats, v_attacks, variants, v_unrun = run_variants(
-                clf, data.x, data.y, base_plan, cfg, seed=seed, batch_size=batch_size,
+                clf, data.samples, data.y, base_plan, cfg, seed=seed, batch_size=batch_size,
                 progress=progress, ctl=ctl,
             )
         except RuntimeFailure as exc:
@@ -474,7 +475,7 @@ def audit(
     if cfg.certify is not None and halted():
         not_run.append("certification")
     elif cfg.certify is not None:
-        certification = run_certification(clf, data.x, data.y, cfg.certify, seed)
+        certification = run_certification(clf, data.samples, data.y, cfg.certify, seed)
         bad = [e for e in certification["empirical"] if not e["consistent"]]
         if bad:
             findings.append(
@@ -551,6 +552,7 @@ def audit(
             "processes": shard.world,
             "resumed_cells": store.resumed if store is not None else 0,
             "oom_backoff": list(run.control.oom_events) if run.control is not None else [],
+            "streamed": data.samples.streamed,
         },
     }
     result = RunResult(

@@ -20,6 +20,7 @@ from robaudit.config import Config, DefenseSpec, variant_labels
 from robaudit.defenses import Defense, Transform
 from robaudit.engine import EngineControl, EngineResult, PlannedAttack, run_plan
 from robaudit.errors import RuntimeFailure
+from robaudit.loading.samples import Images
 from robaudit.progress import Progress
 from robaudit.results import AttackRow, ThreatRow, build_tables, wilson_interval
 
@@ -131,7 +132,7 @@ def summarize(
 
 def run_variants(
     clf: Classifier,
-    x: torch.Tensor,
+    x: Images,
     y: torch.Tensor,
     plan: list[PlannedAttack],
     cfg: Config,

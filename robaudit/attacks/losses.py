@@ -30,10 +30,13 @@ def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     Unlike cross-entropy it does not saturate when logits are scaled up (Carlini & Wagner 2017).
     """
     true = logits.gather(1, y[:, None]).squeeze(1)
-    if logits.shape[1] < 2:
-        return torch.full_like(true, float("-inf"))
-    # the best other logit is the top one unless that is the true class (then the second):
-    # a few ops on the two largest instead of a masked copy of every logit, and exact on ties
+    if logits.requires_grad or logits.shape[1] < 2:
+        # amax spreads the gradient over tied best classes, so a tie cannot stall the attack
+        other = logits.clone()
+        other.scatter_(1, y[:, None], float("-inf"))
+        return other.amax(dim=1) - true
+    # scores only (black-box searches): the best other logit is the top one unless that is
+    # the true class, then the second; fewer ops than a masked copy, the same value on ties
     top = logits.topk(2, dim=1).values
     best, second = top[:, 0], top[:, 1]
     return torch.where(best > true, best, second) - true

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from robaudit.errors import DataError
+from robaudit.loading.samples import Samples
 
 __all__ = [
     "DIGITS_TEST_SIZE",
@@ -62,18 +63,24 @@ VALID_SOURCE_FORMS = (
 # ITU-R 601-2 luma, the weights PIL uses for RGB -> L.
 _LUMA = (0.299, 0.587, 0.114)
 _BOUNDS_TOL = 1e-6
+DEFAULT_CACHE_MB = 1024  # a decoded set up to this size is kept; larger ones are streamed
 
 
 @dataclass(frozen=True)
 class DataSet:
     """The evaluation samples in pixel space, plus where they came from (for the report)."""
 
-    x: torch.Tensor  # float32, NxCxHxW, values inside bounds
+    samples: Samples  # float32, NxCxHxW, values inside bounds; decoded batch by batch
     y: torch.Tensor  # int64, N, each in [0, num_classes)
     indices: tuple[int, ...]  # position of each sample in the source split
     source: str
     split: str
     class_names: tuple[str, ...] | None
+
+    @property
+    def x(self) -> torch.Tensor:
+        """All images as one tensor (decoded now if streamed); scans use ``samples``."""
+        return self.samples.tensor()
 
 
 @dataclass(frozen=True)
@@ -100,8 +107,13 @@ def load_data(
     num_classes: int,
     samples: int | None,
     seed: int,
+    cache_mb: int = DEFAULT_CACHE_MB,
 ) -> DataSet:
-    """Load ``source`` as checked float tensors in ``bounds``; DataError on anything unusable."""
+    """Load ``source`` as checked float tensors in ``bounds``; DataError on anything unusable.
+
+    Every chosen image is decoded and checked here; it is kept decoded only if the whole set
+    fits ``cache_mb`` megabytes, else streamed batch by batch (see robaudit.loading.samples).
+    """
     (c, h, w), bnds = _check_target(input_shape, bounds, num_classes, samples)
 
     if source.startswith("builtin:"):
@@ -125,7 +137,7 @@ def load_data(
                 f"(valid forms: {VALID_SOURCE_FORMS})"
             )
 
-    return _finish(raw, source, split, (c, h, w), bnds, num_classes, samples, seed)
+    return _finish(raw, source, split, (c, h, w), bnds, num_classes, samples, seed, cache_mb)
 
 
 def dataset_from_arrays(
@@ -141,6 +153,7 @@ def dataset_from_arrays(
     split: str = "memory",
     name: str = "data arrays",
     class_names: tuple[str, ...] | None = None,
+    cache_mb: int = DEFAULT_CACHE_MB,
 ) -> DataSet:
     """In-memory ``x``/``y`` with exactly the checks a ``.npz`` file gets (the npz loader uses it).
 
@@ -148,7 +161,7 @@ def dataset_from_arrays(
     """
     shape, bnds = _check_target(input_shape, bounds, num_classes, samples)
     raw = _arrays_raw(np.asarray(x), np.asarray(y), shape, bnds, name, class_names)
-    return _finish(raw, source, split, shape, bnds, num_classes, samples, seed)
+    return _finish(raw, source, split, shape, bnds, num_classes, samples, seed, cache_mb)
 
 
 def _check_target(
@@ -182,6 +195,7 @@ def _finish(
     num_classes: int,
     samples: int | None,
     seed: int,
+    cache_mb: int,
 ) -> DataSet:
     """The checks every source gets: labels, counts, seeded subset, shape, values, channels."""
     lo, hi = bounds
@@ -193,13 +207,17 @@ def _finish(
     if len(y) == 0:
         raise DataError(f"{raw.name} contains no samples")
     idx = _choose(len(y), samples, seed)
-    x = raw.take(idx)
-    _check_shape(x, shape, raw.name)
-    _check_values(x, bounds, raw.name)
-    x = _convert_channels(x, shape[0])
-    np.clip(x, lo, hi, out=x)  # only rounding-level moves remain after the checks above
+
+    def decode(pos: np.ndarray) -> np.ndarray:
+        x = raw.take(idx[pos])
+        _check_shape(x, shape, raw.name)
+        _check_values(x, bounds, raw.name, idx[pos])
+        x = _convert_channels(x, shape[0])
+        np.clip(x, lo, hi, out=x)  # only rounding-level moves remain after the checks above
+        return x
+
     return DataSet(
-        x=torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+        samples=Samples(decode, len(idx), shape, cache_bytes=max(0, cache_mb) << 20),
         y=torch.from_numpy(np.ascontiguousarray(y[idx], dtype=np.int64)),
         indices=tuple(int(i) for i in idx),
         source=source,
@@ -570,12 +588,17 @@ def _check_shape(x: np.ndarray, shape: tuple[int, int, int], name: str) -> None:
         )
 
 
-def _check_values(x: np.ndarray, bounds: tuple[float, float], name: str) -> None:
-    """Finite and inside the bounds, with a hint for the two usual mistakes."""
+def _check_values(
+    x: np.ndarray, bounds: tuple[float, float], name: str, positions: np.ndarray
+) -> None:
+    """Finite and inside the bounds, with a hint for the two usual mistakes.
+
+    ``positions``: each row's position in the source, for the message (x is one chunk).
+    """
     finite = np.isfinite(x)
     if not finite.all():
         bad = int((~finite).sum())
-        first = int(np.argmax(~finite.reshape(len(x), -1).all(axis=1)))
+        first = int(positions[int(np.argmax(~finite.reshape(len(x), -1).all(axis=1)))])
         raise DataError(f"{name}: x contains {bad} NaN/inf values (first in sample {first})")
     lo, hi = bounds
     mn, mx = float(x.min()), float(x.max())
