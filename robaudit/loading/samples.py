@@ -53,15 +53,6 @@ class Samples:
                 keep[start:stop] = chunk
         self._all = keep
 
-    @classmethod
-    def from_tensor(cls, x: torch.Tensor) -> Samples:
-        """An in-memory tensor (already checked) as Samples: no copy, nothing decoded."""
-        out = cls.__new__(cls)
-        out._decode = lambda idx: x[torch.from_numpy(idx)].numpy()
-        out._n, out._item = int(x.shape[0]), tuple(int(s) for s in x.shape[1:])
-        out._all, out.decoded, out.largest = x, 0, 0
-        return out
-
     @property
     def streamed(self) -> bool:
         """True when batches are decoded on demand rather than kept."""
@@ -87,18 +78,18 @@ class Samples:
     def __getitem__(self, key: slice | int | torch.Tensor | np.ndarray | list[int]) -> torch.Tensor:
         if self._all is not None:
             return self._all[key]
-        if isinstance(key, int):
-            return self._fetch(np.asarray([key % self._n if self._n else key]))[0]
         if isinstance(key, slice):
-            pos = np.arange(self._n)[key]
-        else:
-            t = torch.as_tensor(key)
-            if t.dtype == torch.bool:
-                t = t.nonzero().flatten()
-            pos = t.cpu().numpy().astype(np.int64)
-            if pos.size and (pos.min() < -self._n or pos.max() >= self._n):
-                raise IndexError(f"index out of range for {self._n} samples")
-            pos = np.where(pos < 0, pos + self._n, pos)
+            pos = np.arange(*key.indices(self._n))
+            return self._fetch(pos) if len(pos) else torch.empty(0, *self._item)
+        t = torch.as_tensor(key)
+        if t.dtype == torch.bool:
+            t = t.nonzero().flatten()
+        pos = t.cpu().numpy().astype(np.int64)
+        if pos.size and (pos.min() < -self._n or pos.max() >= self._n):
+            raise IndexError(f"index {key!r} out of range for {self._n} samples")
+        pos = np.where(pos < 0, pos + self._n, pos)
+        if pos.ndim == 0:  # one position (int, numpy or 0-d tensor): one image, like a tensor
+            return self._fetch(pos.reshape(1))[0]
         return self._fetch(pos) if len(pos) else torch.empty(0, *self._item)
 
     def tensor(self) -> torch.Tensor:

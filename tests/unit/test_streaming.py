@@ -54,10 +54,13 @@ def test_streamed_samples_index_like_the_tensor() -> None:
     mask = torch.zeros(len(full), dtype=torch.bool)
     mask[::7] = True
     assert torch.equal(s[mask], full[mask])
-    assert torch.equal(s[42], full[42])
+    assert torch.equal(s[42], full[42]) and torch.equal(s[-1], full[-1])
+    assert torch.equal(s[np.int64(7)], full[7]) and torch.equal(s[torch.tensor(7)], full[7])
+    assert torch.equal(s[100:200:3], full[100:200:3])
     assert s[0:0].shape == (0, 1, 8, 8)
-    with pytest.raises(IndexError):
-        s[torch.tensor([120])]
+    for bad in (torch.tensor([120]), 120, -121):
+        with pytest.raises(IndexError):
+            s[bad]
     assert torch.equal(streamed.x, full)  # the whole-set view still works when asked for
 
 
