@@ -136,16 +136,6 @@ def _vertices(
     return (x + eps).clamp(bounds[0], bounds[1]), (x - eps).clamp(bounds[0], bounds[1])
 
 
-def init_linf(
-    x: torch.Tensor, eps: float, bounds: tuple[float, float], generator: torch.Generator
-) -> torch.Tensor:
-    """Vertical stripes: each column of each channel at ``x ± eps``, signs uniform."""
-    n, c, _, w = x.shape
-    signs = _rand_sign((n, c, 1, w), generator).to(device=x.device)
-    hi, lo = _vertices(x, eps, bounds)
-    return torch.where(signs > 0, hi, lo)
-
-
 def init_l2(
     x: torch.Tensor, eps: float, bounds: tuple[float, float], generator: torch.Generator
 ) -> torch.Tensor:
@@ -197,6 +187,7 @@ class _LinfProposer:
         self.lin = self.new = self.alt = torch.empty(0)
 
     def start(self, generator: torch.Generator) -> torch.Tensor:
+        """Vertical stripes: each column of each channel at ``x0 ± eps``, signs uniform."""
         n, c, _, w = self.shape
         signs = _rand_sign((n, c, 1, w), generator).to(device=self.hi.device)
         return torch.where(signs > 0, self.hi, self.lo)
