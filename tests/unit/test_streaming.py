@@ -18,6 +18,7 @@ from robaudit.engine import PlannedAttack, run_plan
 from robaudit.errors import DataError
 from robaudit.loading import load_data
 from robaudit.loading.samples import Samples
+from robaudit.report.html import render_html
 from robaudit.threat import Threat
 from tests.helpers import without_timing
 
@@ -134,6 +135,10 @@ def test_scan_report_identical_when_streamed(plain_model_path: Path) -> None:
     model = plain_model_path
     a = robaudit.scan(model, config=cfg, progress=None)
     b = robaudit.scan(model, config={**cfg, "data": {**cfg["data"], "cache_mb": 0}}, progress=None)
+    assert a.to_dict()["meta"]["execution"]["streamed"] is False
+    assert b.to_dict()["meta"]["execution"]["streamed"] is True
+    note = "images streamed per batch"
+    assert note in render_html(b.to_dict()) and note not in render_html(a.to_dict())
     da, db = without_timing(a.to_dict()), without_timing(b.to_dict())
     for d in (da, db):  # the configs differ in cache_mb only
         d["config"]["data"].pop("cache_mb", None)
