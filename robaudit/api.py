@@ -60,7 +60,15 @@ from robaudit.export import (
     VerifyResult,
     verify_examples,
 )
-from robaudit.loading.data import DataSet, choose_subset, dataset_from_arrays, load_data
+from robaudit.fitting import Inferred, fit_config, needs_fit, probe_num_classes
+from robaudit.loading.data import (
+    DataSet,
+    array_input_shape,
+    choose_subset,
+    dataset_from_arrays,
+    load_data,
+    peek_input_shape,
+)
 from robaudit.loading.model import LoadedModel, load_model
 from robaudit.pipeline import (
     RunOptions,
@@ -335,8 +343,9 @@ def resolve_config(config: ConfigInput | None) -> tuple[Config, str | None]:
         return config_from_dict(dict(config), source="<dict config>"), None
     if isinstance(config, (str, os.PathLike)):
         p = Path(config)
-        if not p.exists() and str(config) in PRESET_NAMES:
-            path = preset_path(str(config))
+        name = p.name.removesuffix(".yaml").removesuffix(".yml")
+        if not p.exists() and (str(config) in PRESET_NAMES or (p.name != name and str(p) == p.name and name in PRESET_NAMES)):
+            path = preset_path(name)
             return load_config(path), str(path)
         return load_config(p), str(config)
     raise ConfigError(
@@ -410,6 +419,56 @@ def _resolve_model(
     raise UserInputError(
         f"model must be a torch.nn.Module, a checkpoint path or a robaudit Classifier, "
         f"not {type(model).__name__}"
+    )
+
+
+def _data_shape(data: DataInput, source: str, split: str) -> tuple[tuple[int, int, int], str]:
+    """The input shape the data implies, and how the report names where it came from."""
+    if data is None or isinstance(data, (str, os.PathLike)):
+        src = source if data is None else str(data)
+        return peek_input_shape(src, split), f"the data ({src})"
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        return array_input_shape(data[0], "data x"), "the data arrays"
+    first: Any = None
+    if isinstance(data, torch.utils.data.DataLoader):
+        first = _item_xy(next(iter(data)), "DataLoader")[0]
+        return array_input_shape(first, "DataLoader batch"), "the DataLoader's first batch"
+    if isinstance(data, torch.utils.data.Dataset):
+        item = data[0] if hasattr(data, "__getitem__") else next(iter(data))  # type: ignore[arg-type]
+        first = _item_xy(item, "Dataset")[0]
+        return array_input_shape(np.asarray(first)[None], "Dataset item"), "the Dataset's first item"
+    raise DataError(
+        f"data must be None, a source string or path, (x, y) tensors or arrays, a torch "
+        f"Dataset or a DataLoader, not {type(data).__name__}"
+    )
+
+
+def fit_to(
+    cfg: Config,
+    config_path: str | None,
+    loaded: LoadedModel,
+    given_clf: Classifier | None,
+    data: DataInput,
+    settings: RunSettings,
+) -> tuple[Config, Inferred]:
+    """Fill in what the config leaves to the model and data (shape, classes, budgets)."""
+    if not needs_fit(cfg):
+        return cfg, Inferred()
+    shape, shape_from = (
+        (cfg.model.input_shape, "")
+        if cfg.model.input_shape is not None
+        else _data_shape(data, settings.source, cfg.data.split)
+    )
+    classes = cfg.model.num_classes
+    if classes is None:
+        classes = (
+            given_clf.num_classes
+            if given_clf is not None
+            else probe_num_classes(loaded.module, shape, cfg.model.bounds, loaded.path)
+        )
+    return fit_config(
+        cfg, input_shape=shape, num_classes=classes, shape_from=shape_from,
+        source=config_path or "<config>",
     )
 
 
@@ -644,6 +703,7 @@ def scan(
         resolve_device(settings.device)  # an unusable device fails before anything loads
     bar = _progress(progress)
     loaded, given_clf = _resolve_model(model, cfg, settings)
+    cfg, inferred = fit_to(cfg, config_path, loaded, given_clf, data, settings)
     dataset = _resolve_data(data, cfg, settings.samples, settings.data_seed, settings.source)
     check_model_output(loaded, cfg, dataset)
     module = loaded.module
@@ -659,7 +719,7 @@ def scan(
             collector = AdversarialCollector(dataset, logits=ranker)
         result = audit(
             clf, loaded, dataset, cfg, settings, progress=bar, config_path=config_path,
-            on_batch=collector, started=started, t0=t0, run=run_options,
+            on_batch=collector, started=started, t0=t0, run=run_options, inferred=inferred,
         )
     finally:
         if given_clf is None and isinstance(model, nn.Module):
@@ -724,7 +784,7 @@ def verify(
     if isinstance(device, torch.device):
         device = str(device)
     _check_overrides(None, batch_size, device)
-    cfg, _ = resolve_config(config)
+    cfg, config_path = resolve_config(config)
     ex = examples if isinstance(examples, AdversarialExamples) else AdversarialExamples.load(Path(examples))
     path = "" if isinstance(examples, AdversarialExamples) else str(examples)
     meta_data = ex.meta.get("data") or {}
@@ -742,6 +802,17 @@ def verify(
     if not isinstance(model, Classifier):
         resolve_device(settings.device)
     loaded, given_clf = _resolve_model(model, cfg, settings)
+    if needs_fit(cfg):
+        shape = ex.x_adv.shape[1:] if cfg.model.input_shape is None else cfg.model.input_shape
+        classes = cfg.model.num_classes or (
+            given_clf.num_classes
+            if given_clf is not None
+            else probe_num_classes(loaded.module, tuple(shape), cfg.model.bounds, loaded.path)
+        )
+        cfg, _ = fit_config(
+            cfg, input_shape=tuple(int(d) for d in shape), num_classes=classes,
+            source=config_path or "<config>",
+        )
     stored_source = str(meta_data.get("source") or "")
     notes: list[str] = []
     dataset: DataSet | None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import json
 import shutil
 import sys
@@ -57,6 +58,14 @@ class _OneLineUsageErrors(TyperGroup):
     """Usage errors (a flag value of the wrong type, an unknown or missing option) as one line
     naming the flag and the value, exit 2, like every other bad input; not typer's panel."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # rich prints a docstring's line breaks verbatim (a sentence broken where the source
+        # wrapped it): one line per paragraph, so the terminal wraps at its own width
+        self.help = _one_line_paragraphs(self.help)
+        for command in self.commands.values():
+            command.help = _one_line_paragraphs(command.help)
+
     def make_context(self, info_name: Any, args: Any, *rest: Any, **kwargs: Any) -> Any:
         argv = [str(a) for a in args]
         with _usage_errors_in_one_line(argv):
@@ -67,6 +76,17 @@ class _OneLineUsageErrors(TyperGroup):
     def invoke(self, ctx: Any) -> Any:
         with _usage_errors_in_one_line(ctx.meta.get("robaudit.argv", [])):
             return super().invoke(ctx)
+
+
+def _one_line_paragraphs(text: str | None) -> str | None:
+    """Help text with each paragraph (blank-line separated) joined into one line.
+
+    A paragraph starting with ``\\b`` (click's "keep my line breaks") is left as written.
+    """
+    if not text:
+        return text
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(p if p.startswith("\b") else " ".join(p.split()) for p in paragraphs)
 
 
 @contextlib.contextmanager
@@ -284,7 +304,7 @@ def scan(
 ) -> None:
     """Attack MODEL as CONFIG describes, write the report, and exit 1 if the gate fails.
 
-    Under ``torchrun --nproc-per-node N -m robaudit scan ...`` the samples are sharded over the
+    Under `torchrun --nproc-per-node N -m robaudit scan ...` the samples are sharded over the
     processes and rank 0 writes the one report. SIGINT/SIGTERM write a partial report marked
     incomplete and exit 130; a model failing mid-run writes one and exits 3.
     """
@@ -293,7 +313,9 @@ def scan(
     _check_flags(samples, batch_size, device, seed)
     if access is not None and access not in ("white-box", "score", "decision"):
         raise UserInputError(f"--access {access!r}: valid values are white-box, score, decision")
-    cfg = load_config(config)  # a bad config fails before any folder is created
+    from robaudit.api import resolve_config
+
+    cfg, _ = resolve_config(config)  # a bad config fails before any folder is created
     if not model.exists():
         raise UserInputError(f"{model}: model file not found")
     check_max_drop(max_drop)
@@ -594,16 +616,50 @@ def init(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write to a file instead of stdout.")
     ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model",
+            help="Fit the config to this checkpoint: input shape, classes, budget profile "
+            "and budgets written out (needs --data).",
+        ),
+    ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(help="The data the fitted config evaluates on (with --model)."),
+    ] = None,
+    trust_model: Annotated[
+        bool,
+        typer.Option(
+            "--trust-model", help="Allow pickled whole-module checkpoints (unpickling runs code)."
+        ),
+    ] = False,
 ) -> None:
-    """Print a commented starter config (a preset) to stdout or a file."""
-    text = preset_path(preset).read_text(encoding="utf-8")
+    """Print a commented starter config (a preset) to stdout or a file; with --model and
+    --data, one already fitted to that model."""
+    path = preset_path(preset)
+    text = path.read_text(encoding="utf-8")
+    if (model is None) != (data is None):
+        raise UserInputError("--model and --data go together: give both to fit the config, or neither")
+    if output is not None and output.exists():
+        raise UserInputError(f"{output}: already exists; not overwriting it")
+    if output is not None and not output.parent.is_dir():
+        raise UserInputError(f"{output}: folder {output.parent} does not exist")
+    if model is not None and data is not None:
+        from robaudit.starter import fitted_preset
+
+        if not model.exists():
+            raise UserInputError(f"{model}: model file not found")
+        fit = fitted_preset(text, load_config(path), model, data, trust_model=trust_model)
+        text = fit.text
+        _err_console().print(
+            f"robaudit: fitted {preset} to {model}: input {list(fit.input_shape)}, "
+            f"{fit.num_classes} classes, {fit.profile} budgets",
+            highlight=False,
+        )
     if output is None:
         sys.stdout.write(text)
         return
-    if output.exists():
-        raise UserInputError(f"{output}: already exists; not overwriting it")
-    if not output.parent.is_dir():
-        raise UserInputError(f"{output}: folder {output.parent} does not exist")
     from robaudit.report.writers import atomic_write_text
 
     atomic_write_text(output, text)
@@ -618,11 +674,24 @@ def validate(
     """Check a config against the schema without loading any model."""
     cfg = load_config(config)
     if not quiet:
+        from robaudit.config import fitted
+        from robaudit.profiles import PROFILES, summary
+
         threats = cfg.threats()
+        entries = f"{len(cfg.attacks)} attack entr{'y' if len(cfg.attacks) == 1 else 'ies'}"
+        shown = ", ".join(f"{t.access} {t.norm} {t.label}" for t in threats)
+        if fitted(cfg):
+            typer.echo(f"{config}: valid · {entries}, {len(threats)} threat(s): {shown}")
+            return
+        names = list(PROFILES) if cfg.profile == "auto" else [cfg.profile]
+        how = "chosen by input size" if cfg.profile == "auto" else "set in the config"
         typer.echo(
-            f"{config}: valid · {len(cfg.attacks)} attack entr{'y' if len(cfg.attacks) == 1 else 'ies'}, "
-            f"{len(threats)} threat(s): " + ", ".join(f"{t.norm} {t.label}" for t in threats)
+            f"{config}: valid · {entries}; budgets left out come from the profile {how} "
+            "(scan and `robaudit init --model M --data D` fit them)"
+            + (f"; fixed threats: {shown}" if threats else "")
         )
+        for name in names:
+            typer.echo(f"  {summary(name)}")
 
 
 @app.command()

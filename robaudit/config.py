@@ -29,7 +29,18 @@ from robaudit.errors import ConfigError
 from robaudit.threat import ACCESS_LEVELS, NORMS, Threat, _short_repr, parse_eps
 
 PRESETS_DIR = Path(__file__).parent / "presets"
-PRESET_NAMES = ("quick", "standard", "strict")
+PRESET_NAMES = ("quick", "standard", "strict", "autoattack")
+# what each named protocol is for; the report, the terminal and report.json quote it
+PROTOCOLS: dict[str, str] = {
+    "quick": "smoke test (noise, FGSM, PGD-10): NOT for security claims",
+    "standard": "APGD-CE and APGD-T (100 steps) at Linf and L2, Square where gradients are "
+    "suspect, noise baseline",
+    "strict": "the AutoAttack battery at the paper's settings (APGD-CE, APGD-T, FAB-T, Square "
+    "5,000 queries) at Linf and L2, margin-loss PGD with restarts, noise baseline",
+    "autoattack": "AutoAttack's standard protocol (Croce & Hein 2020) at one Linf budget; "
+    "comparable with published RobustBench numbers",
+}
+SMOKE_PROTOCOLS = frozenset({"quick"})
 MAX_CONFIG_BYTES = 1_000_000
 # Hostile YAML: aliases let a 1 kB file stand for a billion nodes ("billion laughs"), and deep
 # nesting overflows the parser's recursion. A real config has a few hundred nodes, a dozen levels.
@@ -53,8 +64,12 @@ class _Section(BaseModel):
 class ModelSection(_Section):
     """What the model expects: its input, classes, pixel range and preprocessing."""
 
-    input_shape: tuple[int, int, int] = Field(description="C, H, W of one input")
-    num_classes: int = Field(ge=2, le=100_000)
+    input_shape: tuple[int, ...] | None = Field(
+        None, description="C, H, W of one input; omitted: taken from the data"
+    )
+    num_classes: int | None = Field(
+        None, ge=2, le=100_000, description="logits per input; omitted: one forward pass"
+    )
     class_names: list[str] | None = None
     bounds: tuple[float, float] = (0.0, 1.0)
     mean: list[float] | None = None
@@ -64,7 +79,15 @@ class ModelSection(_Section):
 
     @field_validator("input_shape")
     @classmethod
-    def _positive_shape(cls, v: tuple[int, int, int]) -> tuple[int, int, int]:
+    def _positive_shape(cls, v: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if v is None:
+            return v
+        if len(v) != 3:
+            raise ValueError(
+                f"{list(v)} is not an image shape: this version of robaudit audits image models "
+                "only, with input_shape [C, H, W]; vector ([F]) and sequence ([C, T]) inputs "
+                "are not supported yet"
+            )
         if any(d <= 0 for d in v):
             raise ValueError(f"every dimension must be > 0, got {list(v)}")
         return v
@@ -78,14 +101,18 @@ class ModelSection(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelSection:
-        c = self.input_shape[0]
+        c = self.input_shape[0] if self.input_shape is not None else None
         for name in ("mean", "std"):
             vals = getattr(self, name)
-            if vals is not None and len(vals) not in (1, c):
+            if vals is not None and c is not None and len(vals) not in (1, c):
                 raise ValueError(f"{name} has {len(vals)} values; the input has {c} channel(s)")
         if self.std is not None and any(s <= 0 for s in self.std):
             raise ValueError(f"std values must be > 0, got {self.std}")
-        if self.class_names is not None and len(self.class_names) != self.num_classes:
+        if (
+            self.class_names is not None
+            and self.num_classes is not None
+            and len(self.class_names) != self.num_classes
+        ):
             raise ValueError(
                 f"class_names has {len(self.class_names)} names; num_classes is {self.num_classes}"
             )
@@ -136,14 +163,28 @@ class AttackSpec(BaseModel):
         None, description="a named battery instead of one attack (see BATTERIES)"
     )
     norm: Norm = "linf"
-    eps: list[float]
+    eps: list[float] | None = Field(
+        None, description="budgets; omitted: the budget profile's for this norm (profile:)"
+    )
     access: Access = "white-box"
+    # eps: profile (or omitted) takes every budget of the profile; eps: headline its headline
+    headline_only: bool = Field(False, exclude=True)
     _params: AttackParams | None = PrivateAttr(default=None)
     _eps_labels: list[str] = PrivateAttr(default_factory=list)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _profile_eps(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("eps") in ("profile", "headline"):
+            data = {**data, "headline_only": data["eps"] == "headline"}
+            data.pop("eps")
+        return data
+
     @field_validator("eps", mode="before")
     @classmethod
-    def _parse_eps(cls, v: Any) -> list[float]:
+    def _parse_eps(cls, v: Any) -> list[float] | None:
+        if v is None:
+            return None
         raw = v if isinstance(v, list) else [v]
         if not raw:
             raise ValueError("eps list is empty; give at least one budget")
@@ -207,7 +248,9 @@ class AttackSpec(BaseModel):
         ]
 
     def threats(self) -> list[Threat]:
-        """One threat per eps value."""
+        """One threat per eps value (none before the budget profile filled an omitted eps)."""
+        if self.eps is None:
+            return []
         labels = self._eps_labels or [""] * len(self.eps)
         return [Threat(self.norm, e, self.access, lab) for e, lab in zip(self.eps, labels, strict=True)]
 
@@ -250,15 +293,16 @@ class GateThreshold(_Section):
     """A minimum robust accuracy at one threat (of the bare model unless ``variant`` says)."""
 
     norm: Norm
-    eps: float
+    eps: float | None = Field(None, description="omitted: the budget profile's headline budget")
     value: float = Field(ge=0.0, le=1.0)
     access: Access = "white-box"
     variant: str = Field("model", description="'model' or a defense variant's label")
+    _eps_label: str = PrivateAttr(default="")
 
     @field_validator("eps", mode="before")
     @classmethod
-    def _parse_eps(cls, v: Any) -> float:
-        return parse_eps(v)
+    def _parse_eps(cls, v: Any) -> float | None:
+        return None if v is None else parse_eps(v)
 
 
 class CertifySection(SmoothingParams):
@@ -286,9 +330,20 @@ class CertifiedThreshold(_Section):
 class GateSection(_Section):
     """Thresholds that decide the exit code."""
 
-    fail_on_findings: bool = Field(
-        False, description="fail on any unresolved warning or error finding (strict audits)"
+    fail_on_findings: Literal["none", "errors", "any"] = Field(
+        "errors",
+        description="fail on unresolved findings: none, errors (an error-severity finding means "
+        "the numbers cannot be trusted) or any (warnings too)",
     )
+
+    @field_validator("fail_on_findings", mode="before")
+    @classmethod
+    def _findings_policy(cls, v: Any) -> Any:
+        if v is True:  # the boolean form of earlier versions
+            return "any"
+        if v is False:
+            return "none"
+        return v
     min_clean_accuracy: float | None = Field(None, ge=0.0, le=1.0)
     min_robust_accuracy: list[GateThreshold] = Field(default_factory=list)
     min_score: float | None = Field(None, ge=0.0, le=100.0)
@@ -326,6 +381,12 @@ class IntegritySection(_Section):
     sanity: bool = Field(True, description="run PGD at an eps covering the whole input range")
     eot_samples: int = Field(8, ge=1, le=1024, description="gradient draws for randomized models")
     votes: int = Field(9, ge=1, le=1025, description="verification draws for randomized models")
+    square_queries: int = Field(
+        5000,
+        ge=1,
+        le=1_000_000,
+        description="queries of the Square attack added where gradients are dead (AutoAttack's 5,000)",
+    )
 
 
 class Config(_Section):
@@ -333,6 +394,12 @@ class Config(_Section):
 
     version: Literal[1] = 1
     seed: int = Field(0, ge=0, le=MAX_SEED)
+    protocol: Literal["quick", "standard", "strict", "autoattack"] | None = Field(
+        None, description="the named protocol this config follows (the report quotes it)"
+    )
+    profile: Literal["auto", "digits", "mnist", "cifar", "imagenet"] = Field(
+        "auto", description="budgets for entries without eps: auto picks by input size"
+    )
     model: ModelSection
     data: DataSection = Field(default_factory=DataSection)
     attacks: list[AttackSpec] = Field(min_length=1)
@@ -523,6 +590,12 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
             if problem:
                 problems.append(f"{source}: attacks[{i}].{problem}")
         problems.extend(_check_eps(source, i, spec, cfg.model))
+    raw_gate = data.get("gate") if isinstance(data.get("gate"), dict) else {}
+    raw_min = raw_gate.get("min_robust_accuracy") if isinstance(raw_gate, dict) else None
+    for k, g in enumerate(cfg.gate.min_robust_accuracy):
+        entry = raw_min[k] if isinstance(raw_min, list) and k < len(raw_min) else None
+        raw_eps = entry.get("eps") if isinstance(entry, dict) else None
+        g._eps_label = raw_eps.strip() if isinstance(raw_eps, str) else ""
     problems.extend(_check_defenses(source, cfg))
     problems.extend(_check_gate(source, cfg))
     if problems:
@@ -550,6 +623,8 @@ def _check_access(source: str, i: int, member: str, access: str) -> list[str]:
 
 
 def _check_eps(source: str, i: int, spec: AttackSpec, model: ModelSection) -> list[str]:
+    if spec.eps is None or model.input_shape is None:  # checked once the profile filled it
+        return []
     lo, hi = model.bounds
     span = hi - lo
     dims = model.input_shape[0] * model.input_shape[1] * model.input_shape[2]
@@ -597,6 +672,13 @@ def variant_labels(cfg: Config) -> list[str]:
     return out
 
 
+def fitted(cfg: Config) -> bool:
+    """Every budget is known (none is left for the budget profile to fill in at run time)."""
+    return all(spec.eps is not None for spec in cfg.attacks) and all(
+        g.eps is not None for g in cfg.gate.min_robust_accuracy
+    )
+
+
 def _check_gate(source: str, cfg: Config) -> list[str]:
     threats = cfg.threats()
     out = []
@@ -608,6 +690,8 @@ def _check_gate(source: str, cfg: Config) -> list[str]:
                 f"certify.radii ({', '.join(f'{r:g}' for r in radii) or 'no certify section'})"
             )
     variants = {"model", *variant_labels(cfg)}
+    if not fitted(cfg):  # budgets from the profile: checked once the run has fitted them
+        return out
     for k, g in enumerate(cfg.gate.min_robust_accuracy):
         if g.variant not in variants:
             out.append(
@@ -618,10 +702,13 @@ def _check_gate(source: str, cfg: Config) -> list[str]:
         if not any(
             t.norm == g.norm and t.access == g.access and abs(t.eps - g.eps) < 1e-9 for t in threats
         ):
-            have = ", ".join(f"{t.norm} {t.label}" for t in threats if t.norm == g.norm) or "none"
+            have = (
+                ", ".join(f"{t.access} {t.norm} {t.label}" for t in threats if t.norm == g.norm)
+                or "none"
+            )
             out.append(
-                f"{source}: gate.min_robust_accuracy[{k}]: no attack runs at {g.norm} eps {g.eps:g} "
-                f"({g.access}); threats in this config at {g.norm}: {have}"
+                f"{source}: gate.min_robust_accuracy[{k}]: no attack runs at {g.access} {g.norm} "
+                f"eps {g._eps_label or f'{g.eps:g}'}; threats in this config at {g.norm}: {have}"
             )
     return out
 

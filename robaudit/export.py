@@ -40,7 +40,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -56,6 +55,7 @@ from robaudit.classifier import Classifier
 from robaudit.engine import TOLERANCE, VerifiedBatch
 from robaudit.errors import UserInputError
 from robaudit.loading.data import DataSet
+from robaudit.report.writers import create_temp_dir, create_temp_file
 from robaudit.results import RunResult
 from robaudit.threat import Threat
 
@@ -139,13 +139,13 @@ class AdversarialExamples:
     def save(self, path: str | Path) -> Path:
         """Write the ``.npz`` atomically (temp file, then rename); returns the path."""
         p = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+        fd, tmp = create_temp_file(p)  # mode 0666 less the umask, not mkstemp's 0600
         try:
             with os.fdopen(fd, "wb") as f:
                 np.savez_compressed(f, **self.arrays())  # type: ignore[arg-type]
             os.replace(tmp, p)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
         return p
 
@@ -158,7 +158,7 @@ class AdversarialExamples:
         if self.x_adv.ndim != 4 or self.x_adv.shape[1] not in (1, 3):
             return None
         target = Path(folder)
-        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+        tmp = create_temp_dir(target)  # mode 0777 less the umask, not mkdtemp's 0700
         try:
             lines = ["row,file,attack,threat,broken,source_index,y,y_adv_pred,distance"]
             for k in range(len(self)):
@@ -612,7 +612,9 @@ def verify_examples(
 
     With ``data`` (the source reloaded), the clean input and label come from the data set
     at ``source_index`` and the file's ``x_clean``/``y`` must match them; without it they
-    come from the file (noted in the result). Randomized classifiers vote (``clf.votes``).
+    come from the file (noted in the result). A randomized classifier (``clf.votes > 1`` or
+    ``clf.sequential``) is judged by the sequential test of :mod:`robaudit.verdicts`, two
+    verdicts per row (clean and adversarial); a verdict it leaves open does not hold.
     """
     n = len(ex)
     lo, hi = clf.bounds
@@ -686,19 +688,41 @@ def verify_examples(
             )
 
     # 3. fresh forward passes: clean must be right, adversarial wrong (or right if unbroken)
-    if n:
+    test = clf.verdict_test()
+    if n and test is not None:  # randomized: sequential verdicts, α split over both per row
+        alpha = test.alpha_for(2)
+        safe_adv = torch.where(finite.view(-1, *([1] * (x_adv.dim() - 1))), x_adv, ref_x)
+        vc = clf.verdict(ref_x, ref_y, alpha).cpu()
+        va = clf.verdict(safe_adv, ref_y, alpha).cpu()
+        clean_pred, adv_pred = vc.pred, va.pred
+        clean_ok, clean_wrong, adv_wrong, adv_right = vc.right, vc.wrong, va.wrong, va.right
+        clean_draws, adv_draws = vc.draws, va.draws
+    elif n:
         clean_pred = clf.verification_logits(ref_x).argmax(dim=1).cpu()
         safe_adv = torch.where(finite.view(-1, 1, 1, 1), x_adv, ref_x)
         adv_pred = clf.verification_logits(safe_adv).argmax(dim=1).cpu()
+        clean_ok, adv_wrong = clean_pred == ref_y, adv_pred != ref_y
+        clean_wrong, adv_right = ~clean_ok, ~adv_wrong
+        clean_draws = adv_draws = torch.ones(n, dtype=torch.long)
     else:
         clean_pred = adv_pred = torch.zeros(0, dtype=torch.long)
+        clean_ok = clean_wrong = adv_wrong = adv_right = torch.zeros(0, dtype=torch.bool)
+        clean_draws = adv_draws = torch.zeros(0, dtype=torch.long)
     for k in range(n):
         y = int(ref_y[k])
-        if int(clean_pred[k]) != y:
-            bad[k].append(("clean_misclassified", f"clean input predicted {int(clean_pred[k])}, label {y}"))
-        if bool(ex.broken[k]) and int(adv_pred[k]) == y:
-            bad[k].append(("not_misclassified", f"x_adv is still classified as its label {y}"))
-        if not bool(ex.broken[k]) and int(adv_pred[k]) != y:
+        if not bool(clean_ok[k]):
+            bad[k].append(
+                ("clean_misclassified", f"clean input predicted {int(clean_pred[k])}, label {y}")
+                if bool(clean_wrong[k])
+                else ("clean_misclassified", f"clean verdict undecided after {int(clean_draws[k])} draws")
+            )
+        if bool(ex.broken[k]) and not bool(adv_wrong[k]):
+            bad[k].append(
+                ("not_misclassified", f"x_adv is still classified as its label {y}")
+                if bool(adv_right[k])
+                else ("not_misclassified", f"x_adv verdict undecided after {int(adv_draws[k])} draws")
+            )
+        if not bool(ex.broken[k]) and bool(adv_wrong[k]):
             bad[k].append(
                 ("misclassified_unbroken", f"marked unbroken but predicted {int(adv_pred[k])}, label {y}")
             )

@@ -27,13 +27,22 @@ from robaudit.attacks.base import ACCESS_FOR_REQUIRES, registry
 from robaudit.certify import run_certification
 from robaudit.checkpoint import CellStore, fingerprint
 from robaudit.classifier import ACCESS_RANK, Classifier, resolve_device
-from robaudit.config import BATTERIES, Config
+from robaudit.config import BATTERIES, PROTOCOLS, SMOKE_PROTOCOLS, Config
 from robaudit.control import FAILURE, INTERRUPTED, RunControl
 from robaudit.distributed import SINGLE, Shard
 from robaudit.engine import BatchSink, EngineControl, EngineResult, PlannedAttack, run_plan
 from robaudit.errors import ConfigError, ModelLoadError, RuntimeFailure
 from robaudit.findings import finding
-from robaudit.integrity import Preflight, post_run, preflight, react, sanity
+from robaudit.fitting import Inferred
+from robaudit.integrity import (
+    Preflight,
+    dead_gradient_threats,
+    post_run,
+    preflight,
+    react,
+    sanity,
+    settle,
+)
 from robaudit.loading.data import DataSet, load_data
 from robaudit.loading.model import LoadedModel, load_model
 from robaudit.progress import Progress
@@ -371,6 +380,7 @@ def audit(
     started: datetime | None = None,
     t0: float | None = None,
     run: RunOptions | None = None,
+    inferred: Inferred | None = None,
 ) -> RunResult:
     """Attack ``data`` through ``clf`` as ``cfg`` plans, then score and gate the outcome.
 
@@ -431,7 +441,8 @@ def audit(
             run.control.should_stop() if run.control is not None else False
         )
 
-    findings = preflight_findings(er, cfg) + pre.findings + battery_findings(cfg)
+    settled = settle(pre, er)
+    findings = preflight_findings(er, cfg) + settled + battery_findings(cfg)
     if skipped:
         findings.append(
             finding(
@@ -442,12 +453,15 @@ def audit(
         )
     if cfg.integrity.enabled:
         by_index = {p.index: p.attack for p in plan}
-        findings += post_run(er, by_index, randomized=clf.votes > 1)
+        findings += post_run(
+            er, by_index, randomized=clf.votes > 1,
+            explained=dead_gradient_threats(pre, settled),
+        )
         if cfg.integrity.sanity and any(p.attack.requires == "gradients" for p in plan):
             if halted():
                 not_run.append("sanity check (RA008)")
             else:
-                found = sanity(clf, data.samples, data.y, er.correct, seed)
+                found = sanity(clf, data.samples, data.y, er.correct, seed, pre)
                 findings += [found] if found else []
     params = {p.index: p.attack.params.model_dump(mode="json") for p in plan}
     threats, attacks, verdicts = build_tables(er, data.y, params, cfg.engine.cascade)
@@ -555,6 +569,14 @@ def audit(
             "streamed": data.samples.streamed,
         },
     }
+    if cfg.protocol is not None:
+        meta["protocol"] = {
+            "name": cfg.protocol,
+            "description": PROTOCOLS[cfg.protocol],
+            "security_claims": cfg.protocol not in SMOKE_PROTOCOLS,
+        }
+    if inferred is not None and (inferred.items or inferred.profile):
+        meta["inferred"] = inferred.to_dict()
     result = RunResult(
         model={
             "path": loaded.path,

@@ -22,6 +22,14 @@ SCORE_FORMULA = (
     "grade A ≥ 80, B ≥ 65, C ≥ 50, D ≥ 35, else F"
 )
 GRADES = ((80.0, "A"), (65.0, "B"), (50.0, "C"), (35.0, "D"))
+# gate.fail_on_findings: which unresolved findings fail the gate. An unresolved error means
+# the numbers cannot be trusted (masked gradients, attacks that do not work on the model).
+FAILING_SEVERITIES = {"none": (), "errors": ("error",), "any": ("warning", "error")}
+
+
+def untrusted(findings: Sequence[Finding]) -> list[Finding]:
+    """Unresolved error-severity findings: each says the numbers cannot be trusted."""
+    return [f for f in findings if not f.resolved and f.severity == "error"]
 
 
 def score(threats: tuple[ThreatRow, ...], clean_accuracy: float) -> float:
@@ -117,10 +125,11 @@ def evaluate_gate(
                     f"below {c.value:.1%} by {c.value - point['accuracy']:.1%}",
                 )
             )
-    if gate.fail_on_findings:
+    if gate.fail_on_findings != "none":
         checked.append("fail_on_findings")
+        severities = FAILING_SEVERITIES[gate.fail_on_findings]
         for f in findings:
-            if not f.resolved and f.severity in ("warning", "error"):
+            if not f.resolved and f.severity in severities:
                 failures.append(
                     GateFailure(
                         f"finding {f.id}",

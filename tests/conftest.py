@@ -30,6 +30,9 @@ TINY_CONFIG: dict[str, Any] = {
     ],
     "report": {"examples": 2},
     "engine": {"device": "cpu"},
+    # PGD-3 is weaker than FGSM on some samples (RA007, an error): these tests are about
+    # other things than the default findings policy (tests/unit/test_trust_defaults.py)
+    "gate": {"fail_on_findings": "none"},
 }
 
 ConfigFactory = Callable[..., Path]

@@ -64,6 +64,9 @@ class Attack(ABC):
     # "strong" (multi-step, optimized), "weak" (single step) or "baseline" (noise): a weak attack
     # breaking what strong ones missed is a sign of gradient masking (finding RA007)
     strength: ClassVar[str] = "strong"
+    # False for an attack that does not search (the noise baseline draws at random): it is no
+    # query-based black-box attack, so the report leaves it out of the black-box queries section
+    search: ClassVar[bool] = True
 
     def __init__(self, params: AttackParams | None = None) -> None:
         self.params = params if params is not None else self.Params()

@@ -31,6 +31,7 @@ class Noise(Attack):
     norms = ("linf", "l2")
     requires = "labels"
     strength = "baseline"
+    search = False  # random draws, not a query-based search
     Params = NoiseParams
     cost_rank = 0
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ from torch import nn
 
 from robaudit.errors import RuntimeFailure
 from robaudit.loading.model import _ExportedModule
-from robaudit.report.writers import atomic_write_text
+from robaudit.report.writers import atomic_write_text, create_temp_file
 
 __all__ = ["atomic_path", "atomic_torch_save", "atomic_write_text", "save_model"]
 
@@ -31,21 +30,15 @@ __all__ = ["atomic_path", "atomic_torch_save", "atomic_write_text", "save_model"
 def atomic_path(path: Path) -> Iterator[Path]:
     """A temporary path beside ``path``; renamed onto it only if the block succeeds."""
     # the temporary name keeps the suffix: torch.export warns about archives not named .pt2
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
+    # created 0666 less the umask (not mkstemp's 0600): a model file is for sharing
+    fd, tmp = create_temp_file(path, suffix=f".tmp{path.suffix}")
     os.close(fd)
     try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a model file is for sharing
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:

@@ -47,10 +47,12 @@ __all__ = [
     "DIGITS_TEST_SIZE",
     "VALID_SOURCE_FORMS",
     "DataSet",
+    "array_input_shape",
     "choose_subset",
     "dataset_from_arrays",
     "digits_arrays",
     "load_data",
+    "peek_input_shape",
 ]
 
 DIGITS_TOTAL = 1797
@@ -138,6 +140,77 @@ def load_data(
             )
 
     return _finish(raw, source, split, (c, h, w), bnds, num_classes, samples, seed, cache_mb)
+
+
+def peek_input_shape(source: str, split: str) -> tuple[int, int, int]:
+    """The C x H x W of one sample of ``source``, read without decoding the set.
+
+    For a config that leaves ``model.input_shape`` out: builtin digits are 1x8x8; a .npz
+    gives its array's shape (uint8 channel-last arrays read as such); an ImageFolder its
+    first image (grayscale files give 1 channel, anything else 3); torchvision sets their
+    arrays'. Every sample is still checked against this shape when the data is loaded.
+    """
+    if source.startswith("builtin:"):
+        _builtin(source, "all", (0.0, 1.0))  # an unknown builtin is named here
+        return (1, 8, 8)
+    if source.startswith("torchvision:"):
+        name = source.split(":", 2)[1] if source.count(":") >= 2 else ""
+        known = {"MNIST": (1, 28, 28), "FashionMNIST": (1, 28, 28), "KMNIST": (1, 28, 28)}
+        return known.get(name, (3, 32, 32))  # CIFAR10, CIFAR100, SVHN; others fail on load
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return _folder_shape(path, split)
+    if path.is_file() and (path.suffix.lower() == ".npz" or zipfile.is_zipfile(path)):
+        try:
+            with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
+                if "x" in f.files:
+                    return array_input_shape(_npz_array(f, "x", f"data file '{path}'"), str(path))
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError):
+            pass  # load_data names the problem
+    raise DataError(
+        f"data source '{source}': cannot tell the input shape without reading it as data "
+        f"(valid forms: {VALID_SOURCE_FORMS}); set model.input_shape"
+    )
+
+
+def array_input_shape(x: Any, name: str = "data") -> tuple[int, int, int]:
+    """C x H x W of arrays of images: NxCxHxW, NxHxW (one channel), uint8 NxHxWxC."""
+    shape = tuple(int(d) for d in np.shape(x))
+    dtype = getattr(x, "dtype", None)
+    if len(shape) == 3:
+        return (1, shape[1], shape[2])
+    if len(shape) == 4:
+        channel_last = (
+            str(dtype) in ("uint8", "torch.uint8")
+            and shape[3] in (1, 3, 4)
+            and shape[1] not in (1, 3, 4)
+        )
+        return (shape[3], shape[1], shape[2]) if channel_last else (shape[1], shape[2], shape[3])
+    raise DataError(
+        f"{name}: samples have shape {list(shape[1:])}, not an image: this version of robaudit "
+        "audits image models only (N x C x H x W data); vector and sequence inputs are not "
+        "supported yet"
+    )
+
+
+def _folder_shape(root: Path, split: str) -> tuple[int, int, int]:
+    from PIL import Image, UnidentifiedImageError
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    sub = root / split
+    base = sub if split and sub.is_dir() and _class_dirs(sub) else root
+    for cls in _class_dirs(base):
+        for f in sorted((base / cls).iterdir()):
+            if f.suffix.lower() in IMG_EXTENSIONS and f.is_file():
+                try:
+                    with Image.open(f) as im:
+                        c = 1 if im.mode in ("L", "1", "LA") or im.mode.startswith("I") else 3
+                        return (c, im.size[1], im.size[0])
+                except (OSError, UnidentifiedImageError) as exc:
+                    raise DataError(f"image '{f}' cannot be read: {_one_line(exc)}") from exc
+    raise DataError(
+        f"ImageFolder '{base}' has no images in class subfolders; expected DIR/<class>/<image>.png"
+    )
 
 
 def dataset_from_arrays(

@@ -16,6 +16,7 @@ from typing import Any
 from jinja2 import ChainableUndefined, Environment, PackageLoader, Undefined
 from markupsafe import Markup
 
+from robaudit.report.notices import inferred_lines, protocol_line, untrusted_line
 from robaudit.report.svg import Point, Series, line_chart
 
 DASH = "—"
@@ -109,6 +110,20 @@ def class_label(names: list[str] | None, k: Any) -> str:
     return DASH if _missing(k) else str(k)
 
 
+def has_undecided(doc: dict[str, Any]) -> bool:
+    """True when a randomized model left verdicts open: the threat table then shows robust
+    accuracy as an interval and the undecided count (deterministic reports look unchanged)."""
+    return any(
+        (t.get("undecided") or 0) > 0
+        or (
+            isinstance(t.get("robust_accuracy_upper"), (int, float))
+            and isinstance(t.get("robust_accuracy"), (int, float))
+            and t["robust_accuracy_upper"] != t["robust_accuracy"]
+        )
+        for t in doc.get("threats") or []
+    )
+
+
 def _pair(v: Any) -> tuple[float, float] | None:
     """A ``[low, high]`` interval from the document, if it is one."""
     if isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v):
@@ -177,10 +192,27 @@ def certified_chart(doc: dict[str, Any]) -> Markup | None:
     return line_chart(series, title="Certified accuracy vs L2 radius", x_label="radius (l2)")
 
 
+def black_box_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Attack rows of query-based black-box searches (a query budget or a queries curve).
+
+    An attack registered with ``search = False`` (the noise baseline: random draws) is left
+    out; its row stays in the per-attack tables. An attack not registered here is kept.
+    """
+    from robaudit.attacks.base import registry
+
+    known = registry()
+    return [
+        a
+        for a in doc.get("attacks") or []
+        if (a.get("query_budget") or a.get("query_curve"))
+        and getattr(known.get(str(a.get("attack"))), "search", True)
+    ]
+
+
 def query_charts(doc: dict[str, Any]) -> list[tuple[str, Markup]]:
     """Per threat: robust accuracy had each black-box attack stopped after q queries per sample."""
     by_threat: dict[str, list[Series]] = {}
-    for a in doc.get("attacks") or []:
+    for a in black_box_rows(doc):
         curve = a.get("query_curve")
         if not curve:
             continue
@@ -229,7 +261,11 @@ def render_html(doc: dict[str, Any]) -> str:
         charts=charts(doc),
         query_charts=query_charts(doc),
         certified_chart=certified_chart(doc),
-        black_box=[a for a in doc.get("attacks") or [] if a.get("query_budget") or a.get("query_curve")],
+        undecided_shown=has_undecided(doc),
+        black_box=black_box_rows(doc),
+        untrusted=untrusted_line(doc),
+        protocol=protocol_line(doc),
+        inferred=inferred_lines(doc),
         good_ratio=GOOD_RATIO,
         warn_ratio=WARN_RATIO,
     )

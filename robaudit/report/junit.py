@@ -15,6 +15,8 @@ import re
 import xml.etree.ElementTree as ET
 from typing import Any
 
+from robaudit.report.notices import protocol_line, untrusted_line
+
 _INVALID_XML = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 STRICT = "fail_on_findings"
 
@@ -53,7 +55,14 @@ def failure_message(f: dict[str, Any]) -> str:
 
 def strict_mode(doc: dict[str, Any]) -> bool:
     gate, cfg = doc.get("gate") or {}, (doc.get("config") or {}).get("gate") or {}
-    return STRICT in (gate.get("checked") or []) or bool(cfg.get(STRICT))
+    policy = cfg.get(STRICT)
+    return STRICT in (gate.get("checked") or []) or policy not in (None, False, "none")
+
+
+def _failing_severities(doc: dict[str, Any]) -> tuple[str, ...]:
+    """Severities gate.fail_on_findings fails on (true in old reports meant any)."""
+    policy = ((doc.get("config") or {}).get("gate") or {}).get(STRICT)
+    return ("error",) if policy == "errors" else ("warning", "error")
 
 
 def _case(suite: ET.Element, classname: str, name: str, seconds: float = 0.0) -> ET.Element:
@@ -137,7 +146,7 @@ def render_junit(doc: dict[str, Any]) -> str:
             if not isinstance(f, dict):
                 continue
             case = _case(suite, "robaudit.findings", f"{f.get('id')} {f.get('title')}")
-            failing = not f.get("resolved") and f.get("severity") in ("warning", "error")
+            failing = not f.get("resolved") and f.get("severity") in _failing_severities(doc)
             if failing:
                 msg = f"unresolved {f.get('severity')}: {f.get('title')} ({f.get('detail')})"
                 ET.SubElement(case, "failure", {"message": xml_text(msg), "type": "finding"}).text = (
@@ -169,7 +178,8 @@ def render_junit(doc: dict[str, Any]) -> str:
     suite.set("time", f"{duration:.3f}" if duration is not None else "0")
     if meta.get("started_at"):
         suite.set("timestamp", xml_text(meta.get("started_at")))
-    ET.SubElement(suite, "system-out").text = xml_text("\n".join(_threat_lines(doc)))
+    notes = [n for n in (untrusted_line(doc), protocol_line(doc)) if n]
+    ET.SubElement(suite, "system-out").text = xml_text("\n".join(notes + _threat_lines(doc)))
     root = ET.Element(
         "testsuites",
         {k: suite.get(k, "0") for k in ("tests", "failures", "errors", "time")} | {"name": "robaudit"},

@@ -12,6 +12,8 @@ import math
 import re
 from typing import Any
 
+from robaudit.report.notices import inferred_lines, protocol_line, untrusted_line
+
 _ACTIVE = set("\\`*_{}[]()<>#+!|~&$^@:")
 _LEADING = re.compile(r"^(\s*)(-|=|\d{1,9}[.)](?=\s|$))")  # others are in _ACTIVE
 SHA_SHORT = 12
@@ -238,6 +240,13 @@ def _short(sha: Any) -> str:
 def render_markdown(doc: dict[str, Any]) -> str:
     """The summary as Markdown text (GitHub-flavoured: tables, no raw HTML)."""
     lines = [_verdict(doc), "", _identity(doc), ""]
+    for note in (untrusted_line(doc), protocol_line(doc)):
+        if note:
+            lines += [f"> ⚠ **{md_escape(note)}**", ""]
+    for line in inferred_lines(doc):
+        lines += [f"- inferred: {md_escape(line)}"]
+    if inferred_lines(doc):
+        lines.append("")
     lines += _threat_table(doc)
     failures = (doc.get("gate") or {}).get("failures") or []
     if failures:

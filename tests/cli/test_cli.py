@@ -135,22 +135,33 @@ def test_init_unknown_preset(cli: Any) -> None:
 
 
 @pytest.mark.parametrize("preset", PRESET_NAMES)
-def test_validate_preset_lists_threats(preset: str, cli: Any, repo_root: Path) -> None:
+def test_validate_preset_lists_threats(preset: str, cli: Any, repo_root: Path, tmp_path: Path) -> None:
+    """A preset leaves its budgets to the profile: validate shows every profile's budgets; the
+    config `init --model --data` fits lists exactly the threats a scan of the preset plans."""
     path = repo_root / "configs" / f"{preset}.yaml"
     r = cli("validate", path)
     assert r.exit_code == 0, r.output
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert f"{len(raw['attacks'])} attack entr" in r.stdout
+    for name in ("digits", "mnist", "cifar", "imagenet"):
+        assert f"  {name}: linf " in r.stdout
+    assert "cifar: linf 8/255, 16/255 (headline 8/255) · l2 0.5 (headline 0.5)" in r.stdout
+    assert cli("validate", "--quiet", path).stdout == ""
+    fitted = tmp_path / "fitted.yaml"
+    r = cli("init", "--preset", preset, "--model", repo_root / "sample_models" / "digits_cnn.pt",
+            "--data", "builtin:digits", "--output", fitted)
+    assert r.exit_code == 0, r.output
+    r = cli("validate", fitted)
+    assert r.exit_code == 0, r.output
+    fitted_raw = yaml.safe_load(fitted.read_text(encoding="utf-8"))
     expected = set()
-    for spec in raw["attacks"]:
-        eps = spec["eps"] if isinstance(spec["eps"], list) else [spec["eps"]]
-        for e in eps:
+    for spec in fitted_raw["attacks"]:
+        for e in spec["eps"]:
             label = e.strip() if isinstance(e, str) else format_eps(parse_eps(e))
-            expected.add(f"{spec.get('norm', 'linf')} {label}")
+            expected.add(f"white-box {spec.get('norm', 'linf')} {label}")
     for threat in expected:
         assert threat in r.stdout, threat
     assert f"{len(expected)} threat(s)" in r.stdout
-    assert f"{len(raw['attacks'])} attack entr" in r.stdout
-    assert cli("validate", "--quiet", path).stdout == ""
 
 
 # --------------------------------------------------------------------- scan

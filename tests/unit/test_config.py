@@ -59,7 +59,7 @@ def test_errors_name_the_yaml_path(patch: tuple[str, str], expected: str) -> Non
 
 def test_gate_must_name_a_threat_that_runs() -> None:
     text = BASE + "gate: {min_robust_accuracy: [{norm: linf, eps: 0.3, value: 0.5}]}\n"
-    with pytest.raises(ConfigError, match=r"gate.min_robust_accuracy\[0\]: no attack runs at linf eps 0.3"):
+    with pytest.raises(ConfigError, match=r"gate.min_robust_accuracy\[0\]: no attack runs at white-box linf eps 0.3"):
         config_from_yaml(text)
 
 

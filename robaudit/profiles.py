@@ -1,0 +1,101 @@
+"""Budget profiles: the field's standard budgets for an input size, so presets fit any model.
+
+A preset that does not fix its budgets (an attack entry without ``eps``, a gate threshold
+without ``eps``) takes them from the profile chosen by the model's input size, or from the
+config's ``profile``. The numbers are the ones published results use, in units of a [0, 1]
+input range; for other ``model.bounds`` they scale with the range (a [0, 255] model gets 8
+for ``8/255``).
+
+The rule for ``profile: auto`` (C x H x W input, side = max(H, W)):
+
+- one channel and side <= 16: ``digits`` (scikit-learn's 8x8 digits and similar);
+- one channel and side <= 28: ``mnist``;
+- side <= 64 (any channels): ``cifar`` (CIFAR-10/100, SVHN, Tiny-ImageNet at 64 px);
+- larger: ``imagenet`` (224 px and up; sizes between 64 and 224 px take these too).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+PROFILE_NAMES = ("auto", "digits", "mnist", "cifar", "imagenet")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Budgets per norm (as written, e.g. ``"8/255"``) and the headline budget of each norm."""
+
+    name: str
+    description: str
+    budgets: dict[str, tuple[str, ...]]
+    headline: dict[str, str]
+
+    def eps(self, norm: str, span: float = 1.0) -> list[str]:
+        """The budgets of ``norm`` as config values, scaled to an input range of ``span``."""
+        return [scale(e, span) for e in self.budgets[norm]]
+
+    def headline_eps(self, norm: str, span: float = 1.0) -> str:
+        return scale(self.headline[norm], span)
+
+
+PROFILES: dict[str, Profile] = {
+    p.name: p
+    for p in (
+        Profile(
+            "digits",
+            "8x8 to 16x16 grayscale digits",
+            {"linf": ("0.1", "0.2"), "l2": ("1", "2")},
+            {"linf": "0.1", "l2": "1"},
+        ),
+        Profile(
+            "mnist",
+            "up to 28x28 grayscale (MNIST budgets: Linf 0.3, L2 2.0)",
+            {"linf": ("0.1", "0.2", "0.3"), "l2": ("1", "2")},
+            {"linf": "0.3", "l2": "2"},
+        ),
+        Profile(
+            "cifar",
+            "about 32x32 (CIFAR-10 budgets of RobustBench: Linf 8/255, L2 0.5)",
+            {"linf": ("8/255", "16/255"), "l2": ("0.5",)},
+            {"linf": "8/255", "l2": "0.5"},
+        ),
+        Profile(
+            "imagenet",
+            "224 px and up (ImageNet budgets of RobustBench: Linf 4/255, L2 3.0)",
+            {"linf": ("4/255",), "l2": ("3",)},
+            {"linf": "4/255", "l2": "3"},
+        ),
+    )
+}
+
+
+def choose(input_shape: tuple[int, ...]) -> tuple[Profile, str]:
+    """The profile ``auto`` picks for an input shape, and why (for the report)."""
+    c, h, w = input_shape
+    side = max(h, w)
+    dims = f"{c}x{h}x{w}"
+    if c == 1 and side <= 16:
+        return PROFILES["digits"], f"input {dims}: one channel, at most 16 px"
+    if c == 1 and side <= 28:
+        return PROFILES["mnist"], f"input {dims}: one channel, at most 28 px"
+    if side <= 64:
+        return PROFILES["cifar"], f"input {dims}: at most 64 px"
+    return PROFILES["imagenet"], f"input {dims}: larger than 64 px"
+
+
+def scale(eps: str, span: float) -> str:
+    """A budget written for a [0, 1] range, for a range of ``span`` (kept as written at 1)."""
+    if span == 1.0:
+        return eps
+    value = Fraction(eps) * Fraction(span).limit_denominator(10**6)
+    return f"{float(value):.10g}"
+
+
+def summary(name: str) -> str:
+    """One line per profile for ``robaudit validate``: its budgets per norm, headline first."""
+    p = PROFILES[name]
+    norms = " · ".join(
+        f"{norm} {', '.join(b)} (headline {p.headline[norm]})" for norm, b in p.budgets.items()
+    )
+    return f"{name}: {norms}"

@@ -1,0 +1,49 @@
+"""The one-line notices every renderer shows the same way: numbers that cannot be trusted, a
+smoke-test protocol, and what the run inferred instead of reading it from the config."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def untrusted_line(doc: dict[str, Any]) -> str | None:
+    """One line naming the unresolved error findings, which make the numbers untrustworthy."""
+    bad = [
+        f for f in doc.get("findings") or []
+        if isinstance(f, dict) and not f.get("resolved") and f.get("severity") == "error"
+    ]
+    if not bad:
+        return None
+    names = ", ".join(f"{f.get('id')} ({f.get('title')})" for f in bad)
+    return (
+        f"UNTRUSTED: unresolved error finding{'s' if len(bad) > 1 else ''} {names}: the robust "
+        "accuracy numbers cannot be trusted (robaudit explain "
+        f"{bad[0].get('id')})"
+    )
+
+
+def protocol_line(doc: dict[str, Any]) -> str | None:
+    """The named protocol the run followed; a smoke test says it is no basis for claims."""
+    p = (doc.get("meta") or {}).get("protocol")
+    if not isinstance(p, dict):
+        return None
+    if not p.get("security_claims", True):
+        return f"{p.get('name')} protocol: {p.get('description')}"
+    return f"protocol {p.get('name')}: {p.get('description')}"
+
+
+def inferred_lines(doc: dict[str, Any]) -> list[str]:
+    """What the run filled in that the config left out, each with where it came from."""
+    inferred = (doc.get("meta") or {}).get("inferred")
+    if not isinstance(inferred, dict):
+        return []
+    out = []
+    for name, item in inferred.items():
+        if not isinstance(item, dict):
+            continue
+        if name == "profile":
+            budgets = ", ".join(str(b) for b in item.get("budgets") or [])
+            out.append(f"budgets of {budgets} from the {item.get('value')} profile ({item.get('from')})")
+        else:
+            out.append(f"{name} {item.get('value')} from {item.get('from')}")
+    return out
