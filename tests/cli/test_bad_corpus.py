@@ -185,6 +185,14 @@ def _image_folder_without_classes(d: Path) -> Path:
     return d / "no_classes"
 
 
+def _vectors_npz(d: Path) -> Path:
+    """Tabular rows (N x 30): not images; the inferred shape must be refused plainly."""
+    import numpy as np
+
+    np.savez(d / "vectors.npz", x=np.zeros((6, 30), dtype=np.float32), y=np.zeros(6, dtype=np.int64))
+    return d / "vectors.npz"
+
+
 def _oversize_config(d: Path) -> Path:
     text = yaml.safe_dump(TINY_CONFIG) + "# padding\n" * 100_001
     (d / "big.yaml").write_text(text, encoding="utf-8")
@@ -226,6 +234,7 @@ RECIPES: dict[str, Callable[[Path], Path]] = {
     "image_folder_html_class": _image_folder_html_class,
     "image_folder_without_images": _image_folder_without_images,
     "image_folder_without_classes": _image_folder_without_classes,
+    "vectors_npz": _vectors_npz,
     "oversize_config": _oversize_config,
     "a_file": _a_file,
     "under_a_file": _under_a_file,
