@@ -61,6 +61,7 @@ from robaudit.export import (
     verify_examples,
 )
 from robaudit.fitting import Inferred, fit_config, needs_fit, probe_num_classes
+from robaudit.guard import train_eval_gap, untouched
 from robaudit.loading.data import (
     DataSet,
     array_input_shape,
@@ -434,7 +435,7 @@ def _data_shape(data: DataInput, source: str, split: str) -> tuple[tuple[int, in
         first = _item_xy(next(iter(data)), "DataLoader")[0]
         return array_input_shape(first, "DataLoader batch"), "the DataLoader's first batch"
     if isinstance(data, torch.utils.data.Dataset):
-        item = data[0] if hasattr(data, "__getitem__") else next(iter(data))  # type: ignore[arg-type]
+        item = data[0] if hasattr(data, "__getitem__") else next(iter(data))
         first = _item_xy(item, "Dataset")[0]
         return array_input_shape(np.asarray(first)[None], "Dataset item"), "the Dataset's first item"
     raise DataError(
@@ -531,9 +532,9 @@ def _resolve_data(
 ) -> DataSet:
     """Every accepted data form, through the loaders' own checks."""
     target: dict[str, Any] = {
-        "input_shape": cfg.model.input_shape,
+        "input_shape": cfg.model.shape,
         "bounds": cfg.model.bounds,
-        "num_classes": cfg.model.num_classes,
+        "num_classes": cfg.model.classes,
         "cache_mb": cfg.data.cache_mb,
     }
     if data is None or isinstance(data, (str, os.PathLike)):
@@ -703,12 +704,43 @@ def scan(
         resolve_device(settings.device)  # an unusable device fails before anything loads
     bar = _progress(progress)
     loaded, given_clf = _resolve_model(model, cfg, settings)
+    with untouched(loaded.module, loaded.path) as was_training:
+        report = _scan_module(
+            loaded, given_clf, model, data, cfg, config_path, settings, bar, run_options,
+            started, t0, save_adversarial, save_unbroken, was_training,
+        )
+    if base is not None:
+        report = Report(
+            _apply_baseline(report.result, base[0], base[1], max_drop), adversarial=report.adversarial
+        )
+    return report
+
+
+def _scan_module(
+    loaded: LoadedModel,
+    given_clf: Classifier | None,
+    model: ModelInput,
+    data: DataInput,
+    cfg: Config,
+    config_path: str | None,
+    settings: RunSettings,
+    bar: Progress | None,
+    run_options: RunOptions,
+    started: datetime,
+    t0: float,
+    save_adversarial: bool,
+    save_unbroken: bool,
+    was_training: bool,
+) -> Report:
+    """The audit proper, with the model already in eval mode (see :func:`robaudit.guard.untouched`)."""
     cfg, inferred = fit_to(cfg, config_path, loaded, given_clf, data, settings)
     dataset = _resolve_data(data, cfg, settings.samples, settings.data_seed, settings.source)
     check_model_output(loaded, cfg, dataset)
     module = loaded.module
-    was_training = module.training
     home = _home_device(module)
+    gap = None
+    if was_training:
+        gap = train_eval_gap(module, dataset.samples[:8].to(home or torch.device("cpu")))
     try:
         clf = given_clf or make_classifier(loaded, cfg, settings)
         if given_clf is not None:
@@ -720,15 +752,17 @@ def scan(
         result = audit(
             clf, loaded, dataset, cfg, settings, progress=bar, config_path=config_path,
             on_batch=collector, started=started, t0=t0, run=run_options, inferred=inferred,
+            train_eval_gap=gap,
         )
     finally:
-        if given_clf is None and isinstance(model, nn.Module):
-            if home is not None and _home_device(module) != home:
-                module.to(home)
-            module.train(was_training)
+        if (
+            given_clf is None
+            and isinstance(model, nn.Module)
+            and home is not None
+            and _home_device(module) != home
+        ):
+            module.to(home)
     adversarial = collector.finish(result) if collector is not None else None
-    if base is not None:
-        result = _apply_baseline(result, base[0], base[1], max_drop)
     return Report(result, adversarial=adversarial)
 
 
@@ -802,6 +836,23 @@ def verify(
     if not isinstance(model, Classifier):
         resolve_device(settings.device)
     loaded, given_clf = _resolve_model(model, cfg, settings)
+    with untouched(loaded.module, loaded.path):
+        return _verify_module(loaded, given_clf, model, ex, path, cfg, config_path, data, settings, meta_data)
+
+
+def _verify_module(
+    loaded: LoadedModel,
+    given_clf: Classifier | None,
+    model: ModelInput,
+    ex: AdversarialExamples,
+    path: str,
+    cfg: Config,
+    config_path: str | None,
+    data: DataInput,
+    settings: RunSettings,
+    meta_data: dict[str, Any],
+) -> VerifyResult:
+    """:func:`verify` with the model in eval mode (see :func:`robaudit.guard.untouched`)."""
     if needs_fit(cfg):
         shape = ex.x_adv.shape[1:] if cfg.model.input_shape is None else cfg.model.input_shape
         classes = cfg.model.num_classes or (
@@ -827,16 +878,18 @@ def verify(
     if stored_bounds is not None and [float(b) for b in stored_bounds] != [float(b) for b in cfg.model.bounds]:
         notes.append(f"the file says bounds {stored_bounds}; checked against the config's {list(cfg.model.bounds)}")
     module = loaded.module
-    was_training = module.training
     home = _home_device(module)
     try:
         clf = given_clf or make_classifier(loaded, cfg, settings)
         res = verify_examples(ex, clf, dataset, path=path, model_sha256=loaded.sha256)
     finally:
-        if given_clf is None and isinstance(model, nn.Module):
-            if home is not None and _home_device(module) != home:
-                module.to(home)
-            module.train(was_training)
+        if (
+            given_clf is None
+            and isinstance(model, nn.Module)
+            and home is not None
+            and _home_device(module) != home
+        ):
+            module.to(home)
     if notes:
         res = replace(res, notes=(*res.notes, *notes))
     return res

@@ -77,6 +77,21 @@ class ModelSection(_Section):
     arch: str | None = Field(None, description="'package.module:Class' for state_dict files")
     arch_kwargs: dict[str, Any] = Field(default_factory=dict)
 
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """The input shape of a fitted config (one a run has filled in from the data)."""
+        if self.input_shape is None:
+            raise ConfigError("model.input_shape is not known yet: a run takes it from the data")
+        c, h, w = self.input_shape
+        return (c, h, w)
+
+    @property
+    def classes(self) -> int:
+        """The class count of a fitted config (one a run has filled in from the model)."""
+        if self.num_classes is None:
+            raise ConfigError("model.num_classes is not known yet: a run asks the model")
+        return self.num_classes
+
     @field_validator("input_shape")
     @classmethod
     def _positive_shape(cls, v: tuple[int, ...] | None) -> tuple[int, ...] | None:
@@ -304,6 +319,13 @@ class GateThreshold(_Section):
     def _parse_eps(cls, v: Any) -> float | None:
         return None if v is None else parse_eps(v)
 
+    @property
+    def budget(self) -> float:
+        """The eps of a fitted config (the profile's headline filled in when it was left out)."""
+        if self.eps is None:
+            raise ConfigError(f"gate threshold at {self.norm} has no eps yet: a run fits it")
+        return self.eps
+
 
 class CertifySection(SmoothingParams):
     """Randomized-smoothing certification of the model, and an adaptive attack on the smoothed
@@ -394,13 +416,13 @@ class Config(_Section):
 
     version: Literal[1] = 1
     seed: int = Field(0, ge=0, le=MAX_SEED)
+    model: ModelSection
     protocol: Literal["quick", "standard", "strict", "autoattack"] | None = Field(
         None, description="the named protocol this config follows (the report quotes it)"
     )
     profile: Literal["auto", "digits", "mnist", "cifar", "imagenet"] = Field(
         "auto", description="budgets for entries without eps: auto picks by input size"
     )
-    model: ModelSection
     data: DataSection = Field(default_factory=DataSection)
     attacks: list[AttackSpec] = Field(min_length=1)
     defenses: list[DefenseSpec] = Field(default_factory=list)
@@ -700,7 +722,8 @@ def _check_gate(source: str, cfg: Config) -> list[str]:
             )
             continue
         if not any(
-            t.norm == g.norm and t.access == g.access and abs(t.eps - g.eps) < 1e-9 for t in threats
+            t.norm == g.norm and t.access == g.access and abs(t.eps - g.budget) < 1e-9
+            for t in threats
         ):
             have = (
                 ", ".join(f"{t.access} {t.norm} {t.label}" for t in threats if t.norm == g.norm)

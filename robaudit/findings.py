@@ -151,6 +151,17 @@ CATALOG: dict[str, FindingDoc] = {
             "larger n; do not rely on the certified numbers until this is explained",
         ),
         FindingDoc(
+            "RA018", "warning", "Model handed over in training mode",
+            "the model was in training mode when robaudit got it, and its outputs differ "
+            "between training and eval mode (BatchNorm batch statistics, dropout)",
+            "a model constructed or loaded in Python starts in training mode; audited that way "
+            "its predictions would depend on the batch and each pass would change its BatchNorm "
+            "statistics. robaudit audits eval mode, never changes the model, and restores its "
+            "mode afterwards",
+            "call model.eval() before deployment and before auditing, so the audited and the "
+            "deployed model are the same",
+        ),
+        FindingDoc(
             "RA016", "error", "Query accounting mismatch",
             "a black-box attack's own per-sample query counts disagree with robaudit's counter",
             "queries-per-success and the queries-vs-accuracy curve come from the per-sample "

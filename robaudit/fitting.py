@@ -74,6 +74,8 @@ def probe_num_classes(module: nn.Module, input_shape: tuple[int, ...], bounds: A
     device = next((t.device for t in (*module.parameters(), *module.buffers())), None)
     if device is not None:
         probe = probe.to(device)
+    was_training = module.training
+    module.eval()  # a training-mode pass would update BatchNorm statistics
     try:
         with torch.no_grad():
             out = module(probe)
@@ -83,6 +85,8 @@ def probe_num_classes(module: nn.Module, input_shape: tuple[int, ...], bounds: A
             f"{where}: model fails on inputs of shape {list(probe.shape)} (input shape taken "
             f"from the data; set model.input_shape if that is wrong): {line}"
         ) from None
+    finally:
+        module.train(was_training)
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[1] < 2:
         shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ModelLoadError(

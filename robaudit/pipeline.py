@@ -194,17 +194,17 @@ def check_model_output(loaded: LoadedModel, cfg: Config, data: DataSet) -> None:
     except Exception as exc:  # any failure here means the model does not fit the config
         raise ModelLoadError(
             f"{loaded.path}: model fails on inputs of shape {list(probe.shape)} "
-            f"(model.input_shape {list(cfg.model.input_shape)}): {_cause_line(exc)}"
+            f"(model.input_shape {list(cfg.model.shape)}): {_cause_line(exc)}"
         ) from None
     if not isinstance(out, torch.Tensor):
         raise ModelLoadError(
             f"{loaded.path}: model returns {type(out).__name__}, expected a logits tensor "
-            f"N x {cfg.model.num_classes}"
+            f"N x {cfg.model.classes}"
         )
-    if out.dim() != 2 or out.shape[1] != cfg.model.num_classes:
+    if out.dim() != 2 or out.shape[1] != cfg.model.classes:
         raise ModelLoadError(
             f"{loaded.path}: model output has shape {list(out.shape)} for {probe.shape[0]} inputs; "
-            f"expected [{probe.shape[0]}, {cfg.model.num_classes}] (model.num_classes)"
+            f"expected [{probe.shape[0]}, {cfg.model.classes}] (model.num_classes)"
         )
     if not bool(torch.isfinite(out).all()):  # else votes and EOT would hide it until the end
         raise ModelLoadError(
@@ -225,12 +225,12 @@ def preflight_findings(er: EngineResult, cfg: Config) -> list[Finding]:
     out: list[Finding] = []
     n = int(er.correct.numel())
     acc = float(er.correct.float().mean()) if n else 0.0
-    chance = 1.0 / cfg.model.num_classes
+    chance = 1.0 / cfg.model.classes
     if n and acc < min(0.5, 2 * chance):
         out.append(
             finding(
                 "RA001",
-                f"clean accuracy {acc:.1%} with {cfg.model.num_classes} classes (chance "
+                f"clean accuracy {acc:.1%} with {cfg.model.classes} classes (chance "
                 f"{chance:.1%}): check model.mean/std, model.bounds and the labels",
             )
         )
@@ -268,9 +268,9 @@ def load_inputs(
     data = load_data(
         settings.source,
         split=cfg.data.split,
-        input_shape=cfg.model.input_shape,
+        input_shape=cfg.model.shape,
         bounds=cfg.model.bounds,
-        num_classes=cfg.model.num_classes,
+        num_classes=cfg.model.classes,
         samples=settings.samples,
         seed=settings.data_seed,
         cache_mb=cfg.data.cache_mb,
@@ -284,7 +284,7 @@ def make_classifier(loaded: LoadedModel, cfg: Config, settings: RunSettings) -> 
     access = min(loaded.max_access, settings.access, key=ACCESS_RANK.__getitem__)
     return Classifier(
         loaded.module,
-        num_classes=cfg.model.num_classes,
+        num_classes=cfg.model.classes,
         bounds=cfg.model.bounds,
         mean=cfg.model.mean,
         std=cfg.model.std,
@@ -381,6 +381,7 @@ def audit(
     t0: float | None = None,
     run: RunOptions | None = None,
     inferred: Inferred | None = None,
+    train_eval_gap: float | None = None,
 ) -> RunResult:
     """Attack ``data`` through ``clf`` as ``cfg`` plans, then score and gate the outcome.
 
@@ -443,6 +444,15 @@ def audit(
 
     settled = settle(pre, er)
     findings = preflight_findings(er, cfg) + settled + battery_findings(cfg)
+    if train_eval_gap is not None and train_eval_gap > 1e-5:
+        findings.append(
+            finding(
+                "RA018",
+                f"the model came in training mode; its logits differ from eval mode's by up to "
+                f"{train_eval_gap:.3g} on 8 probed samples. The numbers are eval mode's; the "
+                "model's mode and tensors were restored unchanged",
+            )
+        )
     if skipped:
         findings.append(
             finding(
@@ -583,8 +593,8 @@ def audit(
             "sha256": loaded.sha256,
             "format": loaded.format,
             "arch": loaded.arch,
-            "input_shape": list(cfg.model.input_shape),
-            "num_classes": cfg.model.num_classes,
+            "input_shape": list(cfg.model.shape),
+            "num_classes": cfg.model.classes,
             "class_names": class_names,
             "bounds": list(cfg.model.bounds),
             "mean": cfg.model.mean,
@@ -615,7 +625,7 @@ def audit(
         certification=certification,
         confusions=confusion_rows(data.y, model_threats, verdicts),
         per_class=per_class_rows(
-            data.y, er.correct, model_threats, verdicts, cfg.model.num_classes
+            data.y, er.correct, model_threats, verdicts, cfg.model.classes
         ),
         minimal_norms=minimal_norm_rows(
             er,

@@ -71,7 +71,7 @@ def evaluate_gate(
             )
     for g in gate.min_robust_accuracy:
         where = "" if g.variant == "model" else f"{g.variant} "
-        name = f"min_robust_accuracy[{where}{g.access} {g.norm} eps={g.eps:g}]"
+        name = f"min_robust_accuracy[{where}{g.access} {g.norm} eps={g.budget:g}]"
         checked.append(name)
         row = next(
             (
@@ -80,7 +80,7 @@ def evaluate_gate(
                 if t.norm == g.norm
                 and t.access == g.access
                 and t.variant == g.variant
-                and abs(t.eps - g.eps) < 1e-9
+                and abs(t.eps - g.budget) < 1e-9
             ),
             None,
         )

@@ -113,6 +113,8 @@ def harden_model(
     """
     from robaudit.api import resolve_config, scan, state_sha256
     from robaudit.classifier import resolve_device
+    from robaudit.fitting import fit_config, needs_fit, probe_num_classes
+    from robaudit.loading.data import peek_input_shape
     from robaudit.loading.model import load_model
 
     opts = options or HardenOptions()
@@ -124,7 +126,6 @@ def harden_model(
     cfg, config_path = resolve_config(config)
     config_name = config_path or "config"
     check_audit_split(cfg, config_name)
-    threat = training_threat(cfg, opts)
     source = training_source(cfg, train_data)
     out_dir = Path(out)
     check_out(out_dir, resume)
@@ -150,10 +151,18 @@ def harden_model(
             f"model must be a checkpoint path or a torch.nn.Module, not {type(model).__name__}"
         )
 
+    if needs_fit(cfg):  # a preset: shape from the training data, classes from the model
+        shape = cfg.model.input_shape or peek_input_shape(source, "train")
+        classes = cfg.model.num_classes or probe_num_classes(module, shape, cfg.model.bounds, name)
+        cfg, _ = fit_config(
+            cfg, input_shape=shape, num_classes=classes, shape_from=f"the data ({source})",
+            source=config_name,
+        )
+    threat = training_threat(cfg, opts)
     data = load_training_data(
         cfg, source, holdout=opts.holdout, samples=opts.train_samples, seed=run_seed
     )
-    _check_fits(module, data, cfg.model.num_classes, name)
+    _check_fits(module, data, cfg.model.classes, name)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -166,19 +175,19 @@ def harden_model(
     }
     outcome = train(
         module, data, opts, threat,
-        num_classes=cfg.model.num_classes, bounds=cfg.model.bounds,
+        num_classes=cfg.model.classes, bounds=cfg.model.bounds,
         mean=cfg.model.mean, std=cfg.model.std, seed=run_seed, device=dev, out=out_dir,
         resume=resume, identity=identity, model_name=name,
         progress=progress, on_batch=on_batch, on_epoch=on_epoch,
     )
-    files, notes = save_model(module, out_dir, cfg.model.input_shape)
+    files, notes = save_model(module, out_dir, cfg.model.shape)
     files["training_log"] = out_dir / "training_log.csv"
     files["checkpoints"] = out_dir / CHECKPOINT_DIR
     if not audit:
         return HardenResult(out_dir, opts.method, threat, files, outcome, notes=tuple(notes))
 
     audit_kwargs: dict[str, Any] = {
-        "config": config if config_path is not None else cfg,
+        "config": config if config_path is not None else cfg,  # each audit fits it again
         "device": device, "samples": samples, "seed": seed, "progress": progress,
     }
     original = scan(model, trust_model=trust_model, **audit_kwargs)

@@ -74,9 +74,9 @@ def load_training_data(
     ds = load_data(
         source,
         split="train",
-        input_shape=cfg.model.input_shape,
+        input_shape=cfg.model.shape,
         bounds=cfg.model.bounds,
-        num_classes=cfg.model.num_classes,
+        num_classes=cfg.model.classes,
         samples=samples,
         seed=seed,
     )

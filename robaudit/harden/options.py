@@ -165,7 +165,7 @@ def training_threat(cfg: Config, opts: HardenOptions) -> Threat:
         norm = norm or default.norm
         eps = eps if eps is not None else default.eps
     lo, hi = cfg.model.bounds
-    c, h, w = cfg.model.input_shape
+    c, h, w = cfg.model.shape
     limit = (hi - lo) if norm == "linf" else (hi - lo) * math.sqrt(c * h * w)
     if not 0 < eps <= limit:
         raise UserInputError(
@@ -180,10 +180,10 @@ def _config_threat(cfg: Config, norm: str | None) -> Threat | None:
 
     for g in cfg.gate.min_robust_accuracy:
         if g.access == "white-box" and g.variant == "model" and norm in (None, g.norm):
-            return Threat(g.norm, g.eps)
+            return Threat(g.norm, g.budget)
     reg = registry()
     for spec in cfg.attacks:
-        if spec.access != "white-box" or norm not in (None, spec.norm):
+        if spec.access != "white-box" or norm not in (None, spec.norm) or not spec.eps:
             continue
         if any(reg[m].requires == "gradients" for m, _ in spec.members()):
             return Threat(spec.norm, spec.eps[0])

@@ -234,8 +234,11 @@ def test_bad_options_name_the_flag(kw: dict[str, Any], flag: str) -> None:
 
 def test_training_threat_from_flags_or_the_config() -> None:
     from robaudit.config import config_from_dict, load_config
+    from robaudit.fitting import fit_config
 
-    standard = load_config(REPO_ROOT / "configs" / "standard.yaml")
+    standard, _ = fit_config(
+        load_config(REPO_ROOT / "configs" / "standard.yaml"), input_shape=(1, 8, 8), num_classes=10
+    )  # the digits profile's budgets, as a run on digits fits them
     assert training_threat(standard, HardenOptions()) == Threat("linf", 0.1)  # the gated threat
     assert training_threat(standard, HardenOptions(eps=0.3, norm="linf")).eps == 0.3
     assert training_threat(standard, HardenOptions(norm="l2")) == Threat("l2", 1.0)

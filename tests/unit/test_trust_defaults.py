@@ -13,12 +13,11 @@ import yaml
 from torch import nn
 
 import robaudit
-from robaudit.config import PRESET_NAMES, config_from_dict, load_config, preset_path
+from robaudit.config import PRESET_NAMES, GateThreshold, config_from_dict, load_config, preset_path
 from robaudit.fitting import fit_config
 from robaudit.profiles import PROFILES, choose
 from robaudit.report.junit import render_junit
 from robaudit.report.markdown import render_markdown
-from robaudit.config import GateThreshold
 from robaudit.results import Finding
 from robaudit.scoring import evaluate_gate
 
@@ -180,8 +179,9 @@ def test_errors_is_the_default_and_booleans_still_read() -> None:
 
 def test_untrusted_numbers_are_named_in_every_renderer(tmp_path: Path) -> None:
     """An unresolved error finding: one line naming it in the terminal, summary.md, junit.xml."""
-    from robaudit.report.console import print_summary
     from rich.console import Console
+
+    from robaudit.report.console import print_summary
 
     class Quantized(nn.Module):  # dead gradients, and no reaction allowed to fix them
         def __init__(self) -> None:
