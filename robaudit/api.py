@@ -82,6 +82,10 @@ from robaudit.pipeline import (
 )
 from robaudit.progress import Progress
 from robaudit.results import Finding, GateResult, RunResult, ThreatRow
+from robaudit.threads import ThreadChoice
+from robaudit.threads import choose as thread_choice
+from robaudit.threads import current as current_threads
+from robaudit.threads import using as using_threads
 from robaudit.threat import ACCESS_LEVELS, format_eps, parse_eps
 
 __all__ = [
@@ -643,6 +647,7 @@ def scan(
     resume: bool = False,
     control: RunControl | None = None,
     shard: Shard | None = None,
+    threads: int | ThreadChoice | None = None,
 ) -> Report:
     """Audit ``model`` on ``data`` as ``config`` describes and return the :class:`Report`.
 
@@ -660,7 +665,10 @@ def scan(
     when it ends; the report's ``incomplete`` lists what did not run and the gate fails on it
     unless ``allow_partial``. ``checkpoint_dir`` receives each finished cell and ``resume``
     reuses the cells an earlier run of the same audit left there. ``control`` lets a caller
-    stop the run (signals); ``shard`` is this process's rank under ``torchrun``. A model
+    stop the run (signals); ``shard`` is this process's rank under ``torchrun``. ``threads``
+    (or ``engine.threads``): intra-op CPU threads for the run, restored afterwards; without
+    either the caller's own setting is kept (the CLI defaults to the CPUs the process may
+    use, :mod:`robaudit.threads`). A model
     failure mid-run raises :class:`robaudit.errors.RuntimeFailure` whose ``partial`` is the
     finished work as an incomplete :class:`RunResult`.
     """
@@ -674,6 +682,10 @@ def scan(
             raise UserInputError(f"time_budget={time_budget!r}: give a positive duration")
         control = control or RunControl()
         control.budget_seconds = budget
+    if isinstance(threads, ThreadChoice):  # the CLI's choice, with its reason
+        pass
+    elif threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise UserInputError(f"threads={threads!r}: give a positive whole number of threads")
     run_options = RunOptions(
         control=control,
         checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir is not None else None,
@@ -704,7 +716,16 @@ def scan(
         resolve_device(settings.device)  # an unusable device fails before anything loads
     bar = _progress(progress)
     loaded, given_clf = _resolve_model(model, cfg, settings)
-    with untouched(loaded.module, loaded.path) as was_training:
+    if isinstance(threads, ThreadChoice):
+        choice = threads
+    elif threads is not None:
+        choice = thread_choice(threads, "threads=")
+    elif cfg.engine.threads is not None:
+        choice = thread_choice(cfg.engine.threads, "engine.threads")
+    else:
+        choice = current_threads()
+    run_options = replace(run_options, threads=choice)
+    with untouched(loaded.module, loaded.path) as was_training, using_threads(choice):
         report = _scan_module(
             loaded, given_clf, model, data, cfg, config_path, settings, bar, run_options,
             started, t0, save_adversarial, save_unbroken, was_training,

@@ -297,6 +297,14 @@ def scan(
             "(default: unrun cells fail it).",
         ),
     ] = False,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads",
+            help="Intra-op CPU threads (default: engine.threads, else OMP_NUM_THREADS, else the "
+            "CPUs this process may use: affinity mask and cgroup CPU quota).",
+        ),
+    ] = None,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress or summary; errors only.")
     ] = False,
@@ -315,7 +323,16 @@ def scan(
         raise UserInputError(f"--access {access!r}: valid values are white-box, score, decision")
     from robaudit.api import resolve_config
 
+    if threads is not None and threads < 1:
+        raise UserInputError(f"--threads {threads}: give a positive number of threads")
     cfg, _ = resolve_config(config)  # a bad config fails before any folder is created
+    from robaudit.threads import choose as choose_threads
+
+    thread_choice = (
+        choose_threads(threads, "--threads")
+        if threads is not None
+        else choose_threads(cfg.engine.threads, "engine.threads")
+    )
     if not model.exists():
         raise UserInputError(f"{model}: model file not found")
     check_max_drop(max_drop)
@@ -334,7 +351,7 @@ def scan(
             config=config, device=device, samples=samples, seed=seed, batch_size=batch_size,
             trust_model=trust_model, save_adversarial=save_adversarial,
             save_unbroken=save_unbroken, access=access, baseline=baseline, max_drop=max_drop,
-            resume=resume, allow_partial=allow_partial,
+            resume=resume, allow_partial=allow_partial, threads=thread_choice,
         )
     finally:
         distributed.stop(shard)

@@ -393,6 +393,13 @@ class EngineSection(_Section):
         description="also attack each defense variant with the bare model's gradients, to "
         "show the false sense of security a naive evaluation gives",
     )
+    threads: int | None = Field(
+        None,
+        ge=1,
+        le=4096,
+        description="intra-op CPU threads; omitted: the CPUs this process may use (affinity "
+        "and cgroup quota) for the CLI, the caller's setting for the Python API",
+    )
 
 
 class IntegritySection(_Section):

@@ -57,6 +57,7 @@ from robaudit.results import (
     wilson_interval,
 )
 from robaudit.scoring import evaluate_gate, grade, score, with_partial
+from robaudit.threads import ThreadChoice
 from robaudit.variants import run_variants
 
 
@@ -101,6 +102,7 @@ class RunOptions:
     resume: bool = False
     allow_partial: bool = False
     shard: Shard = field(default=SINGLE)
+    threads: ThreadChoice | None = None  # intra-op threads the run used, and why
 
 
 def run_fingerprint(cfg: Config, loaded: LoadedModel, data: DataSet, settings: RunSettings) -> str:
@@ -577,6 +579,7 @@ def audit(
             "resumed_cells": store.resumed if store is not None else 0,
             "oom_backoff": list(run.control.oom_events) if run.control is not None else [],
             "streamed": data.samples.streamed,
+            **({"threads": run.threads.to_dict()} if run.threads is not None else {}),
         },
     }
     if cfg.protocol is not None:

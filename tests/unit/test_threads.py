@@ -1,0 +1,64 @@
+"""Intra-op threads fit the runner: affinity mask and cgroup quota, OMP_NUM_THREADS, flags."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from robaudit.threads import available_cpus, cgroup_quota, choose, using
+
+
+def test_cgroup_v2_quota(tmp_path: Path) -> None:
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    assert cgroup_quota(tmp_path) == 1.5
+    assert available_cpus(tmp_path).count == min(1, len(os.sched_getaffinity(0)))
+    assert "cgroup quota 1.5" in available_cpus(tmp_path).source
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert cgroup_quota(tmp_path) is None
+
+
+def test_cgroup_v1_quota_and_a_quota_below_one_cpu(tmp_path: Path) -> None:
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("50000\n")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert cgroup_quota(tmp_path) == 0.5
+    assert available_cpus(tmp_path).count == 1  # at least one thread
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    assert cgroup_quota(tmp_path) is None
+
+
+def test_no_cgroup_means_the_affinity_mask(tmp_path: Path) -> None:
+    choice = available_cpus(tmp_path)
+    assert choice.count == len(os.sched_getaffinity(0)) and choice.source.startswith("affinity")
+
+
+def test_flags_then_omp_num_threads_then_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert choose(5, "--threads").count == 5 and "--threads" in choose(5, "--threads").source
+    assert choose(None).count == 3 and choose(None).source == "OMP_NUM_THREADS"
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert choose(None).count == available_cpus().count
+
+
+def test_using_restores_the_callers_count() -> None:
+    before = torch.get_num_threads()
+    with using(choose(1, "--threads")):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
+def test_scan_records_the_choice(cli: Any, tiny_config: Any, plain_model_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    r = cli("scan", plain_model_path, "--config", tiny_config(tmp_path), "--out", out, "--threads", "1",
+            "--quiet", "--exit-zero")
+    assert r.exit_code == 0, r.output
+    doc = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert doc["meta"]["execution"]["threads"] == {"count": 1, "from": "set by --threads"}
+    bad = cli("scan", plain_model_path, "--config", tiny_config(tmp_path), "--out", tmp_path / "o2",
+              "--threads", "0")
+    assert bad.exit_code == 2 and "--threads 0" in bad.stderr
