@@ -411,11 +411,13 @@ def _straight_through(
         return plan
     copy = clf.restricted(clf.access)
     copy.model = st.module.to(clf.device).eval()
-    ops = "; ".join(f"{r.op} at {r.where}" for r in st.replacements)
+    ops = "; ".join(f"{r.op} at {r.where} (backward: {r.backward})" for r in st.replacements)
+    kept = "; ".join(f"{r.op} at {r.where}" for r in st.left)
     pre.bpda = copy
     pre.bpda_note = (
-        f"gradient attacks searched on a straight-through (BPDA) copy replacing "
-        f"{len(st.replacements)} operation(s): {ops}"
+        f"gradient attacks searched on a straight-through (BPDA) copy of the {st.graph} graph "
+        f"replacing {len(st.replacements)} operation(s): {ops}"
+        + (f"; left as they are (no surrogate): {kept}" if kept else "")
     )
     return [replace(p, search=copy) if p.attack.requires == "gradients" else p for p in plan]
 
