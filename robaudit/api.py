@@ -215,7 +215,7 @@ class Report:
         return self._result.score
 
     @property
-    def grade(self) -> str:
+    def grade(self) -> str | None:
         return self._result.grade
 
     @property

@@ -370,6 +370,11 @@ class GateSection(_Section):
     min_robust_accuracy: list[GateThreshold] = Field(default_factory=list)
     min_score: float | None = Field(None, ge=0.0, le=100.0)
     min_certified_accuracy: list[CertifiedThreshold] = Field(default_factory=list)
+    allow_weak: bool = Field(
+        False,
+        description="pass a threat where no adversarial search ran or converged (noise only, "
+        "a decision-based attack still improving at its budget); such audits get no grade",
+    )
 
 
 class ReportSection(_Section):

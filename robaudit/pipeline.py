@@ -32,6 +32,8 @@ from robaudit.control import FAILURE, INTERRUPTED, RunControl
 from robaudit.distributed import SINGLE, Shard
 from robaudit.engine import BatchSink, EngineControl, EngineResult, PlannedAttack, run_plan
 from robaudit.errors import ConfigError, ModelLoadError, RuntimeFailure
+from robaudit.evaluation import status as evaluation_status
+from robaudit.evaluation import weak_threats, with_weak
 from robaudit.findings import finding
 from robaudit.fitting import Inferred
 from robaudit.integrity import (
@@ -526,6 +528,11 @@ def audit(
         )
         incomplete = {"kind": kind, "reason": reason, "unrun": unrun, "not_run": not_run}
         gate = with_partial(gate, incomplete, run.allow_partial)
+    weak = weak_threats(
+        er.cells, {p.index: p.attack for p in plan}, [t.key for t in model_threats]
+    )
+    gate = with_weak(gate, weak, cfg.gate.allow_weak)
+    evaluation = evaluation_status(incomplete, weak, [t.key for t in model_threats])
     class_names = cfg.model.class_names or (list(data.class_names) if data.class_names else None)
     samples_out = tuple(
         {
@@ -582,6 +589,7 @@ def audit(
             **({"threads": run.threads.to_dict()} if run.threads is not None else {}),
         },
     }
+    meta["evaluation"] = evaluation
     if cfg.protocol is not None:
         meta["protocol"] = {
             "name": cfg.protocol,
@@ -619,7 +627,7 @@ def audit(
         examples=examples,
         findings=tuple(findings),
         score=sc,
-        grade=grade(sc),
+        grade=grade(sc) if evaluation["status"] == "complete" else None,
         gate=gate,
         meta=meta,
         config=cfg.model_dump(mode="json"),

@@ -12,7 +12,13 @@ from rich.text import Text
 
 from robaudit.baseline import points_text
 from robaudit.report.html import has_undecided
-from robaudit.report.notices import inferred_lines, protocol_line, untrusted_line
+from robaudit.report.notices import (
+    evaluation_lines,
+    grade_text,
+    inferred_lines,
+    protocol_line,
+    untrusted_line,
+)
 
 
 def _pct(v: float | None) -> str:
@@ -77,7 +83,9 @@ def print_summary(doc: dict[str, Any], console: Console, written: dict[str, Path
         console.print(Text(distrust, style="bold red"))
     gate = doc["gate"]
     verdict = "[bold green]PASS[/]" if gate["passed"] else "[bold red]FAIL[/]"
-    console.print(f"Score {doc['score']:.1f} / 100, grade {doc['grade']} · gate {verdict}")
+    console.print(f"Score {doc['score']:.1f} / 100, {grade_text(doc)} · gate {verdict}")
+    for line in evaluation_lines(doc):
+        console.print(Text(line, style="yellow"))
     for fail in gate["failures"]:
         console.print(
             f"  [red]✗[/] {escape(fail['criterion'])}: {escape(fail['detail'])}", highlight=False

@@ -16,7 +16,13 @@ from typing import Any
 from jinja2 import ChainableUndefined, Environment, PackageLoader, Undefined
 from markupsafe import Markup
 
-from robaudit.report.notices import inferred_lines, protocol_line, untrusted_line
+from robaudit.report.notices import (
+    evaluation_lines,
+    grade_text,
+    inferred_lines,
+    protocol_line,
+    untrusted_line,
+)
 from robaudit.report.svg import Point, Series, line_chart
 
 DASH = "—"
@@ -266,6 +272,8 @@ def render_html(doc: dict[str, Any]) -> str:
         untrusted=untrusted_line(doc),
         protocol=protocol_line(doc),
         inferred=inferred_lines(doc),
+        grade_text=grade_text(doc),
+        evaluation=[line.strip() for line in evaluation_lines(doc)],
         good_ratio=GOOD_RATIO,
         warn_ratio=WARN_RATIO,
     )

@@ -12,7 +12,13 @@ import math
 import re
 from typing import Any
 
-from robaudit.report.notices import inferred_lines, protocol_line, untrusted_line
+from robaudit.report.notices import (
+    evaluation_lines,
+    grade_text,
+    inferred_lines,
+    protocol_line,
+    untrusted_line,
+)
 
 _ACTIVE = set("\\`*_{}[]()<>#+!|~&$^@:")
 _LEADING = re.compile(r"^(\s*)(-|=|\d{1,9}[.)](?=\s|$))")  # others are in _ACTIVE
@@ -87,7 +93,7 @@ def _verdict(doc: dict[str, Any]) -> str:
     word = "✅ PASS" if passed else "❌ FAIL"
     score = doc.get("score")
     score_text = f"{score:.1f}" if isinstance(score, (int, float)) else "—"
-    line = f"## robaudit: {word} · score {score_text} / 100 · grade {md_escape(doc.get('grade', '—'))}"
+    line = f"## robaudit: {word} · score {score_text} / 100 · {md_escape(grade_text(doc))}"
     if doc.get("incomplete"):
         line += " · ⚠ incomplete run"
         partial = doc.get("partial") or {}
@@ -243,6 +249,9 @@ def render_markdown(doc: dict[str, Any]) -> str:
     for note in (untrusted_line(doc), protocol_line(doc)):
         if note:
             lines += [f"> ⚠ **{md_escape(note)}**", ""]
+    weak = evaluation_lines(doc)
+    if weak and (doc.get("meta") or {}).get("evaluation", {}).get("status") == "weak":
+        lines += [f"> ⚠ **{md_escape(weak[0])}**"] + [f"> {md_escape(r.strip())}" for r in weak[1:]] + [""]
     for line in inferred_lines(doc):
         lines += [f"- inferred: {md_escape(line)}"]
     if inferred_lines(doc):

@@ -47,3 +47,24 @@ def inferred_lines(doc: dict[str, Any]) -> list[str]:
         else:
             out.append(f"{name} {item.get('value')} from {item.get('from')}")
     return out
+
+
+def grade_text(doc: dict[str, Any]) -> str:
+    """``grade B``, or why the audit earned no grade (incomplete or weak evaluation)."""
+    if doc.get("grade"):
+        return f"grade {doc['grade']}"
+    ev = (doc.get("meta") or {}).get("evaluation") or {}
+    word = {"incomplete": "incomplete", "weak": "weak evaluation"}.get(str(ev.get("status")), "no grade")
+    return f"no grade ({word})"
+
+
+def evaluation_lines(doc: dict[str, Any]) -> list[str]:
+    """Why the audit earned no grade, one reason a line, and which threats the score covers."""
+    ev = (doc.get("meta") or {}).get("evaluation")
+    if not isinstance(ev, dict) or ev.get("status") == "complete":
+        return []
+    word = "INCOMPLETE" if ev.get("status") == "incomplete" else "WEAK EVALUATION"
+    covers = ", ".join(str(k) for k in ev.get("score_covers") or []) or "no threat"
+    return [f"{word}: no grade; the score covers {covers}"] + [
+        f"  {reason}" for reason in ev.get("reasons") or []
+    ]

@@ -213,7 +213,7 @@ def load_document(path: Path) -> dict[str, Any]:
     fields: tuple[tuple[str, type | tuple[type, ...]], ...] = (
         ("model", dict), ("data", dict), ("threats", list), ("attacks", list), ("samples", list),
         ("gate", dict), ("findings", list), ("meta", dict),
-        ("clean_accuracy", (int, float)), ("score", (int, float)), ("grade", str),
+        ("clean_accuracy", (int, float)), ("score", (int, float)), ("grade", (str, type(None))),
     )
     for field, kind in fields:
         _require(doc, path, field, kind)
