@@ -435,6 +435,11 @@ class Config(_Section):
     profile: Literal["auto", "digits", "mnist", "cifar", "imagenet"] = Field(
         "auto", description="budgets for entries without eps: auto picks by input size"
     )
+    access: Access = Field(
+        "white-box",
+        description="the attacker's access for every attack entry and gate threshold that "
+        "does not set its own",
+    )
     data: DataSection = Field(default_factory=DataSection)
     attacks: list[AttackSpec] = Field(min_length=1)
     defenses: list[DefenseSpec] = Field(default_factory=list)
@@ -443,6 +448,30 @@ class Config(_Section):
     report: ReportSection = Field(default_factory=ReportSection)
     engine: EngineSection = Field(default_factory=EngineSection)
     integrity: IntegritySection = Field(default_factory=IntegritySection)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_access(cls, data: Any) -> Any:
+        """A top-level ``access`` is the default of every attack entry and gate threshold."""
+        if not isinstance(data, dict) or data.get("access") in (None, "white-box"):
+            return data
+        access = data["access"]
+        out = dict(data)
+        if isinstance(data.get("attacks"), list):
+            out["attacks"] = [
+                {**a, "access": access} if isinstance(a, dict) and "access" not in a else a
+                for a in data["attacks"]
+            ]
+        gate = data.get("gate")
+        if isinstance(gate, dict) and isinstance(gate.get("min_robust_accuracy"), list):
+            out["gate"] = {
+                **gate,
+                "min_robust_accuracy": [
+                    {**g, "access": access} if isinstance(g, dict) and "access" not in g else g
+                    for g in gate["min_robust_accuracy"]
+                ],
+            }
+        return out
 
     def threats(self) -> list[Threat]:
         """Every distinct threat in the config, sorted by access, norm and eps."""

@@ -79,3 +79,22 @@ def test_presets_are_valid_and_commented(name: str) -> None:
     lines = [ln for ln in path.read_text().splitlines() if ln.strip() and not ln.strip().startswith("-")]
     commented = [ln for ln in lines if "#" in ln]
     assert len(commented) / len(lines) > 0.5, "presets are documented line by line"
+
+
+def test_access_set_once_for_the_whole_scan() -> None:
+    """A top-level access is every entry's and every gate threshold's default; an entry may
+    still set its own, and an attack that needs more than the scan gives is named."""
+    from robaudit.config import config_from_dict
+
+    cfg = config_from_dict({
+        "access": "decision",
+        "model": {"input_shape": [1, 8, 8], "num_classes": 10},
+        "attacks": [{"name": "hopskipjump", "norm": "l2", "eps": [1.0]},
+                    {"name": "square", "eps": [0.1], "access": "score"}],
+        "gate": {"min_robust_accuracy": [{"norm": "l2", "eps": 1.0, "value": 0.5}]},
+    })
+    assert [a.access for a in cfg.attacks] == ["decision", "score"]
+    assert cfg.gate.min_robust_accuracy[0].access == "decision"
+    assert [t.key for t in cfg.threats()] == ["decision/l2/1", "score/linf/0.1"]
+    with pytest.raises(ConfigError, match=r"attacks\[0\].access: pgd needs white-box access"):
+        config_from_dict({"access": "score", "model": {}, "attacks": [{"name": "pgd", "eps": [0.1]}]})
