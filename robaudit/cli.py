@@ -50,6 +50,7 @@ from robaudit.errors import (
     UserInputError,
 )
 from robaudit.harden.options import METHOD_DEFAULTS, METHODS, HardenOptions
+from robaudit.report.log import LogProgress
 from robaudit.report.writers import FILE_NAMES, load_document
 from robaudit.results import RunResult
 
@@ -297,6 +298,14 @@ def scan(
             "(default: unrun cells fail it).",
         ),
     ] = False,
+    log_format: Annotated[
+        str | None,
+        typer.Option(
+            "--log-format",
+            help="Progress as log lines even at a terminal: text, or json (one object per "
+            "event, for log collectors). Without a terminal, text lines are the default.",
+        ),
+    ] = None,
     threads: Annotated[
         int | None,
         typer.Option(
@@ -325,6 +334,8 @@ def scan(
 
     if threads is not None and threads < 1:
         raise UserInputError(f"--threads {threads}: give a positive number of threads")
+    if log_format is not None and log_format not in ("text", "json"):
+        raise UserInputError(f"--log-format {log_format!r}: valid values are text, json")
     cfg, _ = resolve_config(config)  # a bad config fails before any folder is created
     from robaudit.threads import choose as choose_threads
 
@@ -352,6 +363,7 @@ def scan(
             trust_model=trust_model, save_adversarial=save_adversarial,
             save_unbroken=save_unbroken, access=access, baseline=baseline, max_drop=max_drop,
             resume=resume, allow_partial=allow_partial, threads=thread_choice,
+            log_format=log_format,
         )
     finally:
         distributed.stop(shard)
@@ -379,9 +391,22 @@ def _scan_run(
     state = out / STATE_DIR
     kwargs.update(control=control, shard=shard, checkpoint_dir=state if main else None)
     console = _err_console()
+    log_format = kwargs.pop("log_format", None)
+    logged = main and not quiet and (log_format is not None or not console.is_terminal)
+    log = LogProgress(lambda line: print(line, file=sys.stderr, flush=True), log_format or "text")
+    if logged:  # a CI log: the header now, then a line per cell and a heartbeat
+        log.event(
+            "scan_start",
+            f"robaudit {robaudit.__version__} · scan {model} · config {kwargs.get('config')} · "
+            f"out {out} · threads {kwargs['threads'].count} ({kwargs['threads'].source})",
+            model=str(model), config=str(kwargs.get("config")), out=str(out),
+            threads=kwargs["threads"].count,
+        )
     try:
         with stop_on_signals(control):
-            if quiet or not console.is_terminal:  # bars only for a person at a terminal
+            if logged:
+                report = api_scan(model, data, progress=log, **kwargs)
+            elif quiet or not console.is_terminal:  # bars only for a person at a terminal
                 report = api_scan(model, data, **kwargs)
             else:
                 with Progress(

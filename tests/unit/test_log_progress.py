@@ -1,0 +1,56 @@
+"""Progress for CI logs: a header at once, a line per cell, heartbeats, JSON events."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from robaudit.report.log import LogProgress
+
+
+def test_heartbeat_at_most_every_interval() -> None:
+    lines: list[str] = []
+    now = [0.0]
+    log = LogProgress(lines.append, clock=lambda: now[0], heartbeat=30.0)
+    log.start("pgd linf eps=0.1", 100)
+    for _ in range(10):  # 10 batches of 10 samples, 10 s apart: heartbeats at 30, 60, 90 s
+        now[0] += 10.0
+        log.advance(10)
+    log.finish()
+    beats = [ln for ln in lines if "..." in ln]
+    assert len(beats) == 3 and "30/100 samples, 30 s" in beats[0]
+    assert lines[0].endswith("start pgd linf eps=0.1: 100 samples")
+    assert lines[-1].endswith("done  pgd linf eps=0.1: 100/100 samples in 100.0 s")
+
+
+def test_json_events_are_one_object_per_line() -> None:
+    lines: list[str] = []
+    log = LogProgress(lines.append, fmt="json", clock=lambda: 5.0)
+    log.start("fgsm linf eps=0.1", 7)
+    log.advance(7)
+    log.finish()
+    events = [json.loads(ln) for ln in lines]
+    assert [e["event"] for e in events] == ["cell_start", "cell_finish"]
+    assert events[1]["done"] == 7 and events[1]["cell"] == "fgsm linf eps=0.1"
+
+
+def test_scan_without_a_terminal_logs_the_header_first_and_every_cell(
+    cli: Any, tiny_config: Any, plain_model_path: Path, tmp_path: Path
+) -> None:
+    r = cli("scan", plain_model_path, "--config", tiny_config(tmp_path), "--out", tmp_path / "o",
+            "--exit-zero")
+    assert r.exit_code == 0, r.output
+    lines = r.stderr.splitlines()
+    assert "robaudit" in lines[0] and "scan" in lines[0] and "threads" in lines[0]
+    starts = [ln for ln in lines if "] start " in ln]
+    dones = [ln for ln in lines if "] done  " in ln]
+    assert len(starts) == len(dones) == 4  # fgsm and pgd at two budgets
+    j = cli("scan", plain_model_path, "--config", tiny_config(tmp_path), "--out", tmp_path / "j",
+            "--exit-zero", "--log-format", "json", "--quiet")
+    assert j.exit_code == 0 and j.stderr == ""  # --quiet wins
+    j = cli("scan", plain_model_path, "--config", tiny_config(tmp_path), "--out", tmp_path / "k",
+            "--exit-zero", "--log-format", "json")
+    events = [json.loads(ln) for ln in j.stderr.splitlines() if ln.startswith("{")]
+    assert events[0]["event"] == "scan_start"
+    assert [e["event"] for e in events[1:]].count("cell_finish") == 4
