@@ -395,7 +395,7 @@ def _scan_run(
     logged = main and not quiet and (log_format is not None or not console.is_terminal)
     log = LogProgress(lambda line: print(line, file=sys.stderr, flush=True), log_format or "text")
     if logged:  # a CI log: the header now, then a line per cell and a heartbeat
-        log.event(
+        log.header(
             "scan_start",
             f"robaudit {robaudit.__version__} · scan {model} · config {kwargs.get('config')} · "
             f"out {out} · threads {kwargs['threads'].count} ({kwargs['threads'].source})",

@@ -29,6 +29,12 @@ class LogProgress:
         self._t0 = clock()
         self._label, self._total, self._done = "", 0, 0
         self._started = self._last = self._t0
+        self._header: tuple[str, str, dict[str, Any]] | None = None
+
+    def header(self, kind: str, text: str, **fields: Any) -> None:
+        """A line written just before the first cell starts: once the model and data have
+        loaded, so a bad input still ends in exactly one error line."""
+        self._header = (kind, text, fields)
 
     def event(self, kind: str, text: str, **fields: Any) -> None:
         """One log line: ``[  12.3s] text`` or a JSON object with ``event`` and the fields."""
@@ -39,6 +45,10 @@ class LogProgress:
             self._write(f"[{now:7.1f}s] {text}")
 
     def start(self, label: str, total: int) -> None:
+        if self._header is not None:
+            kind, text, fields = self._header
+            self._header = None
+            self.event(kind, text, **fields)
         self._label, self._total, self._done = label, total, 0
         self._started = self._last = self._clock()
         self.event("cell_start", f"start {label}: {total} samples", cell=label, samples=total)
