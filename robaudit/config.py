@@ -662,9 +662,19 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
     problems.extend(_check_defenses(source, cfg))
     problems.extend(_check_gate(source, cfg))
     if problems:
-        extra = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
-        raise ConfigError(problems[0] + extra)
+        raise ConfigError(_with_others(problems, source))
     return cfg
+
+
+def _with_others(problems: list[str], source: str) -> str:
+    """The first problem, then the others on the same line (each without the file name again),
+    so a user fixes them all in one pass; a long tail is cut."""
+    if len(problems) == 1:
+        return problems[0]
+    others = "; ".join(p.removeprefix(f"{source}: ") for p in problems[1:])
+    if len(others) > 400:
+        others = others[:397] + "..."
+    return f"{problems[0]} (and {len(problems) - 1} more: {others})"
 
 
 ACCESS_ORDER = {"decision": 0, "score": 1, "white-box": 2}
@@ -876,10 +886,7 @@ def _format_errors(
             msgs.append(f"{where}: {msg}{shown}")
     # a misspelled key also shows up as a missing one: the unknown-key message explains both
     msgs.sort(key=lambda m: 0 if "unknown key" in m else 1)
-    first = msgs[0]
-    if len(msgs) > 1:
-        first += f" (and {len(msgs) - 1} more problem(s))"
-    return first
+    return _with_others(msgs, source)
 
 
 def preset_path(name: str) -> Path:

@@ -151,6 +151,22 @@ def _dead_share(clf: Classifier, x: torch.Tensor, y: torch.Tensor, loss: Any) ->
     return float((~torch.isfinite(gnorm) | (gnorm < 1e-12)).float().mean())
 
 
+def entry(cell: CellOutcome, attacks: dict[int, Attack]) -> str:
+    """The attack as the config names it: ``pgd (attacks[2], loss margin)``, so two cells of
+    the same attack at one threat can be told apart."""
+    i = cell.index
+    if 0 <= i < 1000:
+        where = f"attacks[{i}]"
+    elif 1000 <= i < REACTION_ID:
+        where = f"attacks[{i % 1000}] battery member"
+    elif i >= REACTION_ID:
+        where = "added by an integrity reaction"
+    else:
+        where = "robaudit's own check"
+    loss = _loss(cell, attacks)
+    return f"{cell.attack} ({where}" + (f", loss {loss})" if loss else ")")
+
+
 def _strength(cell: CellOutcome, attacks: dict[int, Attack]) -> str:
     return attacks[cell.index].strength if cell.index in attacks else "strong"
 
@@ -202,7 +218,7 @@ def post_run(
                 out.append(
                     finding(
                         "RA005",
-                        f"{c.attack} at {c.threat.key}: mean loss rose from {prev:.4g} to {last:.4g} "
+                        f"{entry(c, attacks)} at {c.threat.key}: mean loss rose from {prev:.4g} to {last:.4g} "
                         f"over its last {k} steps with {standing} samples still standing",
                     )
                 )
@@ -211,7 +227,7 @@ def post_run(
             out.append(
                 finding(
                     "RA006",
-                    f"{c.attack} at {c.threat.key}: {c.silent_failures} samples the attack saw "
+                    f"{entry(c, attacks)} at {c.threat.key}: {c.silent_failures} samples the attack saw "
                     "misclassified were correctly classified by the verification pass",
                 )
             )
@@ -331,12 +347,16 @@ def react(
 
     settings = cfg.integrity
     if pre.randomized and settings.react:
+        from robaudit.verdicts import SequentialTest
+
         clf.eot, clf.votes = settings.eot_samples, settings.votes
+        clf.sequential = test = SequentialTest()
         _resolve(
             pre,
             "RA004",
-            f"gradients averaged over {clf.eot} draws (EOT); verdicts by "
-            f"majority of {clf.votes} draws",
+            f"gradients averaged over {clf.eot} draws (EOT); verdicts by a sequential test "
+            f"(Clopper-Pearson, {test.first} to {test.max_draws} draws, error {test.alpha:g} "
+            "per sample; undecided samples counted broken)",
         )
     if pre.masked_gradients and settings.react:
         margin = {i for i, p in enumerate(plan) if _margin_loss(p.attack)}

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from robaudit.config import GateSection
 from robaudit.results import Finding, GateFailure, GateResult, ThreatRow
+from robaudit.threat import format_eps
 
 if TYPE_CHECKING:
     from robaudit.baseline import Comparison
@@ -66,12 +67,12 @@ def evaluate_gate(
                     clean_accuracy,
                     gate.min_clean_accuracy,
                     f"clean accuracy {clean_accuracy:.1%} is below {gate.min_clean_accuracy:.1%} "
-                    f"by {gate.min_clean_accuracy - clean_accuracy:.1%}",
+                    f"by {100 * (gate.min_clean_accuracy - clean_accuracy):.1f} points",
                 )
             )
     for g in gate.min_robust_accuracy:
         where = "" if g.variant == "model" else f"{g.variant} "
-        name = f"min_robust_accuracy[{where}{g.access} {g.norm} eps={g.budget:g}]"
+        name = f"min_robust_accuracy[{where}{g.access} {g.norm} eps={g._eps_label or format_eps(g.budget)}]"
         checked.append(name)
         row = next(
             (
@@ -93,7 +94,7 @@ def evaluate_gate(
                     row.robust_accuracy,
                     g.value,
                     f"robust accuracy {row.robust_accuracy:.1%} at {g.norm} eps {row.eps_label} is "
-                    f"below {g.value:.1%} by {g.value - row.robust_accuracy:.1%}",
+                    f"below {g.value:.1%} by {100 * (g.value - row.robust_accuracy):.1f} points",
                 )
             )
     if gate.min_score is not None:

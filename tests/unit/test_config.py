@@ -98,3 +98,15 @@ def test_access_set_once_for_the_whole_scan() -> None:
     assert [t.key for t in cfg.threats()] == ["decision/l2/1", "score/linf/0.1"]
     with pytest.raises(ConfigError, match=r"attacks\[0\].access: pgd needs white-box access"):
         config_from_dict({"access": "score", "model": {}, "attacks": [{"name": "pgd", "eps": [0.1]}]})
+
+
+def test_every_problem_is_shown_on_the_one_line() -> None:
+    """'(and 1 more problem(s))' used to hide the others, even with --debug."""
+    from robaudit.config import config_from_dict
+
+    with pytest.raises(ConfigError) as info:
+        config_from_dict({"model": {"input_shape": [30], "num_classes": 1},
+                          "attacks": [{"name": "fgsm", "eps": [0.1]}]}, source="c.yaml")
+    msg = str(info.value)
+    assert "\n" not in msg and msg.count("c.yaml") == 1
+    assert "model.input_shape" in msg and "model.num_classes" in msg and "(and 1 more: " in msg

@@ -37,5 +37,18 @@ def test_gate_reports_each_failure_with_its_margin() -> None:
     assert not res.passed
     crit = {f.criterion: f for f in res.failures}
     assert set(crit) == {"min_clean_accuracy", "min_robust_accuracy[white-box linf eps=0.1]"}
-    assert "by 10.0%" in crit["min_robust_accuracy[white-box linf eps=0.1]"].detail
+    assert "by 10.0 points" in crit["min_robust_accuracy[white-box linf eps=0.1]"].detail
+    assert "by 5.0 points" in crit["min_clean_accuracy"].detail
     assert evaluate_gate(gate, 0.96, (_row(0.1, 0.85),), 70.0).passed
+
+
+def test_gate_names_a_threshold_by_its_budget_as_written() -> None:
+    from robaudit.config import config_from_dict
+
+    gate = config_from_dict({
+        "model": {"input_shape": [1, 8, 8], "num_classes": 10},
+        "attacks": [{"name": "fgsm", "eps": ["8/255"]}],
+        "gate": {"min_robust_accuracy": [{"norm": "linf", "eps": "8/255", "value": 0.9}]},
+    }).gate
+    res = evaluate_gate(gate, 1.0, (_row(8 / 255, 0.5),), 50.0)
+    assert [f.criterion for f in res.failures] == ["min_robust_accuracy[white-box linf eps=8/255]"]
