@@ -17,6 +17,7 @@ from torch import nn
 
 from robaudit.allocator import keep_freed_memory
 from robaudit.errors import RobauditError, RuntimeFailure
+from robaudit.verdicts import SequentialTest, Verdict, sequential_verdict, single_verdict
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 ACCESS_RANK = {"decision": 0, "score": 1, "white-box": 2}
@@ -81,7 +82,12 @@ class Classifier:
     batch_size: int = 256
     counters: Counters = field(default_factory=Counters)
     eot: int = 1  # randomized models: gradients averaged over this many draws (EOT)
-    votes: int = 1  # randomized models: verification by majority vote over this many draws
+    # randomized models: > 1 declares the model randomized (verdicts then come from the
+    # sequential test below); verification_logits averages this many draws (log vote shares)
+    votes: int = 1
+    # randomized models: how verdicts are drawn and decided; None with votes > 1 means the
+    # default test (robaudit.verdicts)
+    sequential: SequentialTest | None = None
     # a defense variant: a pixel-space transform applied before preprocessing (with BPDA or
     # exact gradients, see robaudit.defenses.Transform)
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None
@@ -181,11 +187,12 @@ class Classifier:
         return out
 
     def verification_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits for the engine's own verification pass, at any access level.
+        """Logits for the engine's own passes (pre-flight, ranking candidates), at any access
+        level; verdicts come from :meth:`verdict`.
 
-        Attacks must not call this: it bypasses the access level so the engine can judge
-        every candidate the same way. With ``votes > 1`` (a randomized model) the result is
-        the log of each class's vote share over that many draws, so argmax is the majority.
+        Attacks must not call this: it bypasses the access level. With ``votes > 1`` (a
+        randomized model) the result is the log of each class's vote share over that many
+        draws, so argmax is the majority.
         """
         if self.votes <= 1:
             return self._logits_nograd(x)
@@ -199,6 +206,41 @@ class Classifier:
         # a NaN/inf draw must not vanish into a vote: the sample's verdict becomes NaN too
         bad = (~torch.isfinite(raw).all(dim=1)).view(self.votes, n).any(dim=0)
         return out.masked_fill(bad[:, None], float("nan"))
+
+    def verdict_test(self) -> SequentialTest | None:
+        """The sequential test verdicts use: the one set, or the default on a model declared
+        randomized (``votes > 1``); None for a deterministic model (one forward pass)."""
+        if self.sequential is not None:
+            return self.sequential
+        return SequentialTest() if self.votes > 1 else None
+
+    def verdict(self, x: torch.Tensor, y: torch.Tensor, alpha: float | None = None) -> Verdict:
+        """The engine's judgement of whether each input is misclassified, at any access level.
+
+        Deterministic model: one fresh forward pass. Randomized model: the sequential test of
+        :mod:`robaudit.verdicts` at per-verdict level ``alpha`` (default: a lone verdict per
+        sample); its draws are the engine's, so one verdict counts as one query whatever it
+        drew. Attacks must not call this.
+        """
+        test = self.verdict_test()
+        if test is None:
+            return single_verdict(self.verification_logits(x), y)
+
+        def draw(rows: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                return self._forward(rows)
+
+        out = sequential_verdict(
+            draw,
+            x.to(self.device),
+            y.to(self.device),
+            test=test,
+            alpha=test.alpha_for(1) if alpha is None else alpha,
+            num_classes=self.num_classes,
+            chunk=self.batch_size,
+        )
+        self.counters.queries += int(x.shape[0])
+        return out
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Top-1 labels; allowed at every access level; counted as queries."""
@@ -225,7 +267,11 @@ class Classifier:
             else:
                 logits = self._forward(x)
                 loss = loss_fn(logits, y)
-            (grad,) = torch.autograd.grad(loss.sum(), x)
+            if loss.requires_grad:
+                (grad,) = torch.autograd.grad(loss.sum(), x, allow_unused=True)
+            else:  # the output does not depend on the input at all: a zero gradient (RA003)
+                grad = None
+            grad = torch.zeros_like(x) if grad is None else grad
         self.counters.queries += n * self.eot
         self.counters.grad_evals += n * self.eot
         return loss.detach(), grad.detach(), logits.detach()
@@ -260,6 +306,7 @@ class Classifier:
             batch_size=self.batch_size,
             eot=self.eot,
             votes=self.votes,
+            sequential=self.sequential,
             transform=self.transform,
         )
         return view

@@ -26,6 +26,7 @@ from robaudit.errors import ModelLoadError, RuntimeFailure
 from robaudit.loading.samples import Images
 from robaudit.progress import NullProgress, Progress
 from robaudit.threat import Threat
+from robaudit.verdicts import Verdict
 
 TOLERANCE = 1e-6
 
@@ -73,6 +74,9 @@ class CellOutcome:
     access_used: str = "white-box"  # the Classifier view the attack ran through
     # decision-based minimal-norm attacks: queries -> per-sample distance the attack reached
     distance_trace: dict[int, torch.Tensor] | None = None
+    # bool[N]: attacked samples whose verdict the sequential test left open (randomized
+    # models; None or all False otherwise); minimal-norm runs: at any norm, like adversarial
+    undecided: torch.Tensor | None = None
 
 
 @dataclass
@@ -106,6 +110,10 @@ class EngineResult:
     # a partial run: the planned cells that did not run, and the failure that stopped it
     unrun: list[dict[str, object]] = field(default_factory=list)
     failure: str | None = None
+    # randomized models: samples whose clean verdict stayed open (neither correct nor wrong),
+    # and the level of each verdict (robaudit.verdicts); None for a deterministic model
+    clean_undecided: torch.Tensor | None = None
+    verdict_alpha: float | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +132,7 @@ class VerifiedBatch:
     x_adv: torch.Tensor
     pred: torch.Tensor
     broken: torch.Tensor
+    undecided: torch.Tensor | None = None  # randomized models: verdicts left open
 
 
 BatchSink = Callable[[VerifiedBatch], None]
@@ -198,15 +207,21 @@ def clean_pass(
     *,
     seed: int | None = None,
     shard: Shard = SINGLE,
-) -> tuple[torch.Tensor, ...]:
-    """Clean predictions and confidences; refuses NaN/inf outputs or a wrong output shape.
+    alpha: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Clean predictions, confidences, correct and undecided masks; refuses NaN/inf outputs
+    or a wrong output shape.
 
     Batch by batch, so streamed samples are decoded one batch at a time; with ``shard`` the
     batches are dealt round-robin to the ranks like a cell's and the logits gathered, so no
     rank repeats the whole pass. Each batch is the same slice whatever the rank count, and with
     ``seed`` the global RNG is reseeded per batch, so a randomized model's draws do not depend
-    on which rank ran the batch either.
+    on which rank ran the batch either. A randomized model's clean verdicts come from the
+    sequential test at level ``alpha`` (:meth:`Classifier.verdict`): "correct" means shown
+    correct, and samples it leaves open are the fourth mask (all False otherwise).
     """
+    if clf.verdict_test() is not None:
+        return _clean_sequential(clf, x, y, seed=seed, shard=shard, alpha=alpha)
     n, bs = int(x.shape[0]), max(1, clf.batch_size)
     mine: list[tuple[int, torch.Tensor]] = []
     error: str | None = None
@@ -245,7 +260,48 @@ def clean_pass(
     probs = logits.softmax(dim=1)
     conf, pred = probs.max(dim=1)
     pred, conf = pred.cpu(), conf.cpu()
-    return pred, conf, pred == y.cpu()
+    return pred, conf, pred == y.cpu(), torch.zeros(n, dtype=torch.bool)
+
+
+def _clean_sequential(
+    clf: Classifier,
+    x: Images,
+    y: torch.Tensor,
+    *,
+    seed: int | None,
+    shard: Shard,
+    alpha: float | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`clean_pass` on a randomized model: sequential verdicts, batch by batch."""
+    n, bs = int(x.shape[0]), max(1, clf.batch_size)
+    mine: list[tuple[int, Verdict]] = []
+    error: str | None = None
+    for k, start in enumerate(range(0, n, bs)):
+        if not shard.owns(k):
+            continue
+        if seed is not None:
+            torch.manual_seed(cell_seed(seed, "clean", start))
+        try:
+            mine.append((k, clf.verdict(x[start : start + bs], y[start : start + bs], alpha).cpu()))
+        except Exception as exc:
+            if not shard.active:  # one process: the model's own exception, as it was raised
+                raise
+            error = f"the model raised on clean batch {k} (first sample {start}): {exc}"
+            break
+    if shard.active:
+        gathered = shard.gather((mine, error))
+        errors = [e for _, e in gathered if e is not None]
+        if errors:
+            raise RuntimeFailure(errors[0])
+        mine = sorted((p for part, _ in gathered for p in part), key=lambda t: t[0])
+    parts = [v for _, v in mine]
+    v = Verdict.cat(parts) if parts else clf.verdict(x[0:0], y[0:0], alpha).cpu()
+    if bool(v.nonfinite.any()):
+        raise ModelLoadError(
+            f"model returned NaN or inf logits on {int(v.nonfinite.sum())} of {n} clean "
+            "sample(s); check the checkpoint and model.mean/std"
+        )
+    return v.pred, v.conf, v.right, v.undecided
 
 
 def run_plan(
@@ -277,10 +333,17 @@ def run_plan(
     progress = progress or NullProgress()
     n = int(x.shape[0])
     t0 = time.perf_counter()
-    clean_pred, clean_conf, correct = clean_pass(clf, x, y, seed=seed, shard=ctl.shard)
+    test = clf.verdict_test()
+    # Bonferroni over the verdicts a sample may get: its clean verdict and one per planned cell
+    alpha = test.alpha_for(1 + len(plan)) if test is not None else None
+    clean_pred, clean_conf, correct, undecided = clean_pass(
+        clf, x, y, seed=seed, shard=ctl.shard, alpha=alpha
+    )
     result = EngineResult(
         clean_pred, clean_conf, correct, [], clean_seconds=time.perf_counter() - t0
     )
+    if test is not None:
+        result.clean_undecided, result.verdict_alpha = undecided, alpha
     # verified breaks per threat key; a cell's targets inherit the breaks at every smaller
     # eps of the same family (balls are nested), whatever order the cells run in
     broken_at: dict[str, torch.Tensor] = {}
@@ -396,6 +459,7 @@ class _Part:
     owned: torch.Tensor
     broken: torch.Tensor
     adversarial: torch.Tensor
+    undecided: torch.Tensor
     norms: torch.Tensor
     adv_pred: torch.Tensor
     sample_queries: torch.Tensor | None
@@ -417,6 +481,7 @@ def _merge(parts: list[_Part], room: int) -> _Part:
         m = p.owned
         out.broken[m] = p.broken[m]
         out.adversarial[m] = p.adversarial[m]
+        out.undecided[m] = p.undecided[m]
         out.norms[m] = p.norms[m]
         out.adv_pred[m] = p.adv_pred[m]
         if out.sample_queries is not None and p.sample_queries is not None:
@@ -477,6 +542,7 @@ def _run_cell(
         owned=torch.zeros(n, dtype=torch.bool),
         broken=torch.zeros(n, dtype=torch.bool),
         adversarial=torch.zeros(n, dtype=torch.bool),
+        undecided=torch.zeros(n, dtype=torch.bool),
         norms=torch.full((n,), float("nan")),
         adv_pred=torch.full((n,), -1, dtype=torch.long),
         sample_queries=None,
@@ -549,26 +615,27 @@ def _run_cell(
             xa = clip_to_ball(xa, xb, threat.norm, threat.eps, clf.bounds)
         size = flat_norm(xa - xb, threat.norm).cpu()
         q_before = clf.counters.queries
-        vlogits = clf.verification_logits(xa)
+        # one fresh pass, or on a randomized model the sequential test (one query per sample)
+        verdict = clf.verdict(xa, yb, res.verdict_alpha).cpu()
         verify_queries += clf.counters.queries - q_before
-        broken_out = ~torch.isfinite(vlogits).all(dim=1)
+        broken_out = verdict.nonfinite
         if bool(broken_out.any()):  # never count a NaN output as a break (or as robust)
-            first = int(idx[broken_out.cpu()][0])
+            first = int(idx[broken_out][0])
             raise RuntimeFailure(
                 f"{label}: the model returned NaN or inf logits on {int(broken_out.sum())} "
                 f"candidate(s) of batch {number + 1} (first: sample {first})"
             )
-        probs = vlogits.softmax(dim=1).cpu()
-        conf, pred = probs.max(dim=1)
+        conf, pred = verdict.conf, verdict.pred
         if out.loss_trace is not None and part.trace is None:
             part.trace = out.loss_trace
-        adv = pred != y[idx]
+        adv = verdict.wrong
         b = adv & (size <= threat.eps + TOLERANCE) if minimal else adv
         part.adversarial[idx] = adv
         part.broken[idx] = b
+        part.undecided[idx] = verdict.undecided  # minimal-norm: at any norm, like adversarial
         part.owned[idx] = True
-        if out.claimed is not None:
-            part.counts["silent"] += int((out.claimed.cpu() & ~adv).sum())
+        if out.claimed is not None:  # an open verdict contradicts no claim
+            part.counts["silent"] += int((out.claimed.cpu() & verdict.right).sum())
         new = (b & ~done[idx]).nonzero().flatten()[: room - len(part.shown)]
         part.shown.extend(
             Example(
@@ -588,8 +655,12 @@ def _run_cell(
         part.adv_pred[idx] = pred
         part.norms[idx] = size
         if on_batch is not None:
+            fits = size <= threat.eps + TOLERANCE if minimal else torch.ones_like(b)
             on_batch(
-                VerifiedBatch(attack.name, item.index, threat, idx.cpu(), xa.cpu(), pred, b.cpu())
+                VerifiedBatch(
+                    attack.name, item.index, threat, idx.cpu(), xa.cpu(), pred, b.cpu(),
+                    verdict.undecided & fits,
+                )
             )
         progress.advance(int(idx.numel()))
 
@@ -665,6 +736,7 @@ def _run_cell(
         query_mismatch=merged.counts["mismatch"],
         access_used=access,
         distance_trace=merged.dist_trace or None,
+        undecided=merged.undecided,
     )
     return cell, merged.shown
 
@@ -715,7 +787,8 @@ def _derive_minimal(
     """The cell of a minimal-norm attack at one eps: broken where the verified norm fits."""
     cell, pool = full
     assert cell.adversarial is not None
-    fits = cell.adversarial & (cell.norms <= threat.eps + TOLERANCE)
+    inside = cell.norms <= threat.eps + TOLERANCE
+    fits = cell.adversarial & inside
     shown = [
         replace(e, threat_key=threat.key)
         for e in pool
@@ -725,6 +798,7 @@ def _derive_minimal(
         cell,
         threat=threat,
         broken=fits,
+        undecided=cell.undecided & inside if cell.undecided is not None else None,
         queries=cell.queries if first else 0,
         grad_evals=cell.grad_evals if first else 0,
         seconds=cell.seconds if first else 0.0,

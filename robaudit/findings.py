@@ -53,7 +53,9 @@ CATALOG: dict[str, FindingDoc] = {
             "the same input gets different logits on repeated forward passes",
             "gradients of one random draw mislead attacks, and a single verification pass can "
             "count a lucky draw: both over- and under-statements become possible",
-            "robaudit then averages gradients over draws (EOT) and verifies by majority vote; "
+            "robaudit then averages gradients over draws (EOT) and judges every verdict by a "
+            "sequential Clopper-Pearson test of P(misclassified) > 1/2 (undecided samples count "
+            "as broken in the headline and widen an interval); "
             "make randomness explicit and seeded if it is not a deliberate defense",
         ),
         FindingDoc(

@@ -194,9 +194,12 @@ def post_run(
 
     ``explained``: threats, as (norm, eps), where dead gradients were found and the
     gradient-free reaction ran (RA003 resolved): RA007 there is expected and resolved.
-    ``randomized``: the model draws randomness (verdicts by majority vote, EOT losses). Loss
-    traces are then estimates and verdicts near the boundary are coin flips, so RA005, RA006
-    and RA007 tolerate the noise that brings (``RANDOM_RISE``, ``RANDOM_SILENT_SHARE``).
+    ``randomized``: the model draws randomness (EOT losses; verdicts by the sequential test of
+    :mod:`robaudit.verdicts`). Loss traces are then estimates: RA005 fires only on a rise
+    beyond ``RANDOM_RISE`` and beyond 3 standard errors of the trace's own step-to-step noise.
+    An attack's claims are single draws that a sound verdict overturns whenever
+    P(misclassified) < ½ (PGD's check between restarts, black-box searches), so RA006 does not
+    apply; RA007 and RA009 tolerate ``RANDOM_SILENT_SHARE``.
     """
     out: list[Finding] = []
     explained = explained or set()
@@ -214,7 +217,12 @@ def post_run(
         if tr and len(tr) >= MIN_TRACE and standing >= MIN_STANDING and _white(c, attacks):
             k = max(3, len(tr) // 10)
             last, prev = sum(tr[-k:]) / k, sum(tr[-2 * k : -k]) / k
-            if last > prev + rise * abs(prev) + 1e-3:
+            noise = 0.0
+            if randomized:  # 3 standard errors of the difference of two k-step means
+                steps = torch.tensor(tr[-2 * k :], dtype=torch.float64)
+                sd = float(steps.diff().std()) / 2**0.5  # differences cancel a slow trend
+                noise = 3 * sd * (2 / k) ** 0.5
+            if last > prev + max(rise * abs(prev), noise) + 1e-3:
                 out.append(
                     finding(
                         "RA005",
@@ -222,8 +230,7 @@ def post_run(
                         f"over its last {k} steps with {standing} samples still standing",
                     )
                 )
-        allowed = RANDOM_SILENT_SHARE * int(c.attacked.sum()) if randomized else 0
-        if c.silent_failures > allowed:
+        if c.silent_failures > 0 and not randomized:
             out.append(
                 finding(
                     "RA006",

@@ -590,6 +590,16 @@ def audit(
         },
     }
     meta["evaluation"] = evaluation
+    test = clf.verdict_test()
+    if test is not None:  # a randomized model: how its verdicts were drawn and decided
+        meta["verdicts"] = {
+            "test": "sequential Clopper-Pearson, P(misclassified) vs 1/2",
+            "alpha_per_sample": test.alpha,
+            "alpha_per_verdict": er.verdict_alpha,
+            "first_draws": test.first,
+            "max_draws": test.max_draws,
+            "undecided_counted": "broken (the headline); the interval's upper end counts none",
+        }
     if cfg.protocol is not None:
         meta["protocol"] = {
             "name": cfg.protocol,

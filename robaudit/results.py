@@ -8,7 +8,14 @@ Definitions, stated once and used everywhere:
   over all evaluated samples;
 - attack success rate = verified breaks / samples the attack ran on (those classified
   correctly clean, minus, in a cascade, those already broken);
-- 95% confidence intervals are Wilson score intervals.
+- 95% confidence intervals are Wilson score intervals;
+- randomized models (verdicts by the sequential test of :mod:`robaudit.verdicts`): a sample
+  whose clean verdict, or whose verdict on some candidate at the threat (or at a smaller eps
+  of the same family), the test left open and that no attack there broke is *undecided*.
+  Robust accuracy is then an interval: the headline ``robust_accuracy`` (and ``robust``, the
+  CI, the gate, the score) counts every undecided sample broken (an open clean verdict as not
+  correct); ``robust_accuracy_upper`` counts none of them broken. Deterministic models have
+  no undecided samples and ``robust_accuracy_upper == robust_accuracy``.
 """
 
 from __future__ import annotations
@@ -68,6 +75,10 @@ class ThreatRow:
     success_rate: float
     attacks: tuple[str, ...]
     inherited: int  # samples counted broken by an example found at a smaller eps
+    # randomized models: robust accuracy with no undecided sample counted broken, and how
+    # many samples are undecided (the headline counts them broken); deterministic: = / 0
+    robust_accuracy_upper: float = 0.0
+    undecided: int = 0
 
 
 @dataclass(frozen=True)
@@ -147,7 +158,7 @@ class RunResult:
     examples: tuple[dict[str, Any], ...]
     findings: tuple[Finding, ...]
     score: float
-    grade: str
+    grade: str | None  # None: the audit did not earn one (meta.evaluation says why)
     gate: GateResult
     meta: dict[str, Any]
     config: dict[str, Any]
@@ -241,6 +252,8 @@ def build_tables(
     """
     n = int(er.correct.numel())
     correct = er.correct
+    none = torch.zeros(n, dtype=torch.bool)
+    clean_open = er.clean_undecided if er.clean_undecided is not None else none
     by_key: dict[str, list[int]] = {}
     threats: dict[str, Threat] = {}
     for i, c in enumerate(er.cells):
@@ -249,15 +262,29 @@ def build_tables(
     attack_rows: list[AttackRow] = []
     threat_rows: list[ThreatRow] = []
     verdicts: dict[str, dict[int, dict[str, Any]]] = {}
-    carried: dict[tuple[str, str], tuple[torch.Tensor, dict[int, dict[str, Any]]]] = {}
+    carried: dict[
+        tuple[str, str], tuple[torch.Tensor, dict[int, dict[str, Any]], torch.Tensor]
+    ] = {}
     for key in sorted(by_key, key=lambda k: (threats[k].access, threats[k].norm, threats[k].eps)):
         t = threats[key]
         fam = (t.access, t.norm)
-        prev_mask, prev_verdict = carried.get(fam, (torch.zeros(n, dtype=torch.bool), {}))
+        prev_mask, prev_verdict, prev_open = carried.get(fam, (none, {}, none))
         own = torch.zeros(n, dtype=torch.bool)
+        own_open = torch.zeros(n, dtype=torch.bool)
+        open_by: dict[int, dict[str, Any]] = {}  # first open verdict per sample at this eps
         verdict: dict[int, dict[str, Any]] = {}
         for ci in by_key[key]:
             c = er.cells[ci]
+            if c.undecided is not None:
+                for s in (c.undecided & ~own_open).nonzero().flatten().tolist():
+                    open_by[s] = {
+                        "attack": c.attack,
+                        "norm": float(c.norms[s]),
+                        "adv_pred": int(c.adv_pred[s]),
+                        "eps_found": t.eps,
+                        "undecided": True,
+                    }
+                own_open |= c.undecided
             qs = query_stats(c, correct, own | prev_mask, n)
             new = c.broken & ~own
             for s in new.nonzero().flatten().tolist():
@@ -312,9 +339,15 @@ def build_tables(
         for s in inherited.nonzero().flatten().tolist():
             verdict[s] = dict(prev_verdict[s])
         total = (own | prev_mask) & correct
-        carried[fam] = (total, verdict)
+        # open verdicts here or at a smaller eps (the candidate lies in this ball too) that
+        # no attack settled by a break: counted broken in the headline, listed as undecided
+        still_open = (own_open | prev_open) & correct & ~total
+        for s in still_open.nonzero().flatten().tolist():
+            verdict[s] = dict(open_by[s]) if s in open_by else dict(prev_verdict[s])
+        carried[fam] = (total, verdict, still_open)
         verdicts[key] = verdict
-        robust = int(correct.sum()) - int(total.sum())
+        robust = int(correct.sum()) - int(total.sum()) - int(still_open.sum())
+        upper = robust + int(still_open.sum()) + int(clean_open.sum())
         lo, hi = wilson_interval(robust, n)
         nc = int(correct.sum())
         threat_rows.append(
@@ -333,6 +366,8 @@ def build_tables(
                 success_rate=int(total.sum()) / nc if nc else 0.0,
                 attacks=tuple(dict.fromkeys(er.cells[ci].attack for ci in by_key[key])),
                 inherited=int(inherited.sum()),
+                robust_accuracy_upper=upper / n if n else 0.0,
+                undecided=upper - robust,
             )
         )
     del y
@@ -426,7 +461,7 @@ def confusion_rows(
     for t in threats:
         counts: dict[tuple[int, int], int] = {}
         for i, v in verdicts.get(t.key, {}).items():
-            if v is None or v.get("adv_pred", -1) < 0:
+            if v is None or v.get("adv_pred", -1) < 0 or v.get("undecided"):
                 continue
             pair = (int(y[i]), int(v["adv_pred"]))
             counts[pair] = counts.get(pair, 0) + 1

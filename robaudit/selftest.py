@@ -161,6 +161,81 @@ class _Wrap(nn.Module):
         return out
 
 
+def _bpda_reference(threat: Threat) -> float:
+    """Robust accuracy an adaptive attack written here finds on the quantized digits model:
+    PGD (40 steps, 2 restarts, margin loss) through a straight-through round, verdicts from the
+    real model. robaudit must not report more than this (plus a small slack): it may find more
+    breaks, never fewer without overstating."""
+    model, x, y = _digits_linear()
+
+    def real(z: torch.Tensor) -> torch.Tensor:
+        return model(torch.round(z * 4) / 4)
+
+    def ste(z: torch.Tensor) -> torch.Tensor:
+        return model(z + (torch.round(z * 4) / 4 - z).detach())
+
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        correct = real(x).argmax(1) == y
+    broken = torch.zeros_like(correct)
+    eps, step = threat.eps, 2.5 * threat.eps / 40
+    for _ in range(2):
+        noise = torch.rand(x.shape, generator=gen) * 2 - 1
+        if threat.norm == "l2":
+            noise = noise / noise.flatten(1).norm(dim=1).view(-1, 1, 1, 1) * eps * 0.5
+        else:
+            noise = noise * eps
+        xa = (x + noise).clamp(0, 1)
+        for _ in range(40):
+            with torch.enable_grad():
+                xa = xa.detach().requires_grad_(True)
+                z = ste(xa)
+                other = z.masked_fill(nn.functional.one_hot(y, 10).bool(), -1e9).amax(1)
+                (g,) = torch.autograd.grad((other - z.gather(1, y[:, None])[:, 0]).sum(), xa)
+            with torch.no_grad():
+                if threat.norm == "l2":
+                    g = g / g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+                    d = xa + step * g - x
+                    d = d * (eps / d.flatten(1).norm(dim=1).clamp_min(eps)).view(-1, 1, 1, 1)
+                else:
+                    d = (xa + step * g.sign() - x).clamp(-eps, eps)
+                xa = (x + d).clamp(0, 1)
+                broken |= real(xa).argmax(1) != y
+    return float((correct & ~broken).float().mean())
+
+
+class _Coin(nn.Module):
+    """Answers the true class (0) or class 1 at random, with a known probability per call.
+
+    P(class 1) = sigmoid(k · (mean(x) − t)), set so that it is ``p_clean`` on the clean inputs
+    (constant 0.5 images) and ``p_edge`` once the mean has risen by ``shift``, the most any
+    input in the threat's ball can add. One draw is a coin flip: verdicts need a test."""
+
+    def __init__(self, p_clean: float, p_edge: float, shift: float) -> None:
+        super().__init__()
+        lc, le = (float(torch.logit(torch.tensor(p))) for p in (p_clean, p_edge))
+        self.k = (le - lc) / shift
+        self.t = 0.5 - lc / self.k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.k * (x.flatten(1).mean(1) - self.t)
+        u = torch.rand_like(s).clamp(1e-6, 1 - 1e-6)
+        wrong = s + torch.log(u) - torch.log1p(-u)  # logistic noise: P(wrong > 0) = sigmoid(s)
+        zeros = torch.zeros_like(s)
+        return torch.stack([zeros, wrong, *([zeros - 10] * 8)], dim=1)
+
+
+def _coin(
+    p_clean: float, p_edge: float, threat: Threat
+) -> Callable[[], tuple[nn.Module, torch.Tensor, torch.Tensor]]:
+    def build() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+        shift = threat.eps if threat.norm == "linf" else threat.eps / 8  # 64 pixels
+        x = torch.full((60, 1, 8, 8), 0.5)
+        return _Coin(p_clean, p_edge, shift).eval(), x, torch.zeros(60, dtype=torch.long)
+
+    return build
+
+
 def _wrapped(kind: str) -> Callable[[], tuple[nn.Module, torch.Tensor, torch.Tensor]]:
     def build() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
         model, x, y = _digits_linear()
@@ -211,26 +286,57 @@ def corpus() -> list[Case]:
             honest,
             frozenset({"RA011"}),
         ),
-        # fresh noise on every call: EOT gradients and majority votes (RA004, resolved). The
-        # noise smooths the linear model, so the analytic bound of the bare model does not
-        # hold; only the upper end does (noise of this size cannot add 10 points of robustness)
+        # fresh noise on every call: EOT gradients and sequential verdicts (RA004, resolved).
+        # The noise smooths the linear model, so the analytic bound of the bare model does not
+        # hold; only the upper end does: noise of this size, clamped to the box (pixels at 0
+        # only get positive noise), cannot add 15 points of robustness (an EOT-64 PGD-margin
+        # with 3 restarts judged by 4001 draws measured 0.68 against the bound's 0.56)
         Case(
             "random-noise",
             "Gaussian noise (sigma 0.1) added to the input inside forward",
             _wrapped("noise"),
             linf,
-            (0.0, lb + 0.10),
+            (0.0, lb + 0.15),
             frozenset({"RA004"}),
         ),
-        # gradient attacks cannot measure this one: robaudit says so and adds Square
-        Case(
-            "input-quantization",
-            "input rounded to 4 levels inside forward: zero gradients",
-            _wrapped("quantize"),
-            linf,
-            (0.0, 1.0),
-            frozenset({"RA003", "RA007", "RA008"}),
-        ),
+        # zero gradients: robaudit says so, attacks through a straight-through copy of the
+        # graph and adds Square; it must not report more than an adaptive BPDA-PGD finds
+        *[
+            Case(
+                f"input-quantization-{t.norm}",
+                "input rounded to 4 levels inside forward: zero gradients",
+                _wrapped("quantize"),
+                t,
+                (0.0, _bpda_reference(t) + 0.05),
+                frozenset({"RA003"}),
+            )
+            for t in (linf, Threat("l2", 1.0))
+        ],
+        # verdicts on a model that answers at random: P(misclassified) 0.45 everywhere must be
+        # judged not broken (and clean-correct), and 0.45 clean but 0.55 at the edge of the
+        # ball judged broken, on (nearly) every sample
+        *[
+            c
+            for t in (Threat("linf", 0.1), Threat("l2", 0.8))
+            for c in (
+                Case(
+                    f"coin-0.45-{t.norm}",
+                    "misclassified with probability 0.40 clean, at most 0.45 in the ball",
+                    _coin(0.40, 0.45, t),
+                    t,
+                    (59 / 60, 1.0),
+                    frozenset({"RA004"}),
+                ),
+                Case(
+                    f"coin-0.55-{t.norm}",
+                    "misclassified with probability 0.45 clean, 0.55 at the edge of the ball",
+                    _coin(0.45, 0.55, t),
+                    t,
+                    (0.0, 1 / 60),
+                    frozenset({"RA004"}),
+                ),
+            )
+        ],
     ]
 
 
@@ -245,6 +351,7 @@ def _config(threat: Threat) -> dict[str, Any]:
         "model": {"input_shape": [1, 8, 8], "num_classes": 10},
         "attacks": attacks,
         "report": {"examples": 0},
+        "integrity": {"square_queries": 1000},  # enough on 8x8 inputs; keeps the corpus fast
     }
 
 

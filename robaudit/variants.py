@@ -23,6 +23,7 @@ from robaudit.errors import RuntimeFailure
 from robaudit.loading.samples import Images
 from robaudit.progress import Progress
 from robaudit.results import AttackRow, ThreatRow, build_tables, wilson_interval
+from robaudit.verdicts import SequentialTest
 
 NON_ADAPTIVE_ID = 50_000  # attack indices of the non-adaptive twins of the config's attacks
 
@@ -31,7 +32,9 @@ def variant_classifier(
     bare: Classifier, defense: Defense, backward: str, cfg: Config
 ) -> Classifier:
     """The defended model as attacks see it: the defense's transform (BPDA/exact) before the
-    preprocessing, and EOT gradients plus majority votes when the defense is random."""
+    preprocessing, EOT gradients when asked for or when the defense is random, and verdicts by
+    the sequential test (robaudit.verdicts) only when it is random: a deterministic defense
+    gives the same label on every draw, so one forward pass is its verdict."""
     transform = None if defense.name == "ensemble" else Transform(defense, backward, bare.bounds)
     eot = backward == "eot" or defense.randomized
     return Classifier(
@@ -44,7 +47,8 @@ def variant_classifier(
         access=bare.access,
         batch_size=bare.batch_size,
         eot=cfg.integrity.eot_samples if eot else 1,
-        votes=cfg.integrity.votes if eot else 1,
+        votes=cfg.integrity.votes if defense.randomized else 1,
+        sequential=SequentialTest() if defense.randomized else None,
         transform=transform,
     )
 
@@ -86,7 +90,9 @@ def summarize(
     threats: tuple[ThreatRow, ...],
 ) -> dict[str, Any]:
     """Per threat: robust accuracy against the non-adaptive and the adaptive attacks alone,
-    the gap between them, and the variant's worst case over both."""
+    the gap between them, and the variant's worst case over both. A random defense's open
+    verdicts count as breaks in each mode, as in the headline (``robust_accuracy_upper``
+    and ``undecided`` give the other end)."""
     n = int(er.correct.numel())
     rows = []
     for t in threats:
@@ -95,7 +101,8 @@ def summarize(
             if f"{label}/{c.threat.key}" != t.key:
                 continue
             mode = "non_adaptive" if c.index in non_adaptive else "adaptive"
-            modes[mode] = modes.get(mode, torch.zeros(n, dtype=torch.bool)) | c.broken
+            lost = c.broken if c.undecided is None else c.broken | c.undecided
+            modes[mode] = modes.get(mode, torch.zeros(n, dtype=torch.bool)) | lost
         kept = {m: int((er.correct & ~b).sum()) for m, b in modes.items()}
         acc = {m: k / n if n else 0.0 for m, k in kept.items()}
         cis = {m: list(wilson_interval(k, n)) for m, k in kept.items()}
@@ -115,6 +122,8 @@ def summarize(
                 "gap": None if na is None or ad is None else na - ad,
                 "robust_accuracy": t.robust_accuracy,
                 "ci": [t.ci_low, t.ci_high],
+                "robust_accuracy_upper": t.robust_accuracy_upper,
+                "undecided": t.undecided,
             }
         )
     return {

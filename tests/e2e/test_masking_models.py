@@ -89,8 +89,9 @@ def test_randomized_model_gets_eot_and_votes() -> None:
     naive = robaudit.scan(model, (x, y), config=_cfg(enabled=False)).robust_accuracy("linf", EPS)
     assert naive > best + 0.05, "the naive evaluation must overstate, or the test proves nothing"
     assert ra <= best + 0.05, f"robaudit {ra:.3f} vs adaptive EOT attack {best:.3f}"
-    # the engine's vote overturns few of the attacks' own claims (none fire RA006)
-    assert "RA006" not in {f.id for f in audited.findings}
+    # sound verdicts also do not understate: the headline (undecided counted broken) stays
+    # within 5 points of the adaptive attack's majority-vote number from below too
+    assert ra >= best - 0.05, f"robaudit {ra:.3f} vs adaptive EOT attack {best:.3f}"
 
 
 class _StraightThrough(torch.autograd.Function):

@@ -35,7 +35,7 @@ def test_verdict_matches_gate(doc: dict[str, Any], html: str) -> None:
     assert other not in html
     for f in doc["gate"]["failures"]:
         assert f["detail"] in html
-    assert f"{doc['score']:.4g}" in html and f"<strong>{doc['grade']}</strong>" in html
+    assert f"{doc['score']:.4g}" in html and f"<strong>grade {doc['grade']}</strong>" in html
     assert "<details>" in html and "mean over threats of robust accuracy" in html
 
 
