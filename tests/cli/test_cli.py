@@ -179,7 +179,7 @@ def test_scan_gate_failure_exits_1_and_names_the_threshold(failed_scan: tuple[An
     # the human summary names the threshold, the measured value and the shortfall
     assert "FAIL" in result.stderr
     assert "min_robust_accuracy" in result.stderr
-    assert f"below 80.0% by {0.8 - robust:.1%}" in result.stderr
+    assert f"below 80.0% by {100 * (0.8 - robust):.1f} points" in result.stderr
     assert f"{robust:.1%}" in result.stderr
     assert "Traceback" not in result.output
 
