@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from robaudit.allocator import keep_freed_memory
+from robaudit.allocator import keep_freed_memory, relieve
+from robaudit.control import poll
 from robaudit.errors import RobauditError, RuntimeFailure
 from robaudit.verdicts import SequentialTest, Verdict, sequential_verdict, single_verdict
 
@@ -136,6 +137,9 @@ class Classifier:
             state.restore()
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        poll()  # a stop requested during an attack lands here, within one model call
+        if x.device.type == "cpu":
+            relieve()  # bound the heap's fragmentation (see robaudit.allocator)
         if self.transform is not None:
             x = self.transform(x)
         if self._mean is not None:

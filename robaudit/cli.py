@@ -39,7 +39,13 @@ from robaudit.baseline import DEFAULT_MAX_DROP, Comparison, check_max_drop, poin
 from robaudit.checkpoint import STATE_DIR
 from robaudit.classifier import resolve_device
 from robaudit.config import MAX_SEED, PRESET_NAMES, load_config, preset_path
-from robaudit.control import INTERRUPTED, RunControl, parse_duration, stop_on_signals
+from robaudit.control import (
+    INTERRUPTED,
+    RunControl,
+    parse_duration,
+    process_started,
+    stop_on_signals,
+)
 from robaudit.errors import (
     EXIT_GATE_FAILED,
     EXIT_INTERRUPTED,
@@ -51,6 +57,7 @@ from robaudit.errors import (
 )
 from robaudit.harden.options import METHOD_DEFAULTS, METHODS, HardenOptions
 from robaudit.report.log import LogProgress
+from robaudit.report.notices import unrun_text
 from robaudit.report.writers import FILE_NAMES, load_document
 from robaudit.results import RunResult
 
@@ -349,8 +356,9 @@ def scan(
     check_max_drop(max_drop)
     if baseline is not None:
         load_document(baseline)
-    control = RunControl(
-        budget_seconds=parse_duration(time_budget) if time_budget is not None else None
+    control = RunControl(  # a CI job's limit counts from the process start: so does the budget
+        budget_seconds=parse_duration(time_budget) if time_budget is not None else None,
+        started=process_started(),
     )
     shard = distributed.from_env()
     if shard.active:  # torchrun: join the group; each rank attacks on its own device
@@ -438,8 +446,8 @@ def _scan_run(
         console.print(
             Text.assemble(
                 ("robaudit: incomplete: ", "yellow"),
-                f"{inc['reason']}; {len(inc['unrun'])} planned cell(s) did not run; partial "
-                f"report in {out} (scan again with --resume to finish)",
+                f"{inc['reason']}; {unrun_text(inc)}; partial report in {out} (scan again "
+                "with --resume to finish)",
             )
         )
         if inc["kind"] == INTERRUPTED:

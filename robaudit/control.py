@@ -1,13 +1,18 @@
 """Stopping a run early on purpose: SIGINT/SIGTERM and ``--time-budget``.
 
-The engine asks :meth:`RunControl.should_stop` between batches and before each cell; a stop
-never tears a cell in half (an unfinished cell is dropped and listed as not run), so the
-partial report holds only finished, verified work.
+The engine asks :meth:`RunControl.should_stop` before each cell and each batch, and inside a
+batch every forward pass of the model polls it (:func:`poll`, armed by :func:`interruptible`
+around an attack's batch), so a stop lands within one model call, not at the end of a cell
+that may run for minutes. The batch in flight is then dropped; the cell's finished batches
+are kept (verified work only), saved for ``--resume``, and the rest is listed as not run.
+A ``--time-budget`` covers the whole process (start-up and report writing included): the stop
+comes a little before it, leaving :data:`REPORT_RESERVE` of it for writing the reports.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import signal
 import threading
@@ -26,6 +31,28 @@ TIME_BUDGET = "time-budget"
 FAILURE = "failure"
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+REPORT_RESERVE = 0.05  # share of a time budget kept for writing the reports (at most 5 s)
+
+
+class StopRequested(Exception):
+    """Raised from a model call inside an attack once a stop was requested."""
+
+
+def process_started() -> float:
+    """This process's start on the ``time.perf_counter`` clock (now, where /proc is missing).
+
+    A CI job's time limit counts from the process start, interpreter and torch import included.
+    """
+    now = time.perf_counter()
+    try:
+        with open("/proc/self/stat", encoding="ascii") as fh:
+            start_ticks = float(fh.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime", encoding="ascii") as fh:
+            uptime = float(fh.read().split()[0])
+        age = uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return now
+    return now - min(max(age, 0.0), 600.0)
 
 
 def parse_duration(text: str, what: str = "--time-budget") -> float:
@@ -67,10 +94,15 @@ class RunControl:
         if (
             self.kind is None
             and self.budget_seconds is not None
-            and time.perf_counter() - self.started >= self.budget_seconds
+            and time.perf_counter() - self.started >= self.deadline()
         ):
             self.request_stop(TIME_BUDGET, f"the time budget of {self.budget_seconds:g} s ran out")
         return self.kind is not None
+
+    def deadline(self) -> float:
+        """Seconds after ``started`` at which a budgeted run stops (room left for reports)."""
+        assert self.budget_seconds is not None
+        return self.budget_seconds - min(5.0, REPORT_RESERVE * self.budget_seconds)
 
     def remaining(self) -> float | None:
         """Seconds left in the budget (None: no budget)."""
@@ -84,6 +116,28 @@ class RunControl:
         if not self.oom_events:
             log.warning("%s: out of memory, retrying with batch size %d", where, new_batch)
         self.oom_events.append(f"{where}: batch size lowered to {new_batch}")
+
+
+_ARMED: list[RunControl] = []
+
+
+@contextmanager
+def interruptible(control: RunControl | None) -> Iterator[None]:
+    """Within this block, :func:`poll` raises :class:`StopRequested` once ``control`` stops."""
+    if control is None:
+        yield
+        return
+    _ARMED.append(control)
+    try:
+        yield
+    finally:
+        _ARMED.pop()
+
+
+def poll() -> None:
+    """Called on every model call: raise :class:`StopRequested` inside an armed block."""
+    if _ARMED and _ARMED[-1].should_stop():
+        raise StopRequested(_ARMED[-1].reason or "stop requested")
 
 
 @contextmanager

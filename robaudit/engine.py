@@ -20,11 +20,11 @@ from robaudit.attacks.base import ACCESS_FOR_REQUIRES, Attack
 from robaudit.attacks.projections import clip_to_ball, flat_norm
 from robaudit.checkpoint import CellStore
 from robaudit.classifier import ACCESS_RANK, Classifier
-from robaudit.control import INTERRUPTED, RunControl
+from robaudit.control import INTERRUPTED, RunControl, StopRequested, interruptible
 from robaudit.distributed import SINGLE, Shard
 from robaudit.errors import ModelLoadError, RuntimeFailure
 from robaudit.loading.samples import Images
-from robaudit.progress import NullProgress, Progress
+from robaudit.progress import NullProgress, Progress, tally
 from robaudit.threat import Threat
 from robaudit.verdicts import Verdict
 
@@ -77,6 +77,8 @@ class CellOutcome:
     # bool[N]: attacked samples whose verdict the sequential test left open (randomized
     # models; None or all False otherwise); minimal-norm runs: at any norm, like adversarial
     undecided: torch.Tensor | None = None
+    # targeted samples not attacked because the run stopped mid-cell (a partial cell)
+    unfinished: int = 0
 
 
 @dataclass
@@ -397,6 +399,14 @@ def run_plan(
                     result.unrun = [describe(p) for p in ordered[pos:]]
                     break
                 cell, shown = ran
+                if cell.unfinished:  # stopped mid-cell: keep its finished samples, then stop
+                    result.examples.extend(shown[: max(0, room)])
+                    result.cells.append(cell)
+                    result.unrun = [
+                        {**describe(item), "samples_left": cell.unfinished},
+                        *(describe(p) for p in ordered[pos + 1 :]),
+                    ]
+                    break
         except RuntimeFailure as exc:
             result.failure = str(exc)
             result.unrun = [describe(p) for p in ordered[pos:]]
@@ -425,15 +435,19 @@ Unit = tuple[CellOutcome, list[Example]]
 
 
 def _stored_or_run(
-    ctl: EngineControl, key: tuple[object, ...], run: Callable[[], Unit | None]
+    ctl: EngineControl, key: tuple[object, ...], run: Callable[[Unit | None], Unit | None]
 ) -> Unit | None:
-    """A cell saved by an earlier run of the same audit, else run it (and save it)."""
+    """A cell saved by an earlier run of the same audit, else run it (and save it).
+
+    A partial cell saved by an interrupted run is continued: ``run`` gets it as ``prior``.
+    """
     found = ctl.store.load(key) if ctl.store is not None else None
     if ctl.shard.active:
         found = ctl.shard.broadcast(found)  # rank 0 holds the folder
-    if found is not None:
-        return _unit_from_dict(found)
-    unit = run()
+    prior = _unit_from_dict(found) if found is not None else None
+    if prior is not None and prior[0].unfinished == 0:
+        return prior
+    unit = run(prior)
     if unit is not None and ctl.store is not None:
         ctl.store.save(key, _unit_to_dict(unit))
     return unit
@@ -521,17 +535,23 @@ def _run_cell(
     on_batch: BatchSink | None = None,
     search: Classifier | None = None,
     ctl: EngineControl | None = None,
+    prior: Unit | None = None,
+    keep_partial: bool = True,
 ) -> Unit | None:
     """Run one cell on this rank's batches, merge the ranks' shares, and judge it.
 
-    Returns None when a stop was requested before the cell finished (on any rank).
+    A stop requested mid-cell (on any rank) drops the batch in flight; the cell's finished
+    batches come back as a partial cell (``unfinished`` > 0), or None with ``keep_partial``
+    off. ``prior``: the partial cell an interrupted run saved; only its unfinished samples
+    run now, in the same batches an uninterrupted run would have formed.
     """
     ctl = ctl or EngineControl()
     shard = ctl.shard
     threat, attack = item.threat, item.attack
     minimal = attack.minimal_norm
     n = int(x.shape[0])
-    idx_all = targets.nonzero().flatten()
+    left = targets & ~prior[0].attacked if prior is not None else targets
+    idx_all = left.nonzero().flatten()
     total = int(idx_all.numel())
     batches = [
         (k, idx_all[start : start + batch_size])
@@ -578,7 +598,8 @@ def _run_cell(
         torch.manual_seed(bseed)  # models drawing from the global RNG: batch-keyed draws
         vq_batch = view.counters.queries
         try:
-            with view.fast_layout():  # CPU convolutions in channels-last order
+            # CPU convolutions in channels-last order; a stop lands within one model call
+            with view.fast_layout(), interruptible(ctl.control):
                 out = attack.run(view, xb, yb, threat, gen)
         except RuntimeError as exc:
             if _is_oom(exc):
@@ -616,7 +637,8 @@ def _run_cell(
         size = flat_norm(xa - xb, threat.norm).cpu()
         q_before = clf.counters.queries
         # one fresh pass, or on a randomized model the sequential test (one query per sample)
-        verdict = clf.verdict(xa, yb, res.verdict_alpha).cpu()
+        with interruptible(ctl.control):  # a long sequential test stops promptly too
+            verdict = clf.verdict(xa, yb, res.verdict_alpha).cpu()
         verify_queries += clf.counters.queries - q_before
         broken_out = verdict.nonfinite
         if bool(broken_out.any()):  # never count a NaN output as a break (or as robust)
@@ -695,10 +717,12 @@ def _run_cell(
             break
         try:
             attack_split(number, idx)
+        except StopRequested:  # the batch in flight is dropped; finished ones stay
+            part.stopped = True
+            break
         except RuntimeFailure as exc:
             part.error = (number, str(exc))
             break
-    progress.finish()
     q1, _ = clf.counters.snapshot()
     part.counts["queries"] = view.counters.queries - vq0 if separate else q1 - q0 - verify_queries
     part.counts["grad_evals"] = view.counters.grad_evals - vg0
@@ -706,18 +730,29 @@ def _run_cell(
     parts = shard.gather(part)
     errors = sorted(p.error for p in parts if p.error is not None)
     if errors:
+        progress.finish()
         raise RuntimeFailure(errors[0][1])
-    if any(p.stopped for p in parts):
+    stopped = any(p.stopped for p in parts)
+    if stopped:
         if ctl.control is not None and not ctl.control.should_stop():
             ctl.control.request_stop(INTERRUPTED, "another process of the run stopped")
-        return None
+        if not keep_partial or not any(bool(p.owned.any()) for p in parts):
+            progress.finish()
+            return prior if keep_partial else None  # nothing new finished
     merged = _merge(parts, room)
+    # the running robust accuracy at this threat, over every rank, for the cell's log line
+    broken_now = done | merged.broken
+    if prior is not None:
+        broken_now |= prior[0].broken
+    tally(progress, int((res.correct & ~broken_now).sum()), n)
+    progress.finish()
+    attacked = left & merged.owned if stopped else left.clone()
     budget = getattr(attack.params, "queries", None)
     cell = CellOutcome(
         index=item.index,
         attack=attack.name,
         threat=threat,
-        attacked=targets.clone(),
+        attacked=attacked,
         broken=merged.broken,
         norms=merged.norms,
         adv_pred=merged.adv_pred,
@@ -737,8 +772,51 @@ def _run_cell(
         access_used=access,
         distance_trace=merged.dist_trace or None,
         undecided=merged.undecided,
+        unfinished=int((left & ~attacked).sum()),
     )
+    if prior is not None:
+        return _combine(prior, (cell, merged.shown), room)
     return cell, merged.shown
+
+
+def _combine(prior: Unit, new: Unit, room: int) -> Unit:
+    """A resumed partial cell: the earlier run's finished samples plus this run's."""
+    old, new_cell = prior[0], new[0]
+    was = old.attacked
+
+    def both(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.where(was.view(-1, *([1] * (a.dim() - 1))), a, b)
+
+    def pick(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+        if a is None or b is None:
+            return b if a is None else a
+        return both(a, b)
+
+    traces = dict(new_cell.distance_trace or {})
+    for q, dist in (old.distance_trace or {}).items():
+        traces[q] = both(dist, traces.get(q, torch.full_like(dist, float("nan"))))
+    cell = replace(
+        new_cell,
+        attacked=was | new_cell.attacked,
+        broken=both(old.broken, new_cell.broken),
+        norms=both(old.norms, new_cell.norms),
+        adv_pred=both(old.adv_pred, new_cell.adv_pred),
+        adversarial=pick(old.adversarial, new_cell.adversarial),
+        sample_queries=pick(old.sample_queries, new_cell.sample_queries),
+        undecided=pick(old.undecided, new_cell.undecided),
+        distance_trace=traces or None,
+        queries=old.queries + new_cell.queries,
+        grad_evals=old.grad_evals + new_cell.grad_evals,
+        seconds=old.seconds + new_cell.seconds,
+        budget_violations=old.budget_violations + new_cell.budget_violations,
+        bounds_violations=old.bounds_violations + new_cell.bounds_violations,
+        nonfinite=old.nonfinite + new_cell.nonfinite,
+        silent_failures=old.silent_failures + new_cell.silent_failures,
+        query_mismatch=old.query_mismatch + new_cell.query_mismatch,
+        loss_trace=old.loss_trace if old.loss_trace is not None else new_cell.loss_trace,
+    )
+    shown = sorted(prior[1] + new[1], key=lambda e: e.sample)[:room]
+    return cell, shown
 
 
 def _run_minimal(
@@ -770,9 +848,10 @@ def _run_minimal(
     return _stored_or_run(
         ctl,
         (ctl.variant, "minimal", item.index, item.attack.name, run_threat.key),
-        lambda: _run_cell(
+        lambda _prior: _run_cell(  # never partial: its derived cells need every sample
             clf, x, y, PlannedAttack(item.index, item.attack, run_threat, search=item.search),
             targets, seed, batch_size, progress, none_done, examples, res, on_batch, search, ctl,
+            keep_partial=False,
         ),
     )
 

@@ -9,7 +9,11 @@ from typing import Protocol
 
 
 class Progress(Protocol):
-    """Receives the engine's progress: one task per cell, advanced by samples."""
+    """Receives the engine's progress: one task per cell, advanced by samples.
+
+    A sink may also define ``tally(robust, of)``: the engine calls it just before ``finish``
+    with the samples still robust at the cell's threat after it (the running robust accuracy).
+    """
 
     def start(self, label: str, total: int) -> None: ...
 
@@ -29,3 +33,10 @@ class NullProgress:
 
     def finish(self) -> None:
         return None
+
+
+def tally(progress: Progress, robust: int, of: int) -> None:
+    """Pass a cell's running robust count to ``progress`` if it takes one (optional)."""
+    take = getattr(progress, "tally", None)
+    if callable(take):
+        take(robust, of)

@@ -19,10 +19,78 @@ from robaudit.report.notices import (
     protocol_line,
     untrusted_line,
 )
+from robaudit.results import VARIANT
+from robaudit.threat import ACCESS_LEVELS, NORMS
 
 
 def _pct(v: float | None) -> str:
     return "—" if v is None else f"{100 * v:.1f}%"
+
+
+def _not_run_rows(doc: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(variant, access, norm, eps label) of planned threats with no row: nothing finished there.
+
+    An incomplete run's table lists them as "not run" instead of silently dropping them.
+    """
+    have = {(t.get("variant", VARIANT), t["key"]) for t in doc["threats"]}
+    rows: list[tuple[str, str, str, str]] = []
+    for u in (doc.get("partial") or {}).get("unrun") or []:
+        parts = str(u["threat"]).split("/")  # [variant/]access/norm/label; "8/255" has a slash
+        at = next(
+            (i for i in range(len(parts) - 2) if parts[i] in ACCESS_LEVELS and parts[i + 1] in NORMS),
+            None,
+        )
+        if at is None:  # a variant that did not start at all ("jpeg/*")
+            continue
+        variant = "/".join(parts[:at]) or VARIANT
+        access, norm, eps = parts[at], parts[at + 1], "/".join(parts[at + 2 :])
+        if (variant, f"{access}/{norm}/{eps}") in have or (variant, access, norm, eps) in rows:
+            continue
+        rows.append((variant, access, norm, eps))
+    return rows
+
+
+def threat_table(doc: dict[str, Any]) -> Table:
+    """Clean and robust accuracy per threat; a variant column whenever defenses ran."""
+    table = Table(title="Clean vs robust accuracy (worst case over attacks)", title_justify="left")
+    missing = _not_run_rows(doc)
+    variants = {t.get("variant", VARIANT) for t in doc["threats"]} | {m[0] for m in missing}
+    show_variant = bool(doc.get("variants")) or variants - {VARIANT} != set()
+    # a randomized model's open verdicts: robust accuracy as an interval, and their count
+    open_cols = ("interval", "undecided") if has_undecided(doc) else ()
+    lead = ("variant",) if show_variant else ()
+    for col in (*lead, "threat", "robust acc.", "95% CI", *open_cols, "success rate", "attacks"):
+        left = col in ("attacks", "threat", "variant")
+        table.add_column(col, justify="left" if left else "right")
+    lo, hi = doc["clean_ci"]
+    blank = ("",) * len(open_cols)
+    first = (VARIANT,) if show_variant else ()
+    table.add_row(
+        *first, "clean", _pct(doc["clean_accuracy"]), f"{_pct(lo)}–{_pct(hi)}", *blank, "", ""
+    )
+    clean = doc["clean_accuracy"] or 1.0
+    for t in doc["threats"]:
+        ratio = t["robust_accuracy"] / clean if clean else 0.0
+        style = "green" if ratio >= 0.8 else "yellow" if ratio >= 0.5 else "red"
+        upper = t.get("robust_accuracy_upper", t["robust_accuracy"])
+        extra = (f"{_pct(t['robust_accuracy'])}–{_pct(upper)}", str(t.get("undecided") or 0))
+        table.add_row(
+            *((t.get("variant", VARIANT),) if show_variant else ()),
+            f"{t['access']} {t['norm']} ε={t['eps_label']}",
+            Text(_pct(t["robust_accuracy"]), style=style),
+            f"{_pct(t['ci'][0])}–{_pct(t['ci'][1])}",
+            *extra[: len(open_cols)],
+            _pct(t["success_rate"]),
+            ", ".join(t["attacks"]),
+        )
+    for variant, access, norm, eps in missing:
+        table.add_row(
+            *((variant,) if show_variant else ()),
+            f"{access} {norm} ε={eps}",
+            Text("not run", style="yellow"),
+            "", *blank, "", "",
+        )
+    return table
 
 
 def print_summary(doc: dict[str, Any], console: Console, written: dict[str, Path]) -> None:
@@ -40,30 +108,8 @@ def print_summary(doc: dict[str, Any], console: Console, written: dict[str, Path
         console.print(Text(proto, style="yellow" if smoke else "dim"))
     for line in inferred_lines(doc):
         console.print(Text(f"inferred: {line}", style="dim"))
-    table = Table(title="Clean vs robust accuracy (worst case over attacks)", title_justify="left")
-    # a randomized model's open verdicts: robust accuracy as an interval, and their count
-    open_cols = ("interval", "undecided") if has_undecided(doc) else ()
-    for col in ("threat", "robust acc.", "95% CI", *open_cols, "success rate", "attacks"):
-        table.add_column(col, justify="right" if col != "attacks" and col != "threat" else "left")
-    lo, hi = doc["clean_ci"]
-    blank = ("",) * len(open_cols)
-    table.add_row("clean", _pct(doc["clean_accuracy"]), f"{_pct(lo)}–{_pct(hi)}", *blank, "", "")
-    clean = doc["clean_accuracy"] or 1.0
-    for t in doc["threats"]:
-        ratio = t["robust_accuracy"] / clean if clean else 0.0
-        style = "green" if ratio >= 0.8 else "yellow" if ratio >= 0.5 else "red"
-        upper = t.get("robust_accuracy_upper", t["robust_accuracy"])
-        extra = (f"{_pct(t['robust_accuracy'])}–{_pct(upper)}", str(t.get("undecided") or 0))
-        table.add_row(
-            f"{t['access']} {t['norm']} ε={t['eps_label']}",
-            Text(_pct(t["robust_accuracy"]), style=style),
-            f"{_pct(t['ci'][0])}–{_pct(t['ci'][1])}",
-            *extra[: len(open_cols)],
-            _pct(t["success_rate"]),
-            ", ".join(t["attacks"]),
-        )
-    console.print(table)
-    if open_cols:
+    console.print(threat_table(doc))
+    if has_undecided(doc):
         console.print(
             Text(
                 "randomized model: robust accuracy counts undecided samples (verdicts the "

@@ -15,7 +15,7 @@ import re
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from robaudit.report.notices import protocol_line, untrusted_line
+from robaudit.report.notices import protocol_line, unrun_text, untrusted_line
 
 _INVALID_XML = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 STRICT = "fail_on_findings"
@@ -163,6 +163,7 @@ def render_junit(doc: dict[str, Any]) -> str:
         ).text = xml_text(
             "; ".join(
                 [str((doc.get("partial") or {}).get("reason", "stopped"))]
+                + [unrun_text(doc.get("partial") or {})]
                 + [f"not run: {u['attack']} at {u['threat']}" for u in (doc.get("partial") or {}).get("unrun", [])]
             )
         )

@@ -17,6 +17,7 @@ from robaudit.report.notices import (
     grade_text,
     inferred_lines,
     protocol_line,
+    unrun_text,
     untrusted_line,
 )
 
@@ -100,10 +101,8 @@ def _verdict(doc: dict[str, Any]) -> str:
         if partial:
             line += (
                 f"\n\n> ⚠ **Incomplete:** {md_escape(partial.get('reason', ''))}; "
-                f"{len(partial.get('unrun') or [])} planned cell(s) did not run"
+                f"{md_escape(unrun_text(partial))}"
             )
-            if partial.get("not_run"):
-                line += f"; also not run: {md_escape(', '.join(partial['not_run']))}"
             line += ". The numbers cover only finished work and may overstate robustness."
     return line
 

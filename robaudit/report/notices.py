@@ -68,3 +68,22 @@ def evaluation_lines(doc: dict[str, Any]) -> list[str]:
     return [f"{word}: no grade; the score covers {covers}"] + [
         f"  {reason}" for reason in ev.get("reasons") or []
     ]
+
+
+def unrun_text(partial: dict[str, Any]) -> str:
+    """What a partial run left undone, in one phrase that every format prints the same way.
+
+    ``unrun`` holds planned cells (the first may have stopped mid-way: ``samples_left``);
+    ``not_run`` holds whole steps after the cells (sanity check, variants, certification).
+    """
+    unrun = list(partial.get("unrun") or [])
+    text = f"{len(unrun)} planned cell(s) did not run or finish"
+    midway = [u for u in unrun if u.get("samples_left")]
+    if midway:
+        text += " (" + "; ".join(
+            f"{u['attack']} at {u['threat']} stopped with {u['samples_left']} sample(s) left"
+            for u in midway
+        ) + ")"
+    if partial.get("not_run"):
+        text += "; also not run: " + ", ".join(str(s) for s in partial["not_run"])
+    return text

@@ -147,3 +147,71 @@ def test_model_failing_mid_run_exits_3_with_a_partial_report(
     assert "partial report (incomplete) written" in lines[0]
     doc = _doc(out)
     assert doc["incomplete"] is True and doc["partial"]["kind"] == "failure"
+
+
+# One cell that needs minutes: PGD with 100,000 steps on 500 digits in one batch (about 3 ms a
+# step here, ~5 minutes); stops have to land inside it.
+LONG_CELL: dict[str, Any] = {
+    "version": 1,
+    "seed": 0,
+    "model": {"input_shape": [1, 8, 8], "num_classes": 10, "bounds": [0.0, 1.0]},
+    "data": {"source": "builtin:digits", "split": "test", "samples": 500, "batch_size": 500},
+    "attacks": [{"name": "pgd", "norm": "linf", "eps": [0.1], "steps": 100000}],
+    "integrity": {"enabled": False},
+    "engine": {"device": "cpu"},
+}
+
+
+@pytest.fixture(scope="module")
+def long_cell(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("cfg") / "long.yaml"
+    path.write_text(yaml.safe_dump(LONG_CELL), encoding="utf-8")
+    return path
+
+
+def test_time_budget_inside_one_long_cell_ends_within_the_budget(
+    long_cell: Path, plain_model_path: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        _robaudit("scan", plain_model_path, "-c", long_cell, "--out", out, "--quiet",
+                  "--time-budget", "20s"),
+        env=ENV, capture_output=True, text=True, timeout=300,
+    )
+    wall = time.monotonic() - t0
+    assert proc.returncode == 1, proc.stderr  # a time-budget stop fails the gate
+    assert wall <= 22.0, f"--time-budget 20s took {wall:.1f} s"
+    assert "Traceback" not in proc.stderr
+    doc = _doc(out)
+    assert doc["incomplete"] is True and doc["partial"]["kind"] == "time-budget"
+    (unrun,) = doc["partial"]["unrun"]
+    assert (unrun["attack"], unrun["threat"]) == ("pgd", "white-box/linf/0.1")
+    assert doc["grade"] is None and not doc["gate"]["passed"]
+
+
+def test_sigterm_during_a_long_cell_gives_a_report_within_5_s(
+    long_cell: Path, plain_model_path: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        _robaudit("scan", plain_model_path, "-c", long_cell, "--out", out),
+        env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 120
+    for line in proc.stderr:  # the CI log: wait for the cell to start
+        if "] start pgd" in line:
+            break
+        assert time.monotonic() < deadline, "the cell did not start in 120 s"
+    time.sleep(3.0)  # well inside the cell's single batch
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    err = proc.stderr.read()
+    proc.wait(timeout=60)
+    waited = time.monotonic() - t0
+    assert proc.returncode == 130, err
+    assert waited <= 5.0, f"SIGTERM took {waited:.1f} s to give a report"
+    assert "interrupted by SIGTERM" in err and "Traceback" not in err
+    doc = _doc(out)
+    assert doc["incomplete"] is True and doc["partial"]["kind"] == "interrupted"

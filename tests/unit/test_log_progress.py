@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -53,4 +54,27 @@ def test_scan_without_a_terminal_logs_the_header_first_and_every_cell(
             "--exit-zero", "--log-format", "json")
     events = [json.loads(ln) for ln in j.stderr.splitlines() if ln.startswith("{")]
     assert events[0]["event"] == "scan_start"
-    assert [e["event"] for e in events[1:]].count("cell_finish") == 4
+    finished = [e for e in events[1:] if e["event"] == "cell_finish"]
+    assert len(finished) == 4
+    # each finish line carries the running robust accuracy; after the last attack at a threat
+    # it is the report's number for that threat
+    doc = json.loads((tmp_path / "k" / "report.json").read_text(encoding="utf-8"))
+    for row in doc["threats"]:
+        last = [e for e in finished if e["cell"].endswith(f"eps={row['eps_label']}")][-1]
+        assert last["robust"] / last["of"] == row["robust_accuracy"]
+
+
+def test_a_long_cell_without_progress_still_gets_heartbeats() -> None:
+    """One batch can run for minutes: the heartbeat must not wait for ``advance``."""
+    lines: list[str] = []
+    log = LogProgress(lines.append, heartbeat=0.2)  # the real clock: a background ticker
+    log.start("apgd-t linf eps=8/255", 100)
+    time.sleep(1.5)  # no advance at all, as in one long batch
+    log.tally(37, 100)
+    log.finish()
+    beats = [ln for ln in lines if "... apgd-t" in ln]
+    assert 2 <= len(beats) <= 8, lines
+    assert "0/100 samples in" in lines[-1] and lines[-1].endswith("robust so far 37/100 (37.0%)")
+    count = len(lines)
+    time.sleep(0.6)
+    assert len(lines) == count  # the ticker stopped with the cell

@@ -97,9 +97,9 @@ def test_interrupted_run_resumes_to_the_uninterrupted_report(
     validate_report(doc)
     written = part.save(tmp_path / "partial")
     html = written["html"].read_text(encoding="utf-8")
-    assert "INCOMPLETE RUN" in html and "2 planned cell(s) did not run" in html
+    assert "INCOMPLETE RUN" in html and "2 planned cell(s) did not run or finish" in html
     assert "white-box/linf/0.2" in html and "--resume" in html
-    assert "**Incomplete:** interrupted by a test; 2 planned cell(s)" in written["md"].read_text(
+    assert "**Incomplete:** interrupted by a test; 2 planned cell\\(s\\)" in written["md"].read_text(
         encoding="utf-8"
     )
     assert "not run: pgd at white-box/linf/0.2" in written["junit"].read_text(encoding="utf-8")
@@ -192,3 +192,85 @@ def test_failure_mid_run_carries_the_partial_result(tmp_path: Path, tiny_config)
     assert partial.incomplete is not None and partial.incomplete["kind"] == "failure"
     assert len(partial.incomplete["unrun"]) == 4
     assert not partial.gate.passed
+
+
+class StopAfterBatches:
+    """A progress sink that asks the run to stop once ``after`` batches of cell ``cell`` are done."""
+
+    def __init__(self, control: RunControl, cell: int, after: int) -> None:
+        self.control, self.cell, self.after = control, cell, after
+        self.started = self.done = 0
+
+    def start(self, label: str, total: int) -> None:
+        self.started += 1
+
+    def advance(self, n: int) -> None:
+        if self.started == self.cell:
+            self.done += 1
+            if self.done == self.after:
+                self.control.request_stop(INTERRUPTED, "interrupted by a test")
+
+    def finish(self) -> None:
+        pass
+
+
+def test_a_stop_mid_cell_keeps_its_finished_batches_and_resume_completes_them(
+    tmp_path: Path, plain_model_path: Path, tiny_config, validate_report
+) -> None:
+    cfg = tiny_config(tmp_path, data={"batch_size": 16})
+    full = _scan(plain_model_path, cfg)
+    state = tmp_path / "out" / ".robaudit"
+    control = RunControl()
+    part = _scan(
+        plain_model_path, cfg, checkpoint_dir=state, control=control,
+        progress=StopAfterBatches(control, cell=3, after=1),
+    )
+    inc = part.incomplete
+    assert inc is not None and inc["kind"] == "interrupted"
+    first, *rest = inc["unrun"]
+    cell = next(c for c in part.result.attacks if (c.attack, c.threat_key) == (
+        first["attack"], first["threat"]
+    ))  # the stopped cell is in the report with the samples it finished
+    assert cell.attacked == 16 and first["samples_left"] == full.result.attacks[2].attacked - 16
+    assert len(rest) == 1
+    doc = part.to_dict()
+    validate_report(doc)
+    assert f"stopped with {first['samples_left']} sample(s) left" in part.gate.failures[-1].detail
+    assert len(list((state / "cells").glob("*.pt"))) == 3  # two whole cells and the part
+    resumed = _scan(plain_model_path, cfg, checkpoint_dir=state, resume=True)
+    assert resumed.incomplete is None
+    assert without_timing(resumed.to_dict()) == without_timing(full.to_dict())
+
+
+class CallsThenStop(nn.Module):
+    """A digits CNN that asks the run to stop on its ``at``-th call and counts calls after it."""
+
+    def __init__(self, control: RunControl, at: int) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.inner = DigitsCNN().eval()
+        self.control, self.at, self.calls, self.after = control, at, 0, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls == self.at:
+            self.control.request_stop(INTERRUPTED, "interrupted by a test")
+        elif self.calls > self.at:
+            self.after += 1
+        return self.inner(x)
+
+
+def test_a_stop_lands_within_one_model_call_of_an_attack() -> None:
+    x = torch.rand(40, 1, 8, 8)
+    control = RunControl()
+    model = CallsThenStop(control, at=10**9)
+    with torch.no_grad():
+        y = model.inner(x).argmax(1)
+    plan = [PlannedAttack(0, PGD(PGDParams(steps=500)), Threat("linf", 0.01))]
+    clf = Classifier(model, num_classes=10)
+    calls_clean = model.calls
+    model.at = calls_clean + 1 + 50  # the stop comes 50 steps into the first batch's attack
+    er = run_plan(clf, x, y, plan, seed=0, batch_size=20, ctl=EngineControl(control=control))
+    assert model.after == 0  # not one model call after the request
+    assert er.cells == [] and [u["attack"] for u in er.unrun] == ["pgd"]
+    assert control.kind == INTERRUPTED
