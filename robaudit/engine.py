@@ -320,6 +320,8 @@ def run_plan(
     on_batch: BatchSink | None = None,
     search: Classifier | None = None,
     ctl: EngineControl | None = None,
+    clean: EngineResult | None = None,
+    verdicts: int | None = None,
 ) -> EngineResult:
     """Attack every correctly classified sample with every planned attack, verify, record.
 
@@ -329,23 +331,31 @@ def run_plan(
     the bare model, verdicts come from the defended one). ``ctl``: stop early, save and
     resume finished cells, shard batches over ranks. A stop or a runtime failure ends the
     loop with the finished cells kept and the rest listed in ``unrun`` (``failure`` says why
-    when the model failed); the result is then a partial one.
+    when the model failed); the result is then a partial one. ``clean``: an earlier run on
+    the same classifier and data whose clean verdicts (and verdict level) this one reuses, so
+    two plans judged apart share one clean pass. ``verdicts``: the cells a sample may be
+    judged in over every such run (default: this plan's), for the randomized verdicts' level.
     """
     ctl = ctl or EngineControl()
     progress = progress or NullProgress()
     n = int(x.shape[0])
     t0 = time.perf_counter()
     test = clf.verdict_test()
-    # Bonferroni over the verdicts a sample may get: its clean verdict and one per planned cell
-    alpha = test.alpha_for(1 + len(plan)) if test is not None else None
-    clean_pred, clean_conf, correct, undecided = clean_pass(
-        clf, x, y, seed=seed, shard=ctl.shard, alpha=alpha
-    )
-    result = EngineResult(
-        clean_pred, clean_conf, correct, [], clean_seconds=time.perf_counter() - t0
-    )
-    if test is not None:
-        result.clean_undecided, result.verdict_alpha = undecided, alpha
+    if clean is not None:
+        result = EngineResult(clean.clean_pred, clean.clean_conf, clean.correct, [])
+        result.clean_undecided, result.verdict_alpha = clean.clean_undecided, clean.verdict_alpha
+    else:
+        # Bonferroni over the verdicts a sample may get: its clean verdict and one per cell
+        alpha = test.alpha_for(1 + (verdicts or len(plan))) if test is not None else None
+        clean_pred, clean_conf, correct, undecided = clean_pass(
+            clf, x, y, seed=seed, shard=ctl.shard, alpha=alpha
+        )
+        result = EngineResult(
+            clean_pred, clean_conf, correct, [], clean_seconds=time.perf_counter() - t0
+        )
+        if test is not None:
+            result.clean_undecided, result.verdict_alpha = undecided, alpha
+    correct = result.correct
     # verified breaks per threat key; a cell's targets inherit the breaks at every smaller
     # eps of the same family (balls are nested), whatever order the cells run in
     broken_at: dict[str, torch.Tensor] = {}

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from robaudit.config import GateSection
-from robaudit.report.notices import unrun_text
 from robaudit.results import Finding, GateFailure, GateResult, ThreatRow
 from robaudit.threat import format_eps
 
@@ -178,6 +177,8 @@ def with_partial(gate: GateResult, incomplete: dict[str, Any], allow_partial: bo
     checked = [*gate.checked, "complete"]
     if accepted:
         return GateResult(gate.passed, gate.failures, tuple(checked))
+    from robaudit.report.notices import unrun_text  # robaudit.report imports this module
+
     detail = f"{incomplete['reason']}: {unrun_text(incomplete)}"
     if incomplete["kind"] == "time-budget":
         detail += " (--allow-partial accepts the partial result)"
