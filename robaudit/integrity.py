@@ -16,13 +16,13 @@ from robaudit.attacks.base import Attack
 from robaudit.attacks.losses import cross_entropy, margin
 from robaudit.classifier import Classifier
 from robaudit.engine import CellOutcome, EngineResult, PlannedAttack, run_plan
+from robaudit.entries import REACTION_ID, entry_name
 from robaudit.findings import finding
 from robaudit.loading.samples import Images
 from robaudit.results import Finding
 from robaudit.threat import Threat
 
 PROBE = 64  # samples used by the pre-flight checks
-REACTION_ID = 90_000  # attack indices of attacks the reactions add (apart from config entries)
 SQUARE_QUERIES = 1000  # budget of the gradient-free attack added when gradients are dead
 GRAD_SHARE = 0.10  # RA003 fires above this share of dead gradients
 SATURATION_SHARE = 0.5  # RA010 fires above this share of softmax == 1.0
@@ -154,15 +154,7 @@ def _dead_share(clf: Classifier, x: torch.Tensor, y: torch.Tensor, loss: Any) ->
 def entry(cell: CellOutcome, attacks: dict[int, Attack]) -> str:
     """The attack as the config names it: ``pgd (attacks[2], loss margin)``, so two cells of
     the same attack at one threat can be told apart."""
-    i = cell.index
-    if 0 <= i < 1000:
-        where = f"attacks[{i}]"
-    elif 1000 <= i < REACTION_ID:
-        where = f"attacks[{i % 1000}] battery member"
-    elif i >= REACTION_ID:
-        where = "added by an integrity reaction"
-    else:
-        where = "robaudit's own check"
+    where = entry_name(cell.index)
     loss = _loss(cell, attacks)
     return f"{cell.attack} ({where}" + (f", loss {loss})" if loss else ")")
 

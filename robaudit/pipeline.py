@@ -31,6 +31,7 @@ from robaudit.config import BATTERIES, PROTOCOLS, SMOKE_PROTOCOLS, Config
 from robaudit.control import FAILURE, INTERRUPTED, RunControl
 from robaudit.distributed import SINGLE, Shard
 from robaudit.engine import BatchSink, EngineControl, EngineResult, PlannedAttack, run_plan
+from robaudit.entries import BATTERY_ID
 from robaudit.errors import ConfigError, ModelLoadError, RuntimeFailure
 from robaudit.evaluation import status as evaluation_status
 from robaudit.evaluation import weak_threats, with_weak
@@ -156,7 +157,6 @@ def build_plan(cfg: Config) -> list[PlannedAttack]:
     return plan
 
 
-BATTERY_ID = 1000
 
 
 def battery_findings(cfg: Config) -> list[Finding]:

@@ -33,13 +33,12 @@ from robaudit.engine import (
     order_plan,
     run_plan,
 )
+from robaudit.entries import NON_ADAPTIVE_ID
 from robaudit.errors import RuntimeFailure
 from robaudit.loading.samples import Images
 from robaudit.progress import Progress
 from robaudit.results import AttackRow, ThreatRow, build_tables, wilson_interval
 from robaudit.verdicts import SequentialTest
-
-NON_ADAPTIVE_ID = 50_000  # attack indices of the non-adaptive twins of the config's attacks
 
 
 def variant_classifier(

@@ -16,6 +16,7 @@ from typing import Any
 from jinja2 import ChainableUndefined, Environment, PackageLoader, Undefined
 from markupsafe import Markup
 
+from robaudit.entries import entry_name
 from robaudit.report.notices import (
     evaluation_lines,
     grade_text,
@@ -250,6 +251,7 @@ def environment() -> Environment:
     env.filters.update(
         na=na, pct=pct, ci=ci, num=num, count=count, seconds=seconds, heat=heat,
         pretty_json=pretty_json, params_text=params_text, png_b64=png_b64,
+        entry=lambda i: entry_name(int(i)) if isinstance(i, int) else "",
     )
     return env
 

@@ -1,5 +1,6 @@
-"""The terminal's threat table: a variant column whenever defenses ran, and an incomplete
-run's threats that did not run shown as such, not dropped (issue 20, point 8)."""
+"""Report tables a user reads (issue 20, point 8): the terminal's threat table has a variant
+column whenever defenses ran and lists an incomplete run's unrun threats as such; the HTML's
+per-attack rows say which config entry each one is and why they are in run order."""
 
 from __future__ import annotations
 
@@ -73,3 +74,24 @@ def test_an_incomplete_runs_table_lists_the_threats_that_did_not_run(
     for key, title in planned.items():
         (row,) = [ln for ln in lines if f" {title} " in ln]
         assert ("not run" in row) == (key not in ran)
+
+
+def test_html_attack_rows_name_their_config_entry_and_explain_the_order(
+    tmp_path: Path, plain_model_path: Path, tiny_config: Any
+) -> None:
+    from robaudit.report.html import render_html
+
+    cfg = tiny_config(
+        tmp_path,
+        attacks=[
+            {"name": "pgd", "norm": "linf", "eps": [0.1], "steps": 5, "restarts": 3},
+            {"name": "pgd", "norm": "linf", "eps": [0.1], "steps": 5, "loss": "margin"},
+        ],
+    )
+    doc = robaudit.scan(plain_model_path, config=cfg).to_dict()
+    # the cheaper margin entry runs first: the order differs from the config's
+    assert [a["attack_index"] for a in doc["attacks"]] == [1, 0]
+    html = render_html(doc)
+    section = html[html.index('id="attacks"'):]
+    assert section.index("attacks[1]") < section.index("attacks[0]")
+    assert "follow the order the attacks ran" in section
