@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+SELF_CGROUP = Path("/proc/self/cgroup")
 
 
 @dataclass(frozen=True)
@@ -33,23 +34,64 @@ class ThreadChoice:
         return {"count": self.count, "from": self.source}
 
 
-def cgroup_quota(root: Path = CGROUP_ROOT) -> float | None:
-    """CPUs allowed by the cgroup CPU quota (v2 first, then v1); None when unlimited or unknown."""
+def own_cgroups(text: str) -> dict[str, str]:
+    """``/proc/self/cgroup`` as {controller: path}; cgroup v2's single line is under ``""``."""
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) == 3:
+            for controller in parts[1].split(","):
+                found[controller] = parts[2]
+    return found
+
+
+def _upwards(base: Path, path: str) -> list[Path]:
+    """``base/path`` and each parent up to ``base``: a quota anywhere above limits us too."""
+    parts = [p for p in path.split("/") if p]
+    return [base.joinpath(*parts[:k]) for k in range(len(parts), -1, -1)]
+
+
+def _v2(folder: Path) -> float | None:
+    quota, period = (folder / "cpu.max").read_text().split()[:2]
+    return None if quota == "max" else int(quota) / int(period)
+
+
+def _v1(folder: Path) -> float | None:
+    quota_us = int((folder / "cpu.cfs_quota_us").read_text())
+    period_us = int((folder / "cpu.cfs_period_us").read_text())
+    return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
+
+
+def cgroup_quota(root: Path = CGROUP_ROOT, self_cgroup: Path | None = SELF_CGROUP) -> float | None:
+    """CPUs allowed by the cgroup CPU quota (v2, then v1); None when unlimited or unknown.
+
+    Read at this process's own cgroup (``/proc/self/cgroup``) and every cgroup above it, the
+    smallest quota winning; inside a container's cgroup namespace that path is ``/``.
+    """
     try:
-        v2 = root / "cpu.max"
-        if v2.is_file():
-            quota, period = v2.read_text().split()[:2]
-            return None if quota == "max" else int(quota) / int(period)
-        q1, p1 = root / "cpu" / "cpu.cfs_quota_us", root / "cpu" / "cpu.cfs_period_us"
-        if q1.is_file() and p1.is_file():
-            quota_us, period_us = int(q1.read_text()), int(p1.read_text())
-            return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
-    except (OSError, ValueError):
-        return None
-    return None
+        text = self_cgroup.read_text() if self_cgroup is not None else ""
+    except OSError:
+        text = ""
+    mine = own_cgroups(text)
+    places: list[tuple[Path, Callable[[Path], float | None], str]] = [
+        (f, _v2, "cpu.max") for f in _upwards(root, mine.get("", "/"))
+    ]
+    for mount in ("cpu", "cpu,cpuacct", "cpuacct,cpu"):
+        places += [(f, _v1, "cpu.cfs_quota_us") for f in _upwards(root / mount, mine.get("cpu", "/"))]
+    quotas: list[float] = []
+    for folder, read, probe in places:
+        if not (folder / probe).is_file():
+            continue
+        try:
+            q = read(folder)
+        except (OSError, ValueError, IndexError):
+            continue
+        if q is not None:
+            quotas.append(q)
+    return min(quotas) if quotas else None
 
 
-def available_cpus(root: Path = CGROUP_ROOT) -> ThreadChoice:
+def available_cpus(root: Path = CGROUP_ROOT, self_cgroup: Path | None = SELF_CGROUP) -> ThreadChoice:
     """The CPUs this process may use: affinity mask and cgroup quota, rounded down, >= 1."""
     try:
         affinity = len(os.sched_getaffinity(0))
@@ -58,7 +100,7 @@ def available_cpus(root: Path = CGROUP_ROOT) -> ThreadChoice:
         affinity = os.cpu_count() or 1
         why = [f"{affinity} CPUs"]
     count = affinity
-    quota = cgroup_quota(root)
+    quota = cgroup_quota(root, self_cgroup)
     if quota is not None:
         why.append(f"cgroup quota {quota:g}")
         count = min(count, math.floor(quota))

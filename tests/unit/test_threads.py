@@ -32,6 +32,27 @@ def test_cgroup_v1_quota_and_a_quota_below_one_cpu(tmp_path: Path) -> None:
     assert cgroup_quota(tmp_path) is None
 
 
+def test_the_quota_is_read_at_the_processs_own_cgroup_and_above(tmp_path: Path) -> None:
+    """A CI job in ``/ci/job7`` limited to 1 CPU under a parent allowing 3: 1 wins (v2)."""
+    me = tmp_path / "self_cgroup"
+    me.write_text("0::/ci/job7\n")
+    (tmp_path / "ci" / "job7").mkdir(parents=True)
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    (tmp_path / "ci" / "cpu.max").write_text("300000 100000\n")
+    (tmp_path / "ci" / "job7" / "cpu.max").write_text("100000 100000\n")
+    assert cgroup_quota(tmp_path, me) == 1.0
+    (tmp_path / "ci" / "job7" / "cpu.max").write_text("max 100000\n")
+    assert cgroup_quota(tmp_path, me) == 3.0  # the parent's limit still applies
+    # v1, with the cpu and cpuacct controllers mounted together
+    v1 = tmp_path / "v1"
+    me.write_text("4:memory:/x\n3:cpu,cpuacct:/docker/abc\n")
+    (v1 / "cpu,cpuacct" / "docker" / "abc").mkdir(parents=True)
+    (v1 / "cpu,cpuacct" / "docker" / "abc" / "cpu.cfs_quota_us").write_text("150000\n")
+    (v1 / "cpu,cpuacct" / "docker" / "abc" / "cpu.cfs_period_us").write_text("100000\n")
+    assert cgroup_quota(v1, me) == 1.5
+    assert available_cpus(v1, me).count == 1
+
+
 def test_no_cgroup_means_the_affinity_mask(tmp_path: Path) -> None:
     choice = available_cpus(tmp_path)
     assert choice.count == len(os.sched_getaffinity(0)) and choice.source.startswith("affinity")
