@@ -38,6 +38,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from robaudit.access import LEVELS as ACCESS_LEVELS
 from robaudit.baseline import DEFAULT_MAX_DROP, check_max_drop, compare, load_baseline
 from robaudit.classifier import Classifier, resolve_device
 from robaudit.config import (
@@ -86,7 +87,7 @@ from robaudit.threads import ThreadChoice
 from robaudit.threads import choose as thread_choice
 from robaudit.threads import current as current_threads
 from robaudit.threads import using as using_threads
-from robaudit.threat import ACCESS_LEVELS, format_eps, parse_eps
+from robaudit.threat import format_eps, parse_eps
 
 __all__ = [
     "ConfigInput",

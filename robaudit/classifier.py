@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from robaudit.access import RANK
 from robaudit.allocator import keep_freed_memory, relieve
 from robaudit.control import poll
 from robaudit.errors import RobauditError, RuntimeFailure
 from robaudit.verdicts import SequentialTest, Verdict, sequential_verdict, single_verdict
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-ACCESS_RANK = {"decision": 0, "score": 1, "white-box": 2}
+ACCESS_RANK = RANK  # re-exported: the order lives in robaudit.access
 
 
 class AccessDenied(RobauditError):

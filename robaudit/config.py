@@ -23,10 +23,14 @@ from pydantic import (
     model_validator,
 )
 
+from robaudit import norms
+from robaudit.access import LEVELS as ACCESS_LEVELS
+from robaudit.access import RANK, AccessName
 from robaudit.attacks.base import ACCESS_FOR_REQUIRES, AttackParams, registry
 from robaudit.certify import SmoothingParams
 from robaudit.errors import ConfigError
-from robaudit.threat import ACCESS_LEVELS, NORMS, Threat, _short_repr, parse_eps
+from robaudit.norms import CONFIG_NORMS as NORMS
+from robaudit.threat import Threat, _short_repr, parse_eps
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 PRESET_NAMES = ("quick", "standard", "strict", "autoattack")
@@ -53,7 +57,7 @@ Norm = Literal["linf", "l2"]
 Format = Literal["json", "html", "csv", "md", "junit"]
 # report.json, report.html, results.csv, summary.md (CI step summaries), junit.xml (CI test views)
 FORMATS: tuple[Format, ...] = ("json", "html", "csv", "md", "junit")
-Access = Literal["white-box", "score", "decision"]
+Access = AccessName  # robaudit.access defines the levels once
 
 
 class _Section(BaseModel):
@@ -677,7 +681,7 @@ def _with_others(problems: list[str], source: str) -> str:
     return f"{problems[0]} (and {len(problems) - 1} more: {others})"
 
 
-ACCESS_ORDER = {"decision": 0, "score": 1, "white-box": 2}
+ACCESS_ORDER = RANK
 
 
 def _check_access(source: str, i: int, member: str, access: str) -> list[str]:
@@ -701,7 +705,7 @@ def _check_eps(source: str, i: int, spec: AttackSpec, model: ModelSection) -> li
     lo, hi = model.bounds
     span = hi - lo
     dims = model.input_shape[0] * model.input_shape[1] * model.input_shape[2]
-    limit = span if spec.norm == "linf" else span * math.sqrt(dims)
+    limit = norms.get(spec.norm).covering_radius(span, dims)
     out = []
     for j, e in enumerate(spec.eps):
         if e > limit + 1e-12:

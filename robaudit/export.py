@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from robaudit import norms
 from robaudit.attacks.projections import flat_norm
 from robaudit.classifier import Classifier
 from robaudit.engine import TOLERANCE, VerifiedBatch
@@ -83,16 +84,7 @@ _PNG_MIN_SIDE = 64  # tiles are upscaled (nearest) to at least this many pixels
 
 def perturbation_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
     """Per-row norm of a batch of perturbations, in float64 (verification's own arithmetic)."""
-    flat = delta.detach().to(torch.float64).flatten(1)
-    if flat.shape[1] == 0:
-        return flat.new_zeros(flat.shape[0])
-    if norm == "linf":
-        return flat.abs().amax(dim=1)
-    if norm == "l2":
-        return flat.pow(2).sum(dim=1).sqrt()
-    if norm == "l1":
-        return flat.abs().sum(dim=1)
-    raise ValueError(f"unknown norm {norm!r}")
+    return norms.get(norm).measure64(delta)
 
 
 # ----------------------------------------------------------------------------- the file

@@ -6,9 +6,6 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
-NORMS = ("linf", "l2")
-ACCESS_LEVELS = ("white-box", "score", "decision")
-
 
 @dataclass(frozen=True, order=True)
 class Threat:

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Union, get_args, get_o
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from robaudit.access import FOR_REQUIRES
+
 if TYPE_CHECKING:
     from robaudit.classifier import Classifier
     from robaudit.threat import Threat
@@ -94,7 +96,7 @@ class Attack(ABC):
 
 
 # the access level an attack needs: the engine hands it a Classifier view of exactly this level
-ACCESS_FOR_REQUIRES: dict[str, str] = {"gradients": "white-box", "scores": "score", "labels": "decision"}
+ACCESS_FOR_REQUIRES: dict[str, str] = FOR_REQUIRES  # defined in robaudit.access
 
 _REGISTRY: dict[str, type[Attack]] = {}
 

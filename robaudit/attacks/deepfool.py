@@ -16,8 +16,9 @@ from pydantic import Field
 
 from robaudit.attacks.base import Attack, AttackOutput, AttackParams, register
 from robaudit.attacks.losses import logit_gap
-from robaudit.attacks.projections import flat_norm, per_sample
+from robaudit.attacks.projections import per_sample
 from robaudit.classifier import Classifier
+from robaudit.norms import get as get_norm
 from robaudit.threat import Threat
 
 _TINY = 1e-12
@@ -99,7 +100,7 @@ class DeepFool(Attack):
                         if idx.numel() == 0:
                             break
                 # distance to candidate j's linearized boundary, in the attack norm
-                dual = flat_norm(w, "l2") if norm == "l2" else w.flatten(1).abs().sum(dim=1)
+                dual = get_norm(norm).dual(w)
                 dist = f.abs() / (dual + _TINY)
                 if best_dist is None or best_w is None:
                     best_dist, best_w = dist, w
@@ -109,10 +110,7 @@ class DeepFool(Attack):
                     best_w = torch.where(per_sample(closer, w), w, best_w)
             if idx.numel() == 0 or best_dist is None or best_w is None:
                 break
-            if norm == "l2":
-                direction = best_w / per_sample(flat_norm(best_w, "l2") + _TINY, best_w)
-            else:
-                direction = best_w.sign()
+            direction = get_norm(norm).steepest(best_w)
             r_tot = r_tot + per_sample(best_dist + _PUSH, direction) * direction
             xa = (x0 + (1 + p.overshoot) * r_tot).clamp(lo, hi)
             # keep the running total consistent with the clipped point

@@ -37,6 +37,7 @@ from robaudit.attacks.base import Attack, AttackOutput, AttackParams, register
 from robaudit.attacks.losses import logit_gap
 from robaudit.attacks.projections import flat_norm, per_sample
 from robaudit.classifier import Classifier
+from robaudit.norms import get as get_norm
 from robaudit.threat import Threat
 
 _TINY = 1e-12
@@ -83,8 +84,7 @@ class FABTParams(FABParams):
 
 def _dual_norm(w: torch.Tensor, norm: str) -> torch.Tensor:
     """‖w‖ in the dual norm (l2 → l2, linf → l1): the distance scale of a linearized gap."""
-    flat = w.flatten(1)
-    return flat.norm(p=2, dim=1) if norm == "l2" else flat.abs().sum(dim=1)
+    return get_norm(norm).dual(w)
 
 
 def project_hyperplane_box(
@@ -227,7 +227,7 @@ def _restart_radius(
     """Half of min(eps, best norm so far); the box's extent stands in for infinity."""
     lo, hi = bounds
     dim = like[0].numel()
-    extent = (hi - lo) * (1.0 if norm == "linf" else math.sqrt(dim))
+    extent = get_norm(norm).covering_radius(hi - lo, dim)
     r = best.norm.clamp(max=eps) if math.isfinite(eps) else best.norm
     return torch.where(torch.isfinite(r), r, torch.full_like(r, extent)) / 2
 

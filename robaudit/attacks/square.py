@@ -39,6 +39,7 @@ from robaudit.attacks.base import Attack, AttackOutput, AttackParams, register
 from robaudit.attacks.losses import get_loss, get_targeted_loss
 from robaudit.attacks.projections import clip_to_ball, flat_norm, per_sample
 from robaudit.classifier import Classifier
+from robaudit.norms import get as get_norm
 from robaudit.threat import Threat
 
 # iterations (of a 10 000-query run) after which the square's area fraction p is halved
@@ -118,7 +119,7 @@ def _effective_eps(norm: str, eps: float, x: torch.Tensor, bounds: tuple[float, 
     if math.isfinite(eps):
         return eps
     span = float(bounds[1] - bounds[0])
-    return span if norm == "linf" else span * math.sqrt(x[0].numel() if x.shape[0] else 1)
+    return get_norm(norm).covering_radius(span, int(x[0].numel()) if x.shape[0] else 1)
 
 
 

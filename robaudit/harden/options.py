@@ -8,9 +8,11 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from robaudit import norms
 from robaudit.config import Config
 from robaudit.errors import UserInputError
-from robaudit.threat import NORMS, Threat, format_eps
+from robaudit.norms import CONFIG_NORMS as NORMS
+from robaudit.threat import Threat, format_eps
 
 # method -> its training stages, in order (distill trains a teacher, then the student)
 METHODS: dict[str, tuple[str, ...]] = {
@@ -166,7 +168,7 @@ def training_threat(cfg: Config, opts: HardenOptions) -> Threat:
         eps = eps if eps is not None else default.eps
     lo, hi = cfg.model.bounds
     c, h, w = cfg.model.shape
-    limit = (hi - lo) if norm == "linf" else (hi - lo) * math.sqrt(c * h * w)
+    limit = norms.get(norm).covering_radius(hi - lo, c * h * w)
     if not 0 < eps <= limit:
         raise UserInputError(
             f"--eps {eps:g}: a {norm} budget must be > 0 and at most {limit:g} "

@@ -10,7 +10,9 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from robaudit.access import LEVELS as ACCESS_LEVELS
 from robaudit.baseline import points_text
+from robaudit.norms import REGISTRY as NORMS
 from robaudit.report.html import has_undecided
 from robaudit.report.notices import (
     evaluation_lines,
@@ -20,7 +22,6 @@ from robaudit.report.notices import (
     untrusted_line,
 )
 from robaudit.results import VARIANT
-from robaudit.threat import ACCESS_LEVELS, NORMS
 
 
 def _pct(v: float | None) -> str:

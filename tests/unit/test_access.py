@@ -105,3 +105,16 @@ def test_capped_plan_relabels_threats_and_lists_what_it_skipped() -> None:
     ]
     same, none = cap_access(plan, "white-box", "")
     assert same == plan and none == []
+
+
+def test_access_levels_are_defined_once_and_agree() -> None:
+    """robaudit.access is the one definition: the config's type, the order and the enum."""
+    from typing import get_args
+
+    from robaudit import access
+
+    assert set(get_args(access.AccessName)) == set(access.LEVELS) == {a.value for a in access.Access}
+    assert sorted(access.LEVELS, key=access.RANK.__getitem__) == ["decision", "score", "white-box"]
+    assert access.RANK[access.Access.SCORE] == 1 and f"{access.Access.WHITE_BOX}" == "white-box"
+    assert access.weakest("white-box", "decision", "score") == "decision"
+    assert access.allows("score", "decision") and not access.allows("score", "white-box")

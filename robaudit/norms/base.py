@@ -1,0 +1,84 @@
+"""What every norm provides: size, projection, steepest ascent, random starts, extent.
+
+All methods work on whole batches (N x ...) and treat each sample separately; per-sample
+radii may be a float or an N-vector.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+
+TINY = 1e-12  # keeps a division by a zero norm finite
+
+
+def per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A per-sample vector shaped to broadcast over a batch like ``like`` (N x 1 x 1 ...)."""
+    return v.view(-1, *([1] * (like.dim() - 1)))
+
+
+class Norm(ABC):
+    """One Lp norm as the attacks, the engine and the config use it."""
+
+    name: str  # the config's spelling: linf, l2, l1
+    title: str  # how a report prints it: Linf, L2, L1
+
+    @abstractmethod
+    def measure(self, delta: torch.Tensor) -> torch.Tensor:
+        """Per-sample norm of a batch of perturbations (the engine's budget check)."""
+
+    def measure64(self, delta: torch.Tensor) -> torch.Tensor:
+        """The same in float64: an exported example's own verification arithmetic."""
+        flat = delta.detach().to(torch.float64).flatten(1)
+        if flat.shape[1] == 0:
+            return flat.new_zeros(flat.shape[0])
+        return self._measure64(flat)
+
+    @abstractmethod
+    def _measure64(self, flat: torch.Tensor) -> torch.Tensor: ...
+
+    @abstractmethod
+    def project(self, delta: torch.Tensor, eps: float | torch.Tensor) -> torch.Tensor:
+        """Each perturbation projected onto the ball of radius ``eps``."""
+
+    def clip(
+        self, x_adv: torch.Tensor, x: torch.Tensor, eps: float, bounds: tuple[float, float]
+    ) -> torch.Tensor:
+        """A point inside both the ball around ``x`` and the input box.
+
+        Clipping to the box after projecting only shrinks each coordinate of the perturbation
+        (``x`` is inside the box), so for any Lp norm the result stays in the ball.
+        """
+        delta = self.project(x_adv - x, eps)
+        return (x + delta).clamp(bounds[0], bounds[1])
+
+    @abstractmethod
+    def steepest(self, grad: torch.Tensor) -> torch.Tensor:
+        """The unit-norm direction of steepest ascent of a linear function with gradient
+        ``grad`` (argmax of grad·d over the unit ball)."""
+
+    @abstractmethod
+    def dual(self, w: torch.Tensor) -> torch.Tensor:
+        """Per-sample dual norm of ``w``: the distance scale of a linearized gap f/‖w‖*."""
+
+    @abstractmethod
+    def random_in_ball(
+        self, like: torch.Tensor, eps: float, generator: torch.Generator
+    ) -> torch.Tensor:
+        """A random start inside the ball (drawn on the CPU: seeds agree across devices)."""
+
+    @abstractmethod
+    def random_on_sphere(
+        self, like: torch.Tensor, eps: float, generator: torch.Generator
+    ) -> torch.Tensor:
+        """A random perturbation of norm exactly ``eps``."""
+
+    @abstractmethod
+    def covering_radius(self, span: float, dims: int) -> float:
+        """The smallest radius whose ball covers a box of side ``span`` in ``dims`` dimensions:
+        a larger budget gives nothing more (the sanity check's "unbounded" attack)."""
+
+    def describe(self, eps_label: str) -> str:
+        """A budget as a report prints it: ``Linf 8/255``."""
+        return f"{self.title} {eps_label}"
