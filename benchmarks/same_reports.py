@@ -61,14 +61,15 @@ def checkout(rev: str, where: Path) -> Path:
 def scan(tree: Path, model: str, preset: str, samples: int, out: Path) -> tuple[int, Any]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(tree)}
     proc = subprocess.run(
-        [sys.executable, "-m", "robaudit", "scan", str(ROOT / MODELS[model]), "--config",
+        [sys.executable, "-m", "robaudit", "scan", str(tree / MODELS[model]), "--config",
          f"{preset}.yaml", "--samples", str(samples), "--seed", "0", "--out", str(out),
          "--quiet", "--device", "cpu"],
         cwd=tree, env=env, capture_output=True, text=True,
     )
     if proc.returncode not in (0, 1):
         raise SystemExit(f"{tree}: {model}/{preset} exited {proc.returncode}: {proc.stderr[-2000:]}")
-    return proc.returncode, without_timing(json.loads((out / "report.json").read_text()))
+    text = (out / "report.json").read_text().replace(str(tree), "<tree>")  # bundled preset paths
+    return proc.returncode, without_timing(json.loads(text))
 
 
 def main() -> None:
@@ -92,7 +93,10 @@ def main() -> None:
                                (args.keep or work) / side / f"{model}-{preset}")
                     for side, tree in trees.items()
                 }
-                diff = differences(got["before"], got["after"])
+                (code_b, doc_b), (code_a, doc_a) = got["before"], got["after"]
+                diff = differences(doc_b, doc_a)
+                if code_b != code_a:
+                    diff.insert(0, f"exit code: {code_b} vs {code_a}")
                 same = not diff
                 failed += not same
                 print(f"{model:7s} {preset:11s} {'identical' if same else 'DIFFERENT'}", flush=True)
