@@ -17,7 +17,6 @@ from functools import partial
 import torch
 
 from robaudit.attacks.base import ACCESS_FOR_REQUIRES, Attack
-from robaudit.attacks.projections import clip_to_ball, flat_norm
 from robaudit.checkpoint import CellStore
 from robaudit.classifier import ACCESS_RANK, Classifier
 from robaudit.control import INTERRUPTED, RunControl, StopRequested, interruptible
@@ -27,8 +26,7 @@ from robaudit.loading.samples import Images
 from robaudit.progress import NullProgress, Progress, tally
 from robaudit.threat import Threat
 from robaudit.verdicts import Verdict
-
-TOLERANCE = 1e-6
+from robaudit.verify import TOLERANCE, verify_batch
 
 
 @dataclass(frozen=True)
@@ -597,7 +595,6 @@ def _run_cell(
     vq0, vg0 = view.counters.snapshot()
     verify_queries = 0
     t0 = time.perf_counter()
-    lo, hi = clf.bounds
 
     def attack_batch(number: int, idx: torch.Tensor) -> None:
         nonlocal verify_queries
@@ -626,30 +623,23 @@ def _run_cell(
         for q, dist in out.distance_trace or []:
             tr = part.dist_trace.setdefault(q, torch.full((n,), float("nan")))
             tr[idx] = dist.detach().cpu()
-        xa = out.x_adv.detach()
-        if xa.shape != xb.shape:
+        if out.x_adv.shape != xb.shape:
             raise RuntimeFailure(
-                f"{label}: attack returned shape {list(xa.shape)}, expected {list(xb.shape)}"
+                f"{label}: attack returned shape {list(out.x_adv.shape)}, expected "
+                f"{list(xb.shape)}"
             )
-        finite = torch.isfinite(xa.flatten(1)).all(dim=1)
-        part.counts["nonfinite"] += int((~finite).sum())
-        xa = torch.where(finite.view(-1, *([1] * (xa.dim() - 1))), xa, xb)
-        flat = xa.flatten(1)
-        part.counts["bounds"] += int(
-            ((flat < lo - TOLERANCE) | (flat > hi + TOLERANCE)).any(dim=1).sum()
-        )
-        if minimal:  # its answer is a norm, not a point in one ball: only the bounds apply
-            xa = xa.clamp(lo, hi)
-        else:
-            d = flat_norm(xa - xb, threat.norm)
-            part.counts["budget"] += int((d > threat.eps + TOLERANCE).sum())
-            xa = clip_to_ball(xa, xb, threat.norm, threat.eps, clf.bounds)
-        size = flat_norm(xa - xb, threat.norm).cpu()
         q_before = clf.counters.queries
-        # one fresh pass, or on a randomized model the sequential test (one query per sample)
-        with interruptible(ctl.control):  # a long sequential test stops promptly too
-            verdict = clf.verdict(xa, yb, res.verdict_alpha).cpu()
+        # one fresh pass, or on a randomized model the sequential test (one query per sample);
+        # a long sequential test stops promptly too
+        with interruptible(ctl.control):
+            checked = verify_batch(
+                clf, xb, out.x_adv, yb, threat, minimal=minimal, alpha=res.verdict_alpha
+            )
         verify_queries += clf.counters.queries - q_before
+        xa, size, verdict, b = checked.x_adv, checked.norms, checked.verdict, checked.broken
+        part.counts["nonfinite"] += checked.nonfinite
+        part.counts["bounds"] += checked.bounds
+        part.counts["budget"] += checked.budget
         broken_out = verdict.nonfinite
         if bool(broken_out.any()):  # never count a NaN output as a break (or as robust)
             first = int(idx[broken_out][0])
@@ -660,9 +650,7 @@ def _run_cell(
         conf, pred = verdict.conf, verdict.pred
         if out.loss_trace is not None and part.trace is None:
             part.trace = out.loss_trace
-        adv = verdict.wrong
-        b = adv & (size <= threat.eps + TOLERANCE) if minimal else adv
-        part.adversarial[idx] = adv
+        part.adversarial[idx] = checked.adversarial
         part.broken[idx] = b
         part.undecided[idx] = verdict.undecided  # minimal-norm: at any norm, like adversarial
         part.owned[idx] = True

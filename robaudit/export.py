@@ -53,12 +53,13 @@ import torch
 from robaudit import norms
 from robaudit.attacks.projections import flat_norm
 from robaudit.classifier import Classifier
-from robaudit.engine import TOLERANCE, VerifiedBatch
+from robaudit.engine import VerifiedBatch
 from robaudit.errors import UserInputError
 from robaudit.loading.data import DataSet
 from robaudit.report.writers import create_temp_dir, create_temp_file
 from robaudit.results import RunResult
 from robaudit.threat import Threat
+from robaudit.verify import TOLERANCE
 
 __all__ = [
     "ADVERSARIAL_FILE",

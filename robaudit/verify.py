@@ -1,0 +1,75 @@
+"""The engine's invariant, as one function: nothing counts as a break unless it is checked.
+
+Whatever an attack returns, :func:`verify_batch` replaces non-finite candidates by the clean
+input, counts (and then removes) every excursion outside the input box and outside the threat's
+ball, projects onto ball ∩ box, and judges the result with a fresh forward pass of the model
+(on a randomized model, the sequential test of robaudit.verdicts). Attacks are never trusted
+to do any of this themselves; the report's violation counts say when one did not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from robaudit.classifier import Classifier
+from robaudit.norms import get as get_norm
+from robaudit.threat import Threat
+from robaudit.verdicts import Verdict
+
+TOLERANCE = 1e-6  # float slack on the budget and the bounds
+
+
+@dataclass(frozen=True)
+class Verification:
+    """One verified batch: the candidates as judged, their sizes and the verdicts (CPU)."""
+
+    x_adv: torch.Tensor  # projected into ball ∩ box (minimal-norm: into the box only)
+    norms: torch.Tensor  # per-sample size of the perturbation in the threat's norm
+    verdict: Verdict  # the fresh judgement of each candidate
+    broken: torch.Tensor  # misclassified (minimal-norm: and within eps)
+    nonfinite: int  # candidates with NaN/inf entries (replaced by the clean input)
+    bounds: int  # candidates outside the input box
+    budget: int  # candidates outside the ball (never for minimal-norm attacks)
+
+    @property
+    def adversarial(self) -> torch.Tensor:
+        """Misclassified at any size (what a minimal-norm attack claims)."""
+        return self.verdict.wrong
+
+
+def verify_batch(
+    clf: Classifier,
+    x: torch.Tensor,
+    x_adv: torch.Tensor,
+    y: torch.Tensor,
+    threat: Threat,
+    *,
+    minimal: bool = False,
+    alpha: float | None = None,
+) -> Verification:
+    """Check and judge an attack's candidates ``x_adv`` for clean inputs ``x`` with labels ``y``.
+
+    ``minimal``: the attack answers with a norm, not a point in one ball, so only the box
+    applies and ``broken`` also needs the size to fit ``threat.eps``. ``alpha``: the error
+    level of each randomized verdict. A shape mismatch is the caller's to report.
+    """
+    lo, hi = clf.bounds
+    norm = get_norm(threat.norm)
+    xa = x_adv.detach()
+    finite = torch.isfinite(xa.flatten(1)).all(dim=1)
+    nonfinite = int((~finite).sum())
+    xa = torch.where(finite.view(-1, *([1] * (xa.dim() - 1))), xa, x)
+    flat = xa.flatten(1)
+    bounds = int(((flat < lo - TOLERANCE) | (flat > hi + TOLERANCE)).any(dim=1).sum())
+    budget = 0
+    if minimal:
+        xa = xa.clamp(lo, hi)
+    else:
+        budget = int((norm.measure(xa - x) > threat.eps + TOLERANCE).sum())
+        xa = norm.clip(xa, x, threat.eps, clf.bounds)
+    size = norm.measure(xa - x).cpu()
+    verdict = clf.verdict(xa, y, alpha).cpu()
+    broken = verdict.wrong & (size <= threat.eps + TOLERANCE) if minimal else verdict.wrong
+    return Verification(xa, size, verdict, broken, nonfinite, bounds, budget)
