@@ -27,9 +27,9 @@ from robaudit import norms
 from robaudit.access import LEVELS as ACCESS_LEVELS
 from robaudit.access import RANK, AccessName
 from robaudit.attacks.base import ACCESS_FOR_REQUIRES, AttackParams, registry
-from robaudit.certify import SmoothingParams
 from robaudit.errors import ConfigError
 from robaudit.norms import CONFIG_NORMS as NORMS
+from robaudit.smoothing import SmoothingParams
 from robaudit.threat import Threat, _short_repr, parse_eps
 
 PRESETS_DIR = Path(__file__).parent / "presets"
