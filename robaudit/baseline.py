@@ -27,8 +27,10 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
+from robaudit.documents import load_document
 from robaudit.errors import UserInputError
 from robaudit.results import wilson_interval
 
@@ -420,9 +422,6 @@ def compare(
 
 def load_baseline(source: Any) -> tuple[dict[str, Any], str]:
     """A baseline given as a report.json path (or its folder) or an already loaded document."""
-    from pathlib import Path
-
-    from robaudit.report.writers import load_document
 
     if isinstance(source, Mapping):
         return dict(source), "<dict baseline>"

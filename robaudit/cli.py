@@ -46,6 +46,7 @@ from robaudit.control import (
     process_started,
     stop_on_signals,
 )
+from robaudit.documents import load_document
 from robaudit.errors import (
     EXIT_GATE_FAILED,
     EXIT_INTERRUPTED,
@@ -58,7 +59,7 @@ from robaudit.errors import (
 from robaudit.harden.options import METHOD_DEFAULTS, METHODS, HardenOptions
 from robaudit.report.log import LogProgress
 from robaudit.report.notices import unrun_text
-from robaudit.report.writers import FILE_NAMES, load_document
+from robaudit.report.writers import FILE_NAMES
 from robaudit.results import RunResult
 
 

@@ -27,6 +27,7 @@ from robaudit import norms
 from robaudit.access import LEVELS as ACCESS_LEVELS
 from robaudit.access import RANK, AccessName
 from robaudit.attacks.base import ACCESS_FOR_REQUIRES, AttackParams, registry
+from robaudit.attacks.batteries import BATTERY_PARAMS, battery_members
 from robaudit.errors import ConfigError
 from robaudit.norms import CONFIG_NORMS as NORMS
 from robaudit.smoothing import SmoothingParams
@@ -157,21 +158,6 @@ class DataSection(_Section):
     )
 
 
-class BatteryParams(AttackParams):
-    """Parameters shared by a battery's members (AutoAttack's standard values by default)."""
-
-    steps: int = Field(100, ge=1, le=100_000, description="iterations per APGD run")
-    restarts: int = Field(1, ge=1, le=1000, description="restarts per APGD run")
-    targets: int = Field(9, ge=1, le=1000, description="target classes for APGD-T and FAB-T")
-    queries: int = Field(5000, ge=1, le=1_000_000, description="Square's queries per sample")
-
-
-# Croce & Hein 2020's standard AutoAttack: APGD-CE, APGD-T, FAB-T, Square, as a cascade.
-BATTERIES: dict[str, dict[str, tuple[str, ...]]] = {
-    "autoattack": {"runs": ("apgd", "apgd-t", "fab-t", "square"), "missing": ()},
-}
-
-
 class AttackSpec(BaseModel):
     """One attack at one or more budgets; its own parameters sit beside name, norm and eps."""
 
@@ -229,7 +215,7 @@ class AttackSpec(BaseModel):
     def params_model(self) -> type[AttackParams]:
         """The pydantic model the extra keys are validated against."""
         if self.battery is not None:
-            return BatteryParams
+            return BATTERY_PARAMS[self.battery]
         assert self.name is not None
         return registry()[self.name].Params
 
@@ -249,22 +235,7 @@ class AttackSpec(BaseModel):
         if self.battery is None:
             assert self.name is not None
             return [(self.name, self.params.model_dump())]
-        p = self.params
-        assert isinstance(p, BatteryParams)
-        return [
-            ("apgd", {"steps": p.steps, "restarts": p.restarts, "loss": "ce"}),
-            ("apgd-t", {"steps": p.steps, "restarts": p.restarts, "targets": p.targets}),
-            (
-                "fab-t",
-                {
-                    "steps": p.steps,
-                    "restarts": p.restarts,
-                    "targets": p.targets,
-                    "stop_within_eps": True,
-                },
-            ),
-            ("square", {"queries": p.queries}),
-        ]
+        return battery_members(self.battery, self.params)
 
     def threats(self) -> list[Threat]:
         """One threat per eps value (none before the budget profile filled an omitted eps)."""

@@ -1,9 +1,9 @@
 """One audit, end to end: config → model and data → Classifier → plan → engine → results →
 score → gate.
 
-:func:`audit` runs a prepared classifier on prepared data; :func:`run_scan` loads a checkpoint
-and a data source first. The public Python API (:mod:`robaudit.api`) and, through it, the CLI
-both end in :func:`audit`, so every front end gives the same numbers. (This module was
+:func:`audit` runs a prepared classifier on prepared data (the public Python API,
+:mod:`robaudit.api`, loads the checkpoint and the data source first). The API and, through it,
+the CLI both end in :func:`audit`, so every front end gives the same numbers. (This module was
 ``robaudit/scan.py``; ``robaudit.scan`` is now the public function, and a submodule of that
 name would shadow it once imported.)
 """
@@ -24,10 +24,11 @@ import torch
 
 import robaudit
 from robaudit.attacks.base import ACCESS_FOR_REQUIRES, registry
+from robaudit.attacks.batteries import BATTERIES
 from robaudit.certify import run_certification
 from robaudit.checkpoint import CellStore, fingerprint
 from robaudit.classifier import ACCESS_RANK, Classifier, resolve_device
-from robaudit.config import BATTERIES, PROTOCOLS, SMOKE_PROTOCOLS, Config
+from robaudit.config import PROTOCOLS, SMOKE_PROTOCOLS, Config
 from robaudit.control import FAILURE, INTERRUPTED, RunControl
 from robaudit.distributed import SINGLE, Shard
 from robaudit.engine import BatchSink, EngineControl, EngineResult, PlannedAttack, run_plan
@@ -46,8 +47,8 @@ from robaudit.integrity import (
     sanity,
     settle,
 )
-from robaudit.loading.data import DataSet, load_data
-from robaudit.loading.model import LoadedModel, load_model
+from robaudit.loading.data import DataSet
+from robaudit.loading.model import LoadedModel
 from robaudit.progress import Progress
 from robaudit.results import (
     SCHEMA_VERSION,
@@ -259,29 +260,6 @@ def preflight_findings(er: EngineResult, cfg: Config) -> list[Finding]:
     return out
 
 
-def load_inputs(
-    model_path: str | Path, cfg: Config, settings: RunSettings
-) -> tuple[LoadedModel, DataSet]:
-    """Load the checkpoint and the data source the way every front end does."""
-    loaded = load_model(
-        model_path,
-        arch=cfg.model.arch,
-        arch_kwargs=cfg.model.arch_kwargs,
-        trust_model=settings.trust_model,
-    )
-    data = load_data(
-        settings.source,
-        split=cfg.data.split,
-        input_shape=cfg.model.shape,
-        bounds=cfg.model.bounds,
-        num_classes=cfg.model.classes,
-        samples=settings.samples,
-        seed=settings.data_seed,
-        cache_mb=cfg.data.cache_mb,
-    )
-    return loaded, data
-
-
 def make_classifier(loaded: LoadedModel, cfg: Config, settings: RunSettings) -> Classifier:
     """The wrapper attacks see: the config's bounds and preprocessing, the run's device, and
     the lower of the file's access (ONNX: score) and ``--access``."""
@@ -337,38 +315,6 @@ def access_reason(loaded: LoadedModel, settings: RunSettings) -> str:
     ]:
         return f"the {loaded.format} model answers queries only ({loaded.max_access} access)"
     return f"the run was limited with --access {settings.access}"
-
-
-def run_scan(
-    model_path: str | Path,
-    cfg: Config,
-    options: ScanOptions | None = None,
-    *,
-    progress: Progress | None = None,
-    config_path: str | None = None,
-    on_batch: BatchSink | None = None,
-) -> RunResult:
-    """Run a whole audit of a checkpoint and return its results; raises RobauditError
-    subclasses on bad input."""
-    started = datetime.now(timezone.utc)
-    t0 = time.perf_counter()
-    settings = resolve_settings(cfg, options)
-    resolve_device(settings.device)  # an unusable device fails before anything loads
-    loaded, data = load_inputs(model_path, cfg, settings)
-    check_model_output(loaded, cfg, data)
-    clf = make_classifier(loaded, cfg, settings)
-    return audit(
-        clf,
-        loaded,
-        data,
-        cfg,
-        settings,
-        progress=progress,
-        config_path=config_path,
-        on_batch=on_batch,
-        started=started,
-        t0=t0,
-    )
 
 
 def audit(

@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("engine", (
         "robaudit.verify", "robaudit.engine", "robaudit.results", "robaudit.integrity",
         "robaudit.variants", "robaudit.certify", "robaudit.scoring", "robaudit.evaluation",
-        "robaudit.baseline", "robaudit.findings",
+        "robaudit.baseline", "robaudit.findings", "robaudit.documents",
     )),
     ("reports", ("robaudit.report", "robaudit.export")),
     ("orchestration", ("robaudit.pipeline", "robaudit.harden", "robaudit.selftest")),
