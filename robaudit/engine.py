@@ -16,11 +16,12 @@ from functools import partial
 
 import torch
 
-from robaudit.cell import CellContext, derive_minimal, run_cell, run_minimal, stored_or_run
+from robaudit.cell import CellContext, run_cell, stored_or_run
 from robaudit.classifier import Classifier
 from robaudit.distributed import SINGLE, Shard
 from robaudit.errors import ModelLoadError, RuntimeFailure
 from robaudit.loading.samples import Images
+from robaudit.minimal import derive_minimal, run_minimal
 from robaudit.outcomes import (
     BatchSink,
     CellOutcome,
