@@ -8,8 +8,9 @@ robaudit's default (robaudit/threads.py) is the affinity mask and the cgroup quo
 down. Each row is the real CLI (``robaudit scan``, one PGD entry, CE loss, 100 steps, Linf
 8/255) timed around the subprocess, in one run, side by side:
 
-* ``quiet``: nothing else running; torch's default (``--threads`` = visible cores) vs
-  robaudit's default (no flag);
+* ``quiet``: nothing else running; torch's defaults (one thread per visible core, OpenMP's
+  spinning waits: torch is imported before robaudit's entry point) vs robaudit's (threads
+  from the affinity mask and cgroup quota, passive waits; robaudit/entry.py);
 * ``busy``: one busy-looping process per visible core beside the scan; the same two;
 * ``quota``: the scan inside a cgroup v1 ``cpu`` group limited to 1 CPU (``--cgroup``, made
   here when the machine lets us, as a container with ``--cpus 1`` would be): torch's
@@ -63,13 +64,24 @@ def config(path: Path, samples: int, steps: int) -> None:
     )
 
 
+# torch imported before robaudit's entry point: OpenMP keeps its default (spinning) waits,
+# exactly as PyTorch's own defaults behave; robaudit's command asks for passive waits
+TORCH_FIRST = "import sys, torch; from robaudit.entry import main; sys.argv[0] = 'robaudit'; main()"
+
+
 def scan(cfg: Path, out: Path, threads: int | None, cgroup: Path | None) -> tuple[float, int]:
-    """Wall seconds of one CLI scan and the threads its report says it used."""
-    cmd = [sys.executable, "-m", "robaudit", "scan", str(MODEL), "-c", str(cfg), "--data",
-           str(DATA), "--out", str(out), "--quiet", "--exit-zero"]
-    if threads is not None:
-        cmd += ["--threads", str(threads)]
-    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    """Wall seconds of one CLI scan and the threads its report says it used.
+
+    ``threads`` given: PyTorch's defaults (that many threads, OpenMP's spinning waits);
+    None: robaudit's (threads from affinity and quota, passive waits).
+    """
+    args = ["scan", str(MODEL), "-c", str(cfg), "--data", str(DATA), "--out", str(out),
+            "--quiet", "--exit-zero"]
+    if threads is None:
+        cmd = [sys.executable, "-m", "robaudit", *args]
+    else:
+        cmd = [sys.executable, "-c", TORCH_FIRST, *args, "--threads", str(threads)]
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
     if cgroup is not None:  # join the group before exec: the scan runs under its quota
         cmd = ["sh", "-c", f'echo $$ > {cgroup / "cgroup.procs"} && exec "$@"', "scan", *cmd]
     t0 = time.perf_counter()

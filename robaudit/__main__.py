@@ -1,5 +1,5 @@
 """``python -m robaudit`` is the same as the ``robaudit`` command."""
 
-from robaudit.cli import main
+from robaudit.entry import main
 
 main()

@@ -37,6 +37,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("orchestration", ("robaudit.pipeline", "robaudit.harden", "robaudit.selftest")),
     ("front ends", (
         "robaudit.api", "robaudit.cli", "robaudit.pytest_plugin", "robaudit.starter",
+        "robaudit.entry",
         "robaudit.__main__",
     )),
 ]

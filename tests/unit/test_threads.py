@@ -83,3 +83,24 @@ def test_scan_records_the_choice(cli: Any, tiny_config: Any, plain_model_path: P
     bad = cli("scan", plain_model_path, "--config", tiny_config(tmp_path), "--out", tmp_path / "o2",
               "--threads", "0")
     assert bad.exit_code == 2 and "--threads 0" in bad.stderr
+
+
+def test_the_command_asks_openmp_for_passive_waits_unless_told_otherwise() -> None:
+    """Spinning OpenMP threads beside a busy neighbour made the selftest 30x slower; the
+    command sets OMP_WAIT_POLICY=PASSIVE before torch loads, never over the user's choice."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import os, robaudit.entry as e; set_now = e.passive_waits(); import torch; "
+        "print(set_now, os.environ.get('OMP_WAIT_POLICY'))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+    assert out.stdout.split() == ["True", "PASSIVE"], out.stderr
+    out = subprocess.run([sys.executable, "-c", probe], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+                         capture_output=True, text=True)
+    assert out.stdout.split() == ["False", "ACTIVE"], out.stderr
+    late = "import torch, robaudit.entry as e; print(e.passive_waits())"  # too late: no effect
+    out = subprocess.run([sys.executable, "-c", late], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "False", out.stderr
