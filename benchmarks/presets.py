@@ -21,17 +21,15 @@ checkpoint is trained by sample_models/train_resnet18.py first when missing (abo
 Wall time is the whole process (start-up, import, loading, every attack, the integrity checks,
 writing every report format), measured around the subprocess. ``--time-budget`` passes
 robaudit's own ``--time-budget`` to every run or, as ``PRESET/MODEL=SPEC``, to one: a clean stop
-with a partial report. robaudit stops only between batches, and 100 ResNet-18 samples are one
-batch, so a stop can come long after the budget. ``--timeout`` and ``--max-rss-gb`` are the
+with a partial report (a stop lands within one model call; the interrupted cell's finished
+batches are kept and ``--resume`` continues it). ``--timeout`` and ``--max-rss-gb`` are the
 benchmark's backstops: SIGTERM (the same clean stop), then SIGKILL after ``--grace`` seconds;
 such a run is marked ``> N (why)`` with whatever partial report it wrote.
 
-Memory: on the CPU a ResNet-18 scan's resident memory grows for as long as an attack runs
-(about 0.4 GiB a minute here, 14 GiB after 30 minutes): glibc heap fragmentation from the
-active batch shrinking step by step, unbounded once robaudit.allocator raises the mmap threshold
-to 32 MiB. ``--malloc-mmap-threshold 65536`` runs the scans with ``ROBAUDIT_KEEP_MALLOC=1
-MALLOC_MMAP_THRESHOLD_=65536`` (robaudit's documented opt-out, then glibc's own knob), which
-keeps it flat at about 0.8 GiB; the table marks those runs with a dagger.
+Memory: ``peak_rss_gb`` is sampled every 2 s. A ResNet-18 scan's resident memory used to grow
+for as long as an attack ran (glibc heap fragmentation as the active batch shrinks, about 0.4
+GiB a minute); robaudit.allocator now trims the heap once it has doubled past the last trim,
+and ``--malloc-mmap-threshold`` remains to study glibc's own knob (it halves the speed).
 Runs go one after another; each one's console output lands in ``out/bench/PRESET/MODEL.log``.
 
 Timing note: CPU only, 2 threads (``torch.set_num_threads(2)``, OMP_NUM_THREADS=2) on a shared
