@@ -92,6 +92,23 @@ class _OneLineUsageErrors(TyperGroup):
             return super().invoke(ctx)
 
 
+# options several commands share, written once
+DeviceOption = Annotated[
+    str | None, typer.Option(help="auto, cpu or cuda (default: engine.device).")
+]
+BatchSizeOption = Annotated[
+    int | None, typer.Option("--batch-size", help="Override data.batch_size.")
+]
+TrustModelOption = Annotated[
+    bool,
+    typer.Option(
+        "--trust-model", help="Allow pickled whole-module checkpoints (unpickling runs code)."
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+DebugOption = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
+
+
 def _one_line_paragraphs(text: str | None) -> str | None:
     """Help text with each paragraph (blank-line separated) joined into one line.
 
@@ -186,7 +203,7 @@ def _root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    debug: DebugOption = False,
 ) -> None:
     """robaudit: how much accuracy survives an attacker with this knowledge and budget?"""
     _state["debug"] = debug
@@ -235,18 +252,9 @@ def scan(
     ] = None,
     samples: Annotated[int | None, typer.Option(help="Override data.samples.")] = None,
     seed: Annotated[int | None, typer.Option(help="Override the run seed.")] = None,
-    device: Annotated[
-        str | None, typer.Option(help="auto, cpu or cuda (default: engine.device).")
-    ] = None,
-    batch_size: Annotated[
-        int | None, typer.Option("--batch-size", help="Override data.batch_size.")
-    ] = None,
-    trust_model: Annotated[
-        bool,
-        typer.Option(
-            "--trust-model", help="Allow pickled whole-module checkpoints (unpickling runs code)."
-        ),
-    ] = False,
+    device: DeviceOption = None,
+    batch_size: BatchSizeOption = None,
+    trust_model: TrustModelOption = False,
     access: Annotated[
         str | None,
         typer.Option(
@@ -330,7 +338,7 @@ def scan(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress or summary; errors only.")
     ] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    debug: DebugOption = False,
 ) -> None:
     """Attack MODEL as CONFIG describes, write the report, and exit 1 if the gate fails.
 
@@ -495,23 +503,14 @@ def verify(
         str | None,
         typer.Option(help="Where the clean inputs come from (default: the config's data.source)."),
     ] = None,
-    device: Annotated[
-        str | None, typer.Option(help="auto, cpu or cuda (default: engine.device).")
-    ] = None,
-    batch_size: Annotated[
-        int | None, typer.Option("--batch-size", help="Override data.batch_size.")
-    ] = None,
-    trust_model: Annotated[
-        bool,
-        typer.Option(
-            "--trust-model", help="Allow pickled whole-module checkpoints (unpickling runs code)."
-        ),
-    ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    device: DeviceOption = None,
+    batch_size: BatchSizeOption = None,
+    trust_model: TrustModelOption = False,
+    as_json: JsonOption = False,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Print nothing; the exit code is the verdict.")
     ] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    debug: DebugOption = False,
 ) -> None:
     """Re-check every exported example: inside its ball and the bounds, misclassified by a
     fresh forward pass. Exit 0 if all hold, 1 on any violation, 2 on bad input."""
@@ -563,7 +562,7 @@ def report_command(
         typer.Option("--out", "-o", help="Folder to write into (default: the report's folder)."),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing.")] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    debug: DebugOption = False,
 ) -> None:
     """Re-render a saved report.json into other formats; nothing is re-run."""
     from robaudit.report.writers import write_reports
@@ -594,7 +593,7 @@ def diff(
     fmt: Annotated[
         str, typer.Option("--format", "-f", help="table (terminal), json or md.")
     ] = "table",
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    debug: DebugOption = False,
 ) -> None:
     """Compare two reports threat by threat; exit 1 if robust accuracy dropped too far.
 
@@ -644,12 +643,7 @@ def init(
         str | None,
         typer.Option(help="The data the fitted config evaluates on (with --model)."),
     ] = None,
-    trust_model: Annotated[
-        bool,
-        typer.Option(
-            "--trust-model", help="Allow pickled whole-module checkpoints (unpickling runs code)."
-        ),
-    ] = False,
+    trust_model: TrustModelOption = False,
 ) -> None:
     """Print a commented starter config (a preset) to stdout or a file; with --model and
     --data, one already fitted to that model."""
@@ -713,7 +707,7 @@ def validate(
 @app.command()
 @handle_errors
 def attacks(
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """List the registered attacks and defenses, their norms and parameters."""
     from robaudit.defenses import defense_registry
@@ -775,7 +769,7 @@ def explain(
 @handle_errors
 def selftest(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "cpu",
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Audit a built-in corpus of models with known answers; exit 1 if any case disagrees."""
     from dataclasses import asdict
@@ -876,22 +870,15 @@ def harden(
         int | None, typer.Option(help="Override data.samples of the two audits.")
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of training and audits (default: the config's).")] = None,
-    device: Annotated[
-        str | None, typer.Option(help="auto, cpu or cuda (default: engine.device).")
-    ] = None,
-    trust_model: Annotated[
-        bool,
-        typer.Option(
-            "--trust-model", help="Allow pickled whole-module checkpoints (unpickling runs code)."
-        ),
-    ] = False,
+    device: DeviceOption = None,
+    trust_model: TrustModelOption = False,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from the last epoch checkpoint in --out.")
     ] = False,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress or summary; errors only.")
     ] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    debug: DebugOption = False,
 ) -> None:
     """Adversarially train MODEL (or distill it), then audit the original and the hardened
     model with CONFIG side by side: OUT/model.pt, OUT/compare.html, OUT/compare.json."""
