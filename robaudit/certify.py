@@ -445,15 +445,9 @@ def smoothed_classifier(
         seed=seed,
         transform=getattr(clf, "transform", None),
     )
-    return Classifier(
-        model=module,
-        num_classes=clf.num_classes,
-        bounds=clf.bounds,
-        device=clf.device,
-        access=clf.access,
-        batch_size=max(1, clf.batch_size // draws),
-        eot=eot,
-        votes=votes,
+    return clf.derive(  # the smoothed module applies the preprocessing itself
+        model=module, mean=None, std=None, batch_size=max(1, clf.batch_size // draws), eot=eot,
+        votes=votes, sequential=None, transform=None,
     )
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 from torch import nn
@@ -296,22 +297,17 @@ class Classifier:
         top = mean.max(dim=1).values + 1.0
         return mean.scatter(1, y[:, None], top[:, None])
 
+    def derive(self, **changes: Any) -> Classifier:
+        """The same wrapper with ``changes`` (a field name each) and counters of its own.
+
+        Every other wrapper the audit needs (an access-restricted view, a defense variant, the
+        bare model under it, a smoothed model, a transfer surrogate) is one of these, so no
+        caller rebuilds a Classifier field by field and forgets one.
+        """
+        return replace(self, counters=Counters(), **changes)
+
     def restricted(self, access: str) -> Classifier:
         """A view of the same model at the same or a lower access level, with its own counters."""
         if ACCESS_RANK[access] > ACCESS_RANK[self.access]:
             raise AccessDenied(f"cannot raise access from {self.access} to {access}")
-        view = Classifier(
-            model=self.model,
-            num_classes=self.num_classes,
-            bounds=self.bounds,
-            mean=self.mean,
-            std=self.std,
-            device=self.device,
-            access=access,
-            batch_size=self.batch_size,
-            eot=self.eot,
-            votes=self.votes,
-            sequential=self.sequential,
-            transform=self.transform,
-        )
-        return view
+        return self.derive(access=access)

@@ -50,15 +50,8 @@ def variant_classifier(
     gives the same label on every draw, so one forward pass is its verdict."""
     transform = None if defense.name == "ensemble" else Transform(defense, backward, bare.bounds)
     eot = backward == "eot" or defense.randomized
-    return Classifier(
-        defense.wrap_model(bare.model),
-        num_classes=bare.num_classes,
-        bounds=bare.bounds,
-        mean=bare.mean,
-        std=bare.std,
-        device=bare.device,
-        access=bare.access,
-        batch_size=bare.batch_size,
+    return bare.derive(
+        model=defense.wrap_model(bare.model),
         eot=cfg.integrity.eot_samples if eot else 1,
         votes=cfg.integrity.votes if defense.randomized else 1,
         sequential=SequentialTest() if defense.randomized else None,
@@ -68,16 +61,7 @@ def variant_classifier(
 
 def bare_view(clf: Classifier) -> Classifier:
     """The undefended model with the same preprocessing: the non-adaptive search space."""
-    return Classifier(
-        clf.model,
-        num_classes=clf.num_classes,
-        bounds=clf.bounds,
-        mean=clf.mean,
-        std=clf.std,
-        device=clf.device,
-        access=clf.access,
-        batch_size=clf.batch_size,
-    )
+    return clf.derive(eot=1, votes=1, sequential=None, transform=None)
 
 
 def variant_plan(

@@ -106,14 +106,9 @@ class Transfer(Attack):
     ) -> AttackOutput:
         p = self.params
         assert isinstance(p, TransferParams)
-        surrogate = Classifier(
-            self._surrogate_module(),
-            num_classes=clf.num_classes,
-            bounds=clf.bounds,
-            mean=clf.mean,
-            std=clf.std,
-            device=clf.device,
-            batch_size=clf.batch_size,
+        surrogate = clf.derive(  # white-box on the surrogate, whatever the target allows
+            model=self._surrogate_module(), access="white-box", eot=1, votes=1, sequential=None,
+            transform=None,
         )
         pgd = PGD(
             PGDParams(steps=p.steps, loss=p.loss, rel_step_size=p.rel_step_size, early_stop=False)
