@@ -34,7 +34,7 @@ from robaudit.outcomes import (
 )
 from robaudit.progress import Progress, tally
 from robaudit.threat import Threat
-from robaudit.verify import TOLERANCE, verify_batch
+from robaudit.verification import TOLERANCE, verify_batch
 
 
 @dataclass

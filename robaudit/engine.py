@@ -5,7 +5,7 @@ queries, records any budget or bounds violation an attack returned (then project
 counts a sample as broken only when a fresh forward pass outside the attack misclassifies
 the returned input. Attacks never decide success. This module orders the plan, runs the
 clean pass and walks the cells (the cascade, inherited breaks, minimal-norm attacks, stops);
-robaudit.cell runs one cell, robaudit.verify checks a batch, robaudit.outcomes holds the
+robaudit.cell runs one cell, robaudit.verification checks a batch, robaudit.outcomes holds the
 records.
 """
 

@@ -59,7 +59,7 @@ from robaudit.loading.data import DataSet
 from robaudit.report.writers import create_temp_dir, create_temp_file
 from robaudit.results import RunResult
 from robaudit.threat import Threat
-from robaudit.verify import TOLERANCE
+from robaudit.verification import TOLERANCE
 
 __all__ = [
     "ADVERSARIAL_FILE",

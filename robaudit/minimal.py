@@ -15,7 +15,7 @@ import torch
 from robaudit.cell import CellContext, run_cell, stored_or_run
 from robaudit.outcomes import CellOutcome, Example, PlannedAttack, Unit
 from robaudit.threat import Threat
-from robaudit.verify import TOLERANCE
+from robaudit.verification import TOLERANCE
 
 
 def run_minimal(

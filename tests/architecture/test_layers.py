@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "robaudit.checkpoint", "robaudit.distributed", "robaudit.fitting", "robaudit.presets",
     )),
     ("engine", (
-        "robaudit.verify", "robaudit.outcomes", "robaudit.cell", "robaudit.minimal",
+        "robaudit.verification", "robaudit.outcomes", "robaudit.cell", "robaudit.minimal",
         "robaudit.engine",
         "robaudit.results", "robaudit.integrity",
         "robaudit.variants", "robaudit.certify", "robaudit.scoring", "robaudit.evaluation",
@@ -110,3 +110,16 @@ def test_loading_the_config_loads_no_engine_results_reports_or_front_end() -> No
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_no_submodule_shadows_a_public_function() -> None:
+    """``import robaudit.X`` sets the package attribute X: a submodule named like a lazy public
+    function (robaudit.scan, robaudit.verify, ...) would replace that function once imported."""
+    import robaudit
+
+    lazy = set(getattr(robaudit, "_LAZY", {}))
+    assert lazy, "robaudit.__init__ no longer lists its lazy names"
+    submodules = {p.stem for p in PACKAGE.glob("*.py")} | {
+        p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()
+    }
+    assert not lazy & submodules, f"submodules shadowing public names: {sorted(lazy & submodules)}"

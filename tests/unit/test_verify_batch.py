@@ -9,7 +9,7 @@ from torch import nn
 from robaudit.classifier import Classifier
 from robaudit.norms import get
 from robaudit.threat import Threat
-from robaudit.verify import verify_batch
+from robaudit.verification import verify_batch
 
 
 class FirstPixel(nn.Module):

@@ -1,5 +1,8 @@
 """The engine's invariant, as one function: nothing counts as a break unless it is checked.
 
+(Named ``verification``, not ``verify``: a submodule called ``robaudit.verify`` would shadow
+the public ``robaudit.verify()`` once imported.)
+
 Whatever an attack returns, :func:`verify_batch` replaces non-finite candidates by the clean
 input, counts (and then removes) every excursion outside the input box and outside the threat's
 ball, projects onto ball ∩ box, and judges the result with a fresh forward pass of the model
