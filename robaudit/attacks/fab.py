@@ -41,6 +41,7 @@ from robaudit.norms import get as get_norm
 from robaudit.threat import Threat
 
 _TINY = 1e-12
+_IS_L2 = {"l2": True, "linf": False}  # FAB's two geometries; another norm raises KeyError
 
 
 class FABParams(AttackParams):
@@ -101,7 +102,7 @@ def project_hyperplane_box(
     flip = torch.where(r < 0, -1.0, 1.0).to(w.dtype)
     w = w * flip[:, None]  # now r ≥ 0 and the root λ ≥ 0
     r = r * flip
-    v = w if norm == "l2" else w.sign()
+    v = w if _IS_L2[norm] else w.sign()
     av = v.abs()
     room = torch.where(v > 0, high, -low)  # how far a coordinate can move in v's direction
     moving = av > 0
@@ -137,7 +138,7 @@ def _random_start(
     """A point at ``radius`` from each ``x0`` (drawn on CPU so seeds agree across devices)."""
     lo, hi = bounds
     shape = x0.shape
-    if norm == "linf":
+    if not _IS_L2[norm]:
         d = 2 * torch.rand(shape, generator=generator, dtype=torch.float32) - 1
         scale = d.flatten(1).abs().amax(dim=1)
     else:
@@ -243,7 +244,7 @@ def _fab(
 ) -> AttackOutput:
     """Shared body of ``fab`` (``n_targets`` None: all classes at once) and ``fab-t``."""
     norm = threat.norm
-    if norm not in ("linf", "l2"):
+    if norm not in _IS_L2:
         raise ValueError(f"fab supports linf and l2, not {norm!r}")
     n = int(x.shape[0])
     out = x.clone()

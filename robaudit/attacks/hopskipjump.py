@@ -123,7 +123,9 @@ class _Run:
         self.n, self.dev = int(x.shape[0]), x.device
         self.lo, self.hi = clf.bounds
         self.d = int(x[0].numel()) if self.n else 1
-        self.theta = p.gamma / self.d**1.5 if norm == "l2" else p.gamma / self.d**2
+        # the paper's two geometries; any other norm fails here, never silently as one of them
+        self.l2 = {"l2": True, "linf": False}[norm]
+        self.theta = p.gamma / self.d**1.5 if self.l2 else p.gamma / self.d**2
         self.used = torch.zeros(self.n, dtype=torch.long, device=self.dev)
         self.cur = x.clone()  # the current boundary point of each started sample
         self.best = x.clone()
@@ -182,7 +184,7 @@ class _Run:
         """From adversarial ``far`` toward the clean input; the closest adversarial end found."""
         x0 = self.x[idx]
         m = int(idx.numel())
-        if self.norm == "l2":
+        if self.l2:
             highs = torch.ones(m, device=self.dev)
             thr = torch.full((m,), self.theta, device=self.dev)
         else:
@@ -196,7 +198,7 @@ class _Run:
                 return out
             mids = (highs[go] + lows[go]) / 2
             a = per_sample(mids, x0)
-            if self.norm == "l2":
+            if self.l2:
                 pts = (1 - a) * x0[go] + a * far[go]
             else:
                 pts = torch.minimum(torch.maximum(far[go], x0[go] - a), x0[go] + a)
@@ -218,7 +220,7 @@ class _Run:
             for e0 in range(0, k, per_k):
                 e = min(k, e0 + per_k) - e0
                 shape = (s.stop - s.start, e, *base.shape[1:])
-                if self.norm == "l2":
+                if self.l2:
                     u = torch.randn(shape, generator=self.gen, dtype=torch.float32)
                 else:
                     u = 2 * torch.rand(shape, generator=self.gen, dtype=torch.float32) - 1
@@ -242,7 +244,7 @@ class _Run:
         grad = sum_fu / per_sample(cnt, base) - per_sample(fbar, base) * mean_u
         same = fbar.abs() >= 1  # every probe answered alike: no baseline to subtract
         grad = torch.where(per_sample(same, base), per_sample(fbar.sign(), base) * mean_u, grad)
-        if self.norm == "l2":
+        if self.l2:
             return grad / per_sample(flat_norm(grad, "l2") + _TINY, grad)
         return grad.sign()
 
@@ -299,7 +301,7 @@ class _Run:
             if t == 1:
                 delta = torch.full((int(idx.numel()),), 0.1 * (self.hi - self.lo), device=self.dev)
             else:
-                scale = math.sqrt(self.d) if self.norm == "l2" else float(self.d)
+                scale = math.sqrt(self.d) if self.l2 else float(self.d)
                 delta = scale * self.theta * dist[idx]
             update = self.normal(idx, delta, evals)
             far, moved = self.step(idx, update, dist[idx] / math.sqrt(t))

@@ -71,7 +71,7 @@ class SimBAParams(AttackParams):
         unbounded = _PAPER_STEP * span
         if not math.isfinite(eps):
             return unbounded
-        return eps if norm == "linf" else min(unbounded, eps / 2)
+        return eps if {"linf": True, "l2": False}[norm] else min(unbounded, eps / 2)
 
 
 def _dct_matrix(n: int, device: torch.device) -> torch.Tensor:
@@ -91,7 +91,7 @@ class _Basis:
         self.shape = shape
         self.size = int(math.prod(shape))
         self.kind = kind if len(shape) == 3 else "pixel"  # dct needs C×H×W samples
-        self.linf = norm == "linf"
+        self.linf = {"linf": True, "l2": False}[norm]  # another norm fails here, loudly
         self.device, self.dtype = device, dtype
         self.band = torch.zeros(self.size)
         if self.kind == "dct":
