@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from functools import partial
+from typing import TypeVar
 
 import torch
 
@@ -82,6 +83,21 @@ def order_plan(plan: list[PlannedAttack]) -> list[PlannedAttack]:
     )
 
 
+T = TypeVar("T")
+
+
+def _in_batch_order(shard: Shard, mine: list[tuple[int, T]], error: str | None) -> list[T]:
+    """This process's batches or, sharded, every rank's in batch order; a rank's error is
+    raised on every rank (none may be left waiting in a gather)."""
+    if shard.active:
+        gathered = shard.gather((mine, error))
+        errors = [e for _, e in gathered if e is not None]
+        if errors:
+            raise RuntimeFailure(errors[0])
+        mine = sorted((p for part, _ in gathered for p in part), key=lambda t: t[0])
+    return [t for _, t in mine]
+
+
 def clean_pass(
     clf: Classifier,
     x: Images,
@@ -120,13 +136,7 @@ def clean_pass(
         except Exception as exc:  # reported on every rank after the gather below
             error = f"the model raised on clean batch {k} (first sample {start}): {exc}"
             break
-    if shard.active:
-        gathered = shard.gather((mine, error))
-        errors = [e for _, e in gathered if e is not None]
-        if errors:
-            raise RuntimeFailure(errors[0])
-        mine = sorted((p for part, _ in gathered for p in part), key=lambda t: t[0])
-    parts = [t for _, t in mine]
+    parts = _in_batch_order(shard, mine, error)
     logits = torch.cat(parts) if parts else clf.verification_logits(x[0:0])
     if logits.dim() != 2 or logits.shape[1] != clf.num_classes:
         raise RuntimeFailure(
@@ -170,13 +180,7 @@ def _clean_sequential(
                 raise
             error = f"the model raised on clean batch {k} (first sample {start}): {exc}"
             break
-    if shard.active:
-        gathered = shard.gather((mine, error))
-        errors = [e for _, e in gathered if e is not None]
-        if errors:
-            raise RuntimeFailure(errors[0])
-        mine = sorted((p for part, _ in gathered for p in part), key=lambda t: t[0])
-    parts = [v for _, v in mine]
+    parts = _in_batch_order(shard, mine, error)
     v = Verdict.cat(parts) if parts else clf.verdict(x[0:0], y[0:0], alpha).cpu()
     if bool(v.nonfinite.any()):
         raise ModelLoadError(
