@@ -24,19 +24,17 @@ import torch
 
 import robaudit
 from robaudit.attacks.base import ACCESS_FOR_REQUIRES, registry
-from robaudit.attacks.batteries import BATTERIES
 from robaudit.certify import run_certification
 from robaudit.checkpoint import CellStore, fingerprint
 from robaudit.classifier import ACCESS_RANK, Classifier, resolve_device
 from robaudit.config import PROTOCOLS, SMOKE_PROTOCOLS, Config
 from robaudit.control import FAILURE, INTERRUPTED, RunControl
 from robaudit.distributed import SINGLE, Shard
-from robaudit.engine import BatchSink, EngineControl, EngineResult, PlannedAttack, run_plan
+from robaudit.engine import BatchSink, EngineControl, PlannedAttack, run_plan
 from robaudit.entries import BATTERY_ID
 from robaudit.errors import ConfigError, ModelLoadError, RuntimeFailure
 from robaudit.evaluation import status as evaluation_status
 from robaudit.evaluation import weak_threats, with_weak
-from robaudit.findings import finding
 from robaudit.fitting import Inferred
 from robaudit.integrity import (
     Preflight,
@@ -52,13 +50,19 @@ from robaudit.loading.model import LoadedModel
 from robaudit.progress import Progress
 from robaudit.results import (
     SCHEMA_VERSION,
-    Finding,
     RunResult,
     build_tables,
     confusion_rows,
     minimal_norm_rows,
     per_class_rows,
     wilson_interval,
+)
+from robaudit.run_findings import (
+    battery_findings,
+    certification_findings,
+    preflight_findings,
+    skipped_findings,
+    train_mode_findings,
 )
 from robaudit.scoring import evaluate_gate, grade, score, with_partial
 from robaudit.threads import ThreadChoice
@@ -160,23 +164,6 @@ def build_plan(cfg: Config) -> list[PlannedAttack]:
 
 
 
-def battery_findings(cfg: Config) -> list[Finding]:
-    """Say so when a named battery runs without members robaudit does not have yet."""
-    out = []
-    for i, spec in enumerate(cfg.attacks):
-        if spec.battery is not None and BATTERIES[spec.battery]["missing"]:
-            missing = ", ".join(BATTERIES[spec.battery]["missing"])
-            out.append(
-                finding(
-                    "RA014",
-                    f"attacks[{i}] battery {spec.battery} ran "
-                    f"{', '.join(BATTERIES[spec.battery]['runs'])} as a cascade, without {missing} "
-                    "(not yet available in this robaudit version)",
-                )
-            )
-    return out
-
-
 def config_sha256(cfg: Config) -> str:
     """Hash of the validated config (so formatting and comments do not change it)."""
     blob = json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode()
@@ -225,39 +212,7 @@ def _cause_line(exc: BaseException) -> str:
     return line[:200]
 
 
-def preflight_findings(er: EngineResult, cfg: Config) -> list[Finding]:
-    """Findings read off the clean pass and the engine's own checks (RA001, RA002)."""
-    out: list[Finding] = []
-    n = int(er.correct.numel())
-    acc = float(er.correct.float().mean()) if n else 0.0
-    chance = 1.0 / cfg.model.classes
-    if n and acc < min(0.5, 2 * chance):
-        out.append(
-            finding(
-                "RA001",
-                f"clean accuracy {acc:.1%} with {cfg.model.classes} classes (chance "
-                f"{chance:.1%}): check model.mean/std, model.bounds and the labels",
-            )
-        )
-    for c in er.cells:
-        if c.query_mismatch:
-            out.append(
-                finding(
-                    "RA016",
-                    f"{c.attack} at {c.threat.key}: per-sample query counts of {c.query_mismatch} "
-                    f"sample(s) disagree with the counter ({c.queries} queries counted)",
-                )
-            )
-        if c.budget_violations or c.bounds_violations or c.nonfinite:
-            out.append(
-                finding(
-                    "RA002",
-                    f"{c.attack} at {c.threat.key}: {c.budget_violations} outside the eps ball, "
-                    f"{c.bounds_violations} outside the bounds, {c.nonfinite} non-finite; the "
-                    "engine projected them back before verifying",
-                )
-            )
-    return out
+
 
 
 def make_classifier(loaded: LoadedModel, cfg: Config, settings: RunSettings) -> Classifier:
@@ -394,23 +349,7 @@ def audit(
 
     settled = settle(pre, er)
     findings = preflight_findings(er, cfg) + settled + battery_findings(cfg)
-    if train_eval_gap is not None and train_eval_gap > 1e-5:
-        findings.append(
-            finding(
-                "RA018",
-                f"the model came in training mode; its logits differ from eval mode's by up to "
-                f"{train_eval_gap:.3g} on 8 probed samples. The numbers are eval mode's; the "
-                "model's mode and tensors were restored unchanged",
-            )
-        )
-    if skipped:
-        findings.append(
-            finding(
-                "RA015",
-                f"{len(skipped)} attack(s) skipped: "
-                + "; ".join(f"{s['attack']} ({s['reason']})" for s in skipped),
-            )
-        )
+    findings += train_mode_findings(train_eval_gap) + skipped_findings(skipped)
     if cfg.integrity.enabled:
         by_index = {p.index: p.attack for p in plan}
         findings += post_run(
@@ -450,18 +389,7 @@ def audit(
         not_run.append("certification")
     elif cfg.certify is not None:
         certification = run_certification(clf, data.samples, data.y, cfg.certify, seed)
-        bad = [e for e in certification["empirical"] if not e["consistent"]]
-        if bad:
-            findings.append(
-                finding(
-                    "RA017",
-                    "; ".join(
-                        f"L2 radius {e['radius']:g}: {e['certified']} samples certified but only "
-                        f"{e['robust']} left robust by the attack"
-                        for e in bad
-                    ),
-                )
-            )
+        findings += certification_findings(certification)
     sc = score(model_threats, clean_acc)  # the audited model; variants are what-ifs
     gate = evaluate_gate(cfg.gate, clean_acc, threats, sc, findings, certification)
     incomplete = None

@@ -31,7 +31,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "robaudit.engine",
         "robaudit.results", "robaudit.integrity",
         "robaudit.variants", "robaudit.certify", "robaudit.scoring", "robaudit.evaluation",
-        "robaudit.baseline", "robaudit.findings", "robaudit.documents",
+        "robaudit.baseline", "robaudit.findings", "robaudit.documents", "robaudit.run_findings",
     )),
     ("reports", ("robaudit.report", "robaudit.export")),
     ("orchestration", ("robaudit.pipeline", "robaudit.harden", "robaudit.selftest")),
