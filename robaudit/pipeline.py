@@ -272,6 +272,32 @@ def access_reason(loaded: LoadedModel, settings: RunSettings) -> str:
     return f"the run was limited with --access {settings.access}"
 
 
+def plan_audit(
+    clf: Classifier, data: DataSet, cfg: Config, capped_because: str, config_path: str | None
+) -> tuple[list[PlannedAttack], Preflight, list[dict[str, Any]]]:
+    """The plan stage: the config's attacks × threats, integrity's reactions to the pre-flight
+    checks (Square, BPDA copies, EOT), then the access cap (attacks that need more access are
+    skipped, each with its reason). A plan left empty is a config error naming what would fit.
+    """
+    plan = build_plan(cfg)
+    pre = Preflight()
+    if cfg.integrity.enabled:
+        pre = preflight(clf, data.samples, data.y)
+        plan = react(pre, clf, plan, cfg)
+    plan, skipped = cap_access(plan, clf.access, capped_because)
+    if not plan:
+        names = ", ".join(sorted({s["attack"] for s in skipped}))
+        fits = ", ".join(
+            n for n, c in registry().items()
+            if ACCESS_RANK[ACCESS_FOR_REQUIRES[c.requires]] <= ACCESS_RANK[clf.access]
+        )
+        raise ConfigError(
+            f"{config_path or 'config'}: no attack can run at {clf.access} access "
+            f"({capped_because}); skipped {names}; add one of: {fits}"
+        )
+    return plan, pre, skipped
+
+
 def audit(
     clf: Classifier,
     loaded: LoadedModel,
@@ -303,22 +329,7 @@ def audit(
     seed, data_seed, batch_size = settings.seed, settings.data_seed, settings.batch_size
     source, samples, device = data.source, settings.samples, clf.device
     torch.manual_seed(seed)  # for models that draw randomness from the global generator
-    plan = build_plan(cfg)
-    pre = Preflight()
-    if cfg.integrity.enabled:
-        pre = preflight(clf, data.samples, data.y)
-        plan = react(pre, clf, plan, cfg)
-    plan, skipped = cap_access(plan, clf.access, access_reason(loaded, settings))
-    if not plan:
-        names = ", ".join(sorted({s["attack"] for s in skipped}))
-        fits = ", ".join(
-            n for n, c in registry().items()
-            if ACCESS_RANK[ACCESS_FOR_REQUIRES[c.requires]] <= ACCESS_RANK[clf.access]
-        )
-        raise ConfigError(
-            f"{config_path or 'config'}: no attack can run at {clf.access} access "
-            f"({access_reason(loaded, settings)}); skipped {names}; add one of: {fits}"
-        )
+    plan, pre, skipped = plan_audit(clf, data, cfg, access_reason(loaded, settings), config_path)
     store = None  # created only now: a config refused above leaves no state in --out
     if run.checkpoint_dir is not None and shard.is_main:
         store = CellStore(
