@@ -30,7 +30,7 @@ from robaudit.classifier import ACCESS_RANK, Classifier, resolve_device
 from robaudit.config import PROTOCOLS, SMOKE_PROTOCOLS, Config
 from robaudit.control import FAILURE, INTERRUPTED, RunControl
 from robaudit.distributed import SINGLE, Shard
-from robaudit.engine import BatchSink, EngineControl, PlannedAttack, run_plan
+from robaudit.engine import BatchSink, EngineControl, EngineResult, PlannedAttack, run_plan
 from robaudit.entries import BATTERY_ID
 from robaudit.errors import ConfigError, ModelLoadError, RuntimeFailure
 from robaudit.evaluation import status as evaluation_status
@@ -51,6 +51,7 @@ from robaudit.progress import Progress
 from robaudit.results import (
     SCHEMA_VERSION,
     RunResult,
+    ThreatRow,
     build_tables,
     confusion_rows,
     minimal_norm_rows,
@@ -272,6 +273,81 @@ def access_reason(loaded: LoadedModel, settings: RunSettings) -> str:
     return f"the run was limited with --access {settings.access}"
 
 
+def incomplete_state(
+    failure: str | None, unrun: list[dict[str, object]], not_run: list[str],
+    control: RunControl | None,
+) -> dict[str, Any] | None:
+    """What a run that stopped early left undone, and why (None for a complete run)."""
+    if failure is None and not unrun and not not_run:
+        return None
+    kind = FAILURE if failure is not None else (
+        control.kind if control is not None and control.kind else INTERRUPTED
+    )
+    reason = failure if failure is not None else (
+        control.reason if control is not None and control.reason else "stopped"
+    )
+    return {"kind": kind, "reason": reason, "unrun": unrun, "not_run": not_run}
+
+
+def sample_rows(
+    data: DataSet, er: EngineResult, verdicts: dict[str, dict[int, dict[str, Any]]],
+    threats: tuple[ThreatRow, ...],
+) -> tuple[dict[str, Any], ...]:
+    """Per evaluated sample: where it came from, its clean verdict, what broke it per threat."""
+    return tuple(
+        {
+            "index": i,
+            "source_index": int(data.indices[i]),
+            "label": int(data.y[i]),
+            "clean_pred": int(er.clean_pred[i]),
+            "correct": bool(er.correct[i]),
+            "threats": {t.key: verdicts[t.key].get(i) for t in threats},
+        }
+        for i in range(int(data.y.numel()))
+    )
+
+
+def example_rows(er: EngineResult) -> tuple[dict[str, Any], ...]:
+    """The gallery's examples as the report's records."""
+    return tuple(
+        {
+            "sample": e.sample,
+            "threat_key": e.threat_key,
+            "attack": e.attack,
+            "label": e.label,
+            "clean_pred": e.clean_pred,
+            "clean_conf": e.clean_conf,
+            "adv_pred": e.adv_pred,
+            "adv_conf": e.adv_conf,
+            "x": e.x,
+            "x_adv": e.x_adv,
+        }
+        for e in er.examples
+    )
+
+
+def verdict_and_protocol_meta(clf: Classifier, er: EngineResult, cfg: Config) -> dict[str, Any]:
+    """meta.verdicts (a randomized model: how verdicts were drawn) and meta.protocol."""
+    out: dict[str, Any] = {}
+    test = clf.verdict_test()
+    if test is not None:
+        out["verdicts"] = {
+            "test": "sequential Clopper-Pearson, P(misclassified) vs 1/2",
+            "alpha_per_sample": test.alpha,
+            "alpha_per_verdict": er.verdict_alpha,
+            "first_draws": test.first,
+            "max_draws": test.max_draws,
+            "undecided_counted": "broken (the headline); the interval's upper end counts none",
+        }
+    if cfg.protocol is not None:
+        out["protocol"] = {
+            "name": cfg.protocol,
+            "description": PROTOCOLS[cfg.protocol],
+            "security_claims": cfg.protocol not in SMOKE_PROTOCOLS,
+        }
+    return out
+
+
 def plan_audit(
     clf: Classifier, data: DataSet, cfg: Config, capped_because: str, config_path: str | None
 ) -> tuple[list[PlannedAttack], Preflight, list[dict[str, Any]]]:
@@ -403,15 +479,8 @@ def audit(
         findings += certification_findings(certification)
     sc = score(model_threats, clean_acc)  # the audited model; variants are what-ifs
     gate = evaluate_gate(cfg.gate, clean_acc, threats, sc, findings, certification)
-    incomplete = None
-    if failure is not None or unrun or not_run:
-        kind = FAILURE if failure is not None else (
-            run.control.kind if run.control is not None and run.control.kind else INTERRUPTED
-        )
-        reason = failure if failure is not None else (
-            run.control.reason if run.control is not None and run.control.reason else "stopped"
-        )
-        incomplete = {"kind": kind, "reason": reason, "unrun": unrun, "not_run": not_run}
+    incomplete = incomplete_state(failure, unrun, not_run, run.control)
+    if incomplete is not None:
         gate = with_partial(gate, incomplete, run.allow_partial)
     weak = weak_threats(
         er.cells, {p.index: p.attack for p in plan}, [t.key for t in model_threats]
@@ -419,32 +488,8 @@ def audit(
     gate = with_weak(gate, weak, cfg.gate.allow_weak)
     evaluation = evaluation_status(incomplete, weak, [t.key for t in model_threats])
     class_names = cfg.model.class_names or (list(data.class_names) if data.class_names else None)
-    samples_out = tuple(
-        {
-            "index": i,
-            "source_index": int(data.indices[i]),
-            "label": int(data.y[i]),
-            "clean_pred": int(er.clean_pred[i]),
-            "correct": bool(er.correct[i]),
-            "threats": {t.key: verdicts[t.key].get(i) for t in model_threats},
-        }
-        for i in range(n)
-    )
-    examples = tuple(
-        {
-            "sample": e.sample,
-            "threat_key": e.threat_key,
-            "attack": e.attack,
-            "label": e.label,
-            "clean_pred": e.clean_pred,
-            "clean_conf": e.clean_conf,
-            "adv_pred": e.adv_pred,
-            "adv_conf": e.adv_conf,
-            "x": e.x,
-            "x_adv": e.x_adv,
-        }
-        for e in er.examples
-    )
+    samples_out = sample_rows(data, er, verdicts, model_threats)
+    examples = example_rows(er)
     duration = time.perf_counter() - t0
     meta: dict[str, Any] = {
         "robaudit_version": robaudit.__version__,
@@ -475,22 +520,7 @@ def audit(
         },
     }
     meta["evaluation"] = evaluation
-    test = clf.verdict_test()
-    if test is not None:  # a randomized model: how its verdicts were drawn and decided
-        meta["verdicts"] = {
-            "test": "sequential Clopper-Pearson, P(misclassified) vs 1/2",
-            "alpha_per_sample": test.alpha,
-            "alpha_per_verdict": er.verdict_alpha,
-            "first_draws": test.first,
-            "max_draws": test.max_draws,
-            "undecided_counted": "broken (the headline); the interval's upper end counts none",
-        }
-    if cfg.protocol is not None:
-        meta["protocol"] = {
-            "name": cfg.protocol,
-            "description": PROTOCOLS[cfg.protocol],
-            "security_claims": cfg.protocol not in SMOKE_PROTOCOLS,
-        }
+    meta.update(verdict_and_protocol_meta(clf, er, cfg))
     if inferred is not None and (inferred.items or inferred.profile):
         meta["inferred"] = inferred.to_dict()
     result = RunResult(
