@@ -188,8 +188,14 @@ def run_cell(
         part=_empty_part(ctx.n, access != "white-box"),
     )
     ctx.progress.start(st.label, sum(int(b.numel()) for _, b in batches))
-    q0, _ = clf.counters.snapshot()
-    vq0, vg0 = st.view.counters.snapshot()
+
+    def tallies() -> tuple[int, int, int, int, dict[str, int]]:
+        return (
+            clf.counters.queries, st.view.counters.queries, st.view.counters.grad_evals,
+            st.verify_queries, dict(st.part.counts),
+        )
+
+    start = finished = tallies()  # ``finished``: as of the last batch that was kept
     t0 = time.perf_counter()
     for number, idx in batches:
         if ctl.control is not None and ctl.control.should_stop():
@@ -199,18 +205,38 @@ def run_cell(
             _split_on_oom(ctx, st, number, idx)
         except StopRequested:  # the batch in flight is dropped; finished ones stay
             st.part.stopped = True
+            _forget(st.part, idx)
             break
         except RuntimeFailure as exc:
             st.part.error = (number, str(exc))
             break
-    q1, _ = clf.counters.snapshot()
+        finished = tallies()
+    # a dropped batch's queries and gradients are not the cell's: --resume runs it again
+    end = finished if st.part.stopped else tallies()
+    q0, vq0, vg0 = start[0], start[1], start[2]
+    q1, vq1, vg1, st.verify_queries, st.part.counts = end
     separate = st.view is not clf  # its counters hold only the attack's own work
-    st.part.counts["queries"] = (
-        st.view.counters.queries - vq0 if separate else q1 - q0 - st.verify_queries
-    )
-    st.part.counts["grad_evals"] = st.view.counters.grad_evals - vg0
+    st.part.counts["queries"] = vq1 - vq0 if separate else q1 - q0 - st.verify_queries
+    st.part.counts["grad_evals"] = vg1 - vg0
     st.part.seconds = time.perf_counter() - t0
     return _settle(ctx, st, left, prior, keep_partial)
+
+
+def _forget(part: _Part, idx: torch.Tensor) -> None:
+    """Undo everything a dropped batch wrote (chunks verified before an OOM split included):
+    the cell's tallies are rolled back to before it, and ``--resume`` runs it whole again."""
+    part.owned[idx] = False
+    part.broken[idx] = False
+    part.adversarial[idx] = False
+    part.undecided[idx] = False
+    part.norms[idx] = float("nan")
+    part.adv_pred[idx] = -1
+    if part.sample_queries is not None:
+        part.sample_queries[idx] = -1
+    for trace in part.dist_trace.values():
+        trace[idx] = float("nan")
+    dropped = set(idx.tolist())
+    part.shown = [e for e in part.shown if e.sample not in dropped]
 
 
 def _settle(

@@ -274,3 +274,54 @@ def test_a_stop_lands_within_one_model_call_of_an_attack() -> None:
     assert model.after == 0  # not one model call after the request
     assert er.cells == [] and [u["attack"] for u in er.unrun] == ["pgd"]
     assert control.kind == INTERRUPTED
+
+
+class StopInsideABatch(nn.Module):
+    """The plain digits CNN; once armed, asks the run to stop on its third call (mid-batch)."""
+
+    def __init__(self, inner: nn.Module, control: RunControl) -> None:
+        super().__init__()
+        self.inner, self.control, self.armed, self.calls = inner, control, False, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.armed:
+            self.calls += 1
+            if self.calls == 3:
+                self.control.request_stop(INTERRUPTED, "interrupted by a test")
+        return self.inner(x)
+
+
+class ArmAfterFirstBatch(StopAfterBatches):
+    """Arms the model after cell ``cell``'s first batch: the stop lands inside its second."""
+
+    def __init__(self, model: StopInsideABatch, cell: int) -> None:
+        super().__init__(model.control, cell, 10**9)
+        self.model = model
+
+    def advance(self, n: int) -> None:
+        if self.started == self.cell:
+            self.model.armed = True
+
+
+def test_a_stop_inside_a_batch_drops_it_and_resume_gives_the_uninterrupted_report(
+    tmp_path: Path, plain_model_path: Path, tiny_config
+) -> None:
+    """The dropped batch's queries and gradients are not the cell's (resume runs it again)."""
+    cfg = tiny_config(tmp_path, data={"batch_size": 16}, attacks=[
+        {"name": "pgd", "norm": "linf", "eps": [0.1], "steps": 6},
+        {"name": "square", "norm": "linf", "eps": [0.1], "queries": 40},
+    ])
+    inner = torch.jit.load(str(plain_model_path)).eval()
+    full = _scan(StopInsideABatch(inner, RunControl()), cfg)
+    for cell in (1, 2):  # a white-box cell and a black-box one (per-sample queries)
+        state = tmp_path / f"out{cell}" / ".robaudit"
+        control = RunControl()
+        model = StopInsideABatch(inner, control)
+        part = _scan(model, cfg, checkpoint_dir=state, control=control,
+                     progress=ArmAfterFirstBatch(model, cell))
+        inc = part.incomplete
+        assert inc is not None and inc["unrun"][0]["samples_left"] > 0
+        model.armed = False
+        resumed = _scan(model, cfg, checkpoint_dir=state, resume=True)
+        assert resumed.incomplete is None
+        assert without_timing(resumed.to_dict()) == without_timing(full.to_dict())
