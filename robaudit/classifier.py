@@ -20,6 +20,7 @@ from robaudit.access import RANK
 from robaudit.allocator import keep_freed_memory, relieve
 from robaudit.control import poll
 from robaudit.errors import RobauditError, RuntimeFailure
+from robaudit.inputs import stat_view
 from robaudit.verdicts import SequentialTest, Verdict, sequential_verdict, single_verdict
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -103,7 +104,7 @@ class Classifier:
     def _stat(self, values: Sequence[float] | None) -> torch.Tensor | None:
         if values is None:
             return None
-        return torch.tensor(list(values), dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        return torch.tensor(list(values), dtype=torch.float32, device=self.device)
 
     # -- forward passes ---------------------------------------------------------------
     @contextmanager
@@ -144,10 +145,10 @@ class Classifier:
             relieve()  # bound the heap's fragmentation (see robaudit.allocator)
         if self.transform is not None:
             x = self.transform(x)
-        if self._mean is not None:
-            x = x - self._mean
+        if self._mean is not None:  # per channel (per feature of a vector), any input rank
+            x = x - self._mean.view(stat_view(x.dim()))
         if self._std is not None:
-            x = x / self._std
+            x = x / self._std.view(stat_view(x.dim()))
         state = _LAYOUTS.get(self.model)
         if state is not None and state.swapped and not state.works:
             try:  # the first forward in channels-last order: fall back if the model refuses

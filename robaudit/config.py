@@ -29,6 +29,7 @@ from robaudit.access import RANK, AccessName
 from robaudit.attacks.base import ACCESS_FOR_REQUIRES, AttackParams, registry
 from robaudit.attacks.batteries import BATTERY_PARAMS, battery_members
 from robaudit.errors import ConfigError
+from robaudit.inputs import InputSpec, needs_image_error
 from robaudit.norms import CONFIG_NORMS as NORMS
 from robaudit.smoothing import SmoothingParams
 from robaudit.threat import Threat, _short_repr, parse_eps
@@ -70,7 +71,9 @@ class ModelSection(_Section):
     """What the model expects: its input, classes, pixel range and preprocessing."""
 
     input_shape: tuple[int, ...] | None = Field(
-        None, description="C, H, W of one input; omitted: taken from the data"
+        None,
+        description="one input's shape: [C, H, W] image, [C, T] sequence or [F] feature "
+        "vector; omitted: taken from the data",
     )
     num_classes: int | None = Field(
         None, ge=2, le=100_000, description="logits per input; omitted: one forward pass"
@@ -83,12 +86,16 @@ class ModelSection(_Section):
     arch_kwargs: dict[str, Any] = Field(default_factory=dict)
 
     @property
-    def shape(self) -> tuple[int, int, int]:
+    def shape(self) -> tuple[int, ...]:
         """The input shape of a fitted config (one a run has filled in from the data)."""
         if self.input_shape is None:
             raise ConfigError("model.input_shape is not known yet: a run takes it from the data")
-        c, h, w = self.input_shape
-        return (c, h, w)
+        return tuple(self.input_shape)
+
+    @property
+    def spec(self) -> InputSpec:
+        """The fitted input's shape and kind (image, sequence or vector)."""
+        return InputSpec.of(self.shape)
 
     @property
     def classes(self) -> int:
@@ -102,15 +109,7 @@ class ModelSection(_Section):
     def _positive_shape(cls, v: tuple[int, ...] | None) -> tuple[int, ...] | None:
         if v is None:
             return v
-        if len(v) != 3:
-            raise ValueError(
-                f"{list(v)} is not an image shape: this version of robaudit audits image models "
-                "only, with input_shape [C, H, W]; vector ([F]) and sequence ([C, T]) inputs "
-                "are not supported yet"
-            )
-        if any(d <= 0 for d in v):
-            raise ValueError(f"every dimension must be > 0, got {list(v)}")
-        return v
+        return InputSpec.of(v).shape
 
     @field_validator("bounds")
     @classmethod
@@ -121,11 +120,14 @@ class ModelSection(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelSection:
-        c = self.input_shape[0] if self.input_shape is not None else None
+        spec = InputSpec.of(self.input_shape) if self.input_shape is not None else None
         for name in ("mean", "std"):
             vals = getattr(self, name)
-            if vals is not None and c is not None and len(vals) not in (1, c):
-                raise ValueError(f"{name} has {len(vals)} values; the input has {c} channel(s)")
+            if vals is not None and spec is not None and len(vals) not in (1, spec.channels):
+                raise ValueError(
+                    f"{name} has {len(vals)} values; the input has {spec.channels} "
+                    f"{spec.stat_axis}"
+                )
         if self.std is not None and any(s <= 0 for s in self.std):
             raise ValueError(f"std values must be > 0, got {self.std}")
         if (
@@ -407,7 +409,9 @@ class Config(_Section):
     protocol: Literal["quick", "standard", "strict", "autoattack"] | None = Field(
         None, description="the named protocol this config follows (the report quotes it)"
     )
-    profile: Literal["auto", "digits", "mnist", "cifar", "imagenet"] = Field(
+    profile: Literal[
+        "auto", "digits", "mnist", "cifar", "imagenet", "tabular", "waveform"
+    ] = Field(
         "auto", description="budgets for entries without eps: auto picks by input size"
     )
     access: Access = Field(
@@ -606,6 +610,7 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
     except (ValueError, TypeError, RecursionError) as exc:
         raise ConfigError(f"{source}: {exc}") from None
     problems: list[str] = []
+    spec_in = _input_spec(cfg)
     for i, spec in enumerate(cfg.attacks):
         try:
             spec._params = spec.params_model.model_validate(spec.model_extra or {})
@@ -623,6 +628,9 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
                     f"not {spec.norm!r}"
                 )
             problems.extend(_check_access(source, i, member, spec.access))
+            if spec_in is not None and not spec_in.is_image and registry()[member].needs_image:
+                part = f"attack '{member}'" + (f" (battery {spec.battery})" if spec.battery else "")
+                problems.append(needs_image_error(part, spec_in, f"{source}: attacks[{i}]"))
         if spec.name is not None:
             problem = registry()[spec.name].config_problem(spec.params)
             if problem:
@@ -675,7 +683,7 @@ def _check_eps(source: str, i: int, spec: AttackSpec, model: ModelSection) -> li
         return []
     lo, hi = model.bounds
     span = hi - lo
-    dims = model.input_shape[0] * model.input_shape[1] * model.input_shape[2]
+    dims = math.prod(model.input_shape)
     limit = norms.get(spec.norm).covering_radius(span, dims)
     out = []
     for j, e in enumerate(spec.eps):
@@ -691,8 +699,13 @@ def _check_defenses(source: str, cfg: Config) -> list[str]:
     from robaudit.defenses import defense_registry
 
     out = []
+    spec_in = _input_spec(cfg)
     for i, spec in enumerate(cfg.defenses):
         cls = defense_registry()[spec.name]
+        if spec_in is not None and not spec_in.is_image and getattr(cls, "needs_image", False):
+            where = f"{source}: defenses[{i}].name"
+            out.append(needs_image_error(f"defense '{spec.name}'", spec_in, where))
+            continue
         try:
             spec._params = cls.Params.model_validate(spec.model_extra or {})
         except ValidationError as exc:
@@ -707,6 +720,12 @@ def _check_defenses(source: str, cfg: Config) -> list[str]:
     if len(set(labels)) != len(labels) or "model" in labels:
         out.append(f"{source}: defenses: variant labels must be unique and not 'model': {labels}")
     return out
+
+
+def _input_spec(cfg: Config) -> InputSpec | None:
+    """The input's spec when the config gives its shape (else the run checks once it is known)."""
+    shape = cfg.model.input_shape
+    return InputSpec.of(shape) if shape is not None else None
 
 
 def variant_labels(cfg: Config) -> list[str]:

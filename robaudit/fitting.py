@@ -17,6 +17,7 @@ from torch import nn
 
 from robaudit.config import Config, config_from_dict
 from robaudit.errors import ConfigError, ModelLoadError
+from robaudit.inputs import InputSpec
 from robaudit.profiles import PROFILES, Profile, choose
 
 
@@ -122,12 +123,10 @@ def fit_config(
         model["num_classes"] = int(num_classes)
         items.append(("model.num_classes", model["num_classes"], classes_from))
     shape = tuple(model["input_shape"])
-    if len(shape) != 3:
-        raise ConfigError(
-            f"{source}: the data's samples have shape {list(shape)}, not an image [C, H, W]: this "
-            "version of robaudit audits image models only (vector and sequence inputs are not "
-            "supported yet)"
-        )
+    try:
+        InputSpec.of(shape)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: model.input_shape (from {shape_from}): {exc}") from None
     profile, why = _profile(cfg, shape)
     span = float(cfg.model.bounds[1]) - float(cfg.model.bounds[0])
     filled: list[str] = []

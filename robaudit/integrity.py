@@ -18,6 +18,7 @@ from robaudit.classifier import Classifier
 from robaudit.engine import CellOutcome, EngineResult, PlannedAttack, run_plan
 from robaudit.entries import REACTION_ID, entry_name
 from robaudit.findings import finding
+from robaudit.inputs import InputSpec
 from robaudit.loading.samples import Images
 from robaudit.results import Finding
 from robaudit.threat import Threat
@@ -304,7 +305,6 @@ def sanity(
     the evaluation robaudit actually ran, not the bare gradient attack it replaced.
     """
     from robaudit.attacks.fgsm_pgd import PGD, PGDParams
-    from robaudit.attacks.square import Square, SquareParams
 
     idx = correct.nonzero().flatten()[:PROBE]
     if idx.numel() == 0:
@@ -316,7 +316,7 @@ def sanity(
     plan = [PlannedAttack(-1, attack, threat, search=search)]
     dead = pre is not None and pre.masked_gradients and not pre.margin_gradients_ok
     if dead and search is None and clf.access != "decision":
-        plan.append(PlannedAttack(-2, Square(SquareParams(queries=SANITY_QUERIES)), threat))
+        plan.append(PlannedAttack(-2, gradient_free(SANITY_QUERIES, len(x.shape) == 4), threat))
     res = run_plan(clf, x[idx], y[idx], plan, seed=seed, batch_size=len(idx), cascade=True)
     broken = torch.zeros_like(res.correct)
     for c in res.cells:
@@ -325,7 +325,7 @@ def sanity(
     if left > SANITY_LEFT * idx.numel():
         how = "PGD-20 (margin loss" + (", straight-through copy)" if search is not None else ")")
         if len(plan) > 1:
-            how += f" and Square ({SANITY_QUERIES} queries)"
+            how += f" and {_TITLES[plan[1].attack.name]} ({SANITY_QUERIES} queries)"
         return finding(
             "RA008",
             f"{how} at Linf eps {span:g} (the whole input range) left {left} of "
@@ -380,7 +380,8 @@ def react(
             pre.coverage["RA003"] = Coverage(how, needed)
         else:
             plan = _straight_through(pre, clf, plan, tuple(cfg.model.input_shape))
-            plan = _add_gradient_free(pre, plan, settings.square_queries)
+            image = InputSpec.of(cfg.model.input_shape).is_image
+            plan = _add_gradient_free(pre, plan, settings.square_queries, image)
     return plan
 
 
@@ -441,20 +442,37 @@ def _straight_through(
     return [replace(p, search=copy) if p.attack.requires == "gradients" else p for p in plan]
 
 
-def _add_gradient_free(pre: Preflight, plan: list[PlannedAttack], queries: int) -> list[PlannedAttack]:
-    """Dead gradients whatever the loss (quantization or a non-differentiable step inside the
-    model): Square runs at every threat that has no adversarial gradient-free search (the
-    noise baseline is not one); RA003 is resolved once it ran at every affected threat."""
-    from robaudit.attacks.square import Square, SquareParams
+_TITLES = {"square": "Square", "simba": "SimBA"}
 
+
+def gradient_free(queries: int, image: bool) -> Attack:
+    """The score-based search robaudit adds where gradients die: Square on images, SimBA in
+    the standard basis on other inputs (Square's windows are square patches of pixels)."""
+    if image:
+        from robaudit.attacks.square import Square, SquareParams
+
+        return Square(SquareParams(queries=queries))
+    from robaudit.attacks.simba import SimBA, SimBAParams
+
+    return SimBA(SimBAParams(queries=queries, basis="pixel"))
+
+
+def _add_gradient_free(
+    pre: Preflight, plan: list[PlannedAttack], queries: int, image: bool = True
+) -> list[PlannedAttack]:
+    """Dead gradients whatever the loss (quantization or a non-differentiable step inside the
+    model): Square (SimBA off images) runs at every threat that has no adversarial
+    gradient-free search (the noise baseline is not one); RA003 is resolved once it ran at
+    every affected threat."""
     have = {_where(p.threat) for p in plan if gradient_free_search(p.attack)}
     threats = sorted({p.threat for p in plan if _where(p.threat) not in have})
     extra = [
-        PlannedAttack(REACTION_ID + 500 + i, Square(SquareParams(queries=queries)), t)
+        PlannedAttack(REACTION_ID + 500 + i, gradient_free(queries, image), t)
         for i, t in enumerate(threats)
     ]
+    title = _TITLES[extra[0].attack.name] if extra else "Square"
     how = (
-        f"added Square ({queries} queries, gradient-free) at {len(extra)} threat(s)"
+        f"added {title} ({queries} queries, gradient-free) at {len(extra)} threat(s)"
         if extra
         else "a gradient-free search (Square or another) already runs at every threat"
     )

@@ -12,6 +12,13 @@ The rule for ``profile: auto`` (C x H x W input, side = max(H, W)):
 - one channel and side <= 28: ``mnist``;
 - side <= 64 (any channels): ``cifar`` (CIFAR-10/100, SVHN, Tiny-ImageNet at 64 px);
 - larger: ``imagenet`` (224 px and up; sizes between 64 and 224 px take these too).
+
+Inputs that are not images (see robaudit.inputs):
+
+- ``[F]`` feature vectors: ``tabular``, TabularBench's L2 0.5 on min-max-scaled features
+  (Simonetto et al. 2024) and Linf 0.05 / 0.1;
+- ``[C, T]`` sequences: ``waveform``, Linf 0.001 / 0.0025 of the range (0.002 / 0.005 on a
+  [-1, 1] waveform, about -54 / -46 dB of full scale) and L2 0.1 of the range.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
-PROFILE_NAMES = ("auto", "digits", "mnist", "cifar", "imagenet")
+PROFILE_NAMES = ("auto", "digits", "mnist", "cifar", "imagenet", "tabular", "waveform")
 
 
 @dataclass(frozen=True)
@@ -66,12 +73,29 @@ PROFILES: dict[str, Profile] = {
             {"linf": ("4/255",), "l2": ("3",)},
             {"linf": "4/255", "l2": "3"},
         ),
+        Profile(
+            "tabular",
+            "feature vectors (TabularBench: L2 0.5 on min-max-scaled features)",
+            {"linf": ("0.05", "0.1"), "l2": ("0.5",)},
+            {"linf": "0.1", "l2": "0.5"},
+        ),
+        Profile(
+            "waveform",
+            "sequences such as audio (Linf 0.002 / 0.005 on a [-1, 1] waveform)",
+            {"linf": ("0.001", "0.0025"), "l2": ("0.1",)},
+            {"linf": "0.001", "l2": "0.1"},
+        ),
     )
 }
 
 
 def choose(input_shape: tuple[int, ...]) -> tuple[Profile, str]:
     """The profile ``auto`` picks for an input shape, and why (for the report)."""
+    if len(input_shape) == 1:
+        return PROFILES["tabular"], f"input of {input_shape[0]} features: a feature vector"
+    if len(input_shape) == 2:
+        c, t = input_shape
+        return PROFILES["waveform"], f"input {c}x{t}: a sequence"
     c, h, w = input_shape
     side = max(h, w)
     dims = f"{c}x{h}x{w}"

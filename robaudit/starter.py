@@ -16,6 +16,7 @@ from pathlib import Path
 from robaudit.config import Config, config_from_yaml, fitted
 from robaudit.errors import ConfigError
 from robaudit.fitting import fit_config, probe_num_classes
+from robaudit.inputs import InputSpec
 from robaudit.loading.data import peek_input_shape
 from robaudit.loading.model import load_model
 from robaudit.profiles import PROFILES, Profile, choose
@@ -69,7 +70,8 @@ def _fill_model(text: str, shape: tuple[int, ...], classes: int, data: str, mode
     dims = ", ".join(str(d) for d in shape)
     text = re.sub(
         r"(?m)^  # input_shape: \[[^\]]*\]( *)#.*$",
-        f"  input_shape: [{dims}]  # C, H, W of one input (read from {_safe(data)})",
+        f"  input_shape: [{dims}]  # {InputSpec.of(shape).axes()} of one input "
+        f"(read from {_safe(data)})",
         text,
     )
     text = re.sub(

@@ -58,6 +58,8 @@ class Attack(ABC):
     paper: ClassVar[str]
     norms: ClassVar[tuple[str, ...]]
     requires: ClassVar[str] = "gradients"  # "gradients" | "scores" | "labels"
+    # parts that only make sense on C x H x W images say so; the config refuses them elsewhere
+    needs_image: ClassVar[bool] = False
     Params: ClassVar[type[AttackParams]] = AttackParams
     cost_rank: ClassVar[int] = 50  # cheap first in a cascade; lower runs earlier
     # minimal-norm attacks return the smallest breaking perturbation, whatever its size; the

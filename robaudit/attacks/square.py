@@ -402,6 +402,7 @@ class Square(Attack):
     paper = "Andriushchenko, Croce, Flammarion & Hein 2020"
     norms = ("linf", "l2")
     requires = "scores"
+    needs_image = True  # square windows of pixels
     strength = "strong"
     Params = SquareParams
     cost_rank = 60

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from robaudit.errors import DataError
+from robaudit.inputs import InputSpec
 from robaudit.loading.samples import Samples
 
 __all__ = [
@@ -104,7 +105,7 @@ def load_data(
     source: str,
     *,
     split: str,
-    input_shape: tuple[int, int, int],
+    input_shape: tuple[int, ...],
     bounds: tuple[float, float],
     num_classes: int,
     samples: int | None,
@@ -116,12 +117,13 @@ def load_data(
     Every chosen image is decoded and checked here; it is kept decoded only if the whole set
     fits ``cache_mb`` megabytes, else streamed batch by batch (see robaudit.loading.samples).
     """
-    (c, h, w), bnds = _check_target(input_shape, bounds, num_classes, samples)
+    shape, bnds = _check_target(input_shape, bounds, num_classes, samples)
 
     if source.startswith("builtin:"):
         raw = _builtin(source, split, bnds)
     elif source.startswith("torchvision:"):
-        raw = _torchvision(source, split, (c, h, w), bnds)
+        _image_source(source, shape)
+        raw = _torchvision(source, split, shape, bnds)
     else:
         path = Path(source).expanduser()
         if not path.exists():
@@ -130,19 +132,30 @@ def load_data(
                 f"(valid forms: {VALID_SOURCE_FORMS})"
             )
         if path.is_dir():
-            raw = _image_folder(path, split, (c, h, w), bnds)
+            _image_source(f"ImageFolder '{source}'", shape)
+            raw = _image_folder(path, split, shape, bnds)
         elif path.suffix.lower() == ".npz" or zipfile.is_zipfile(path):
-            raw = _npz(path, (c, h, w), bnds)
+            raw = _npz(path, shape, bnds)
         else:
             raise DataError(
                 f"data source '{source}' is not a known source form "
                 f"(valid forms: {VALID_SOURCE_FORMS})"
             )
 
-    return _finish(raw, source, split, (c, h, w), bnds, num_classes, samples, seed, cache_mb)
+    return _finish(raw, source, split, shape, bnds, num_classes, samples, seed, cache_mb)
 
 
-def peek_input_shape(source: str, split: str) -> tuple[int, int, int]:
+def _image_source(source: str, shape: tuple[int, ...]) -> None:
+    """Image datasets give images: a model with another input kind cannot read them."""
+    if len(shape) != 3:
+        spec = InputSpec.of(shape)
+        raise DataError(
+            f"data source {source} holds images, but the model's input is a {spec.describe()} "
+            f"[{spec.axes()}]; give a .npz with x of shape N x {' x '.join(map(str, shape))}"
+        )
+
+
+def peek_input_shape(source: str, split: str) -> tuple[int, ...]:
     """The C x H x W of one sample of ``source``, read without decoding the set.
 
     For a config that leaves ``model.input_shape`` out: builtin digits are 1x8x8; a .npz
@@ -173,10 +186,16 @@ def peek_input_shape(source: str, split: str) -> tuple[int, int, int]:
     )
 
 
-def array_input_shape(x: Any, name: str = "data") -> tuple[int, int, int]:
-    """C x H x W of arrays of images: NxCxHxW, NxHxW (one channel), uint8 NxHxWxC."""
+def array_input_shape(x: Any, name: str = "data") -> tuple[int, ...]:
+    """One input's shape from an array of samples.
+
+    NxF is F-feature vectors; images are NxCxHxW, NxHxW (one channel) or uint8 NxHxWxC. A
+    3-D array reads as one-channel images: a sequence model ([C, T]) sets model.input_shape.
+    """
     shape = tuple(int(d) for d in np.shape(x))
     dtype = getattr(x, "dtype", None)
+    if len(shape) == 2:
+        return (shape[1],)
     if len(shape) == 3:
         return (1, shape[1], shape[2])
     if len(shape) == 4:
@@ -187,13 +206,12 @@ def array_input_shape(x: Any, name: str = "data") -> tuple[int, int, int]:
         )
         return (shape[3], shape[1], shape[2]) if channel_last else (shape[1], shape[2], shape[3])
     raise DataError(
-        f"{name}: samples have shape {list(shape[1:])}, not an image: this version of robaudit "
-        "audits image models only (N x C x H x W data); vector and sequence inputs are not "
-        "supported yet"
+        f"{name}: x has shape {list(shape)}; expected N x F (feature vectors), N x C x T with "
+        "model.input_shape [C, T] (sequences), or N x C x H x W (images)"
     )
 
 
-def _folder_shape(root: Path, split: str) -> tuple[int, int, int]:
+def _folder_shape(root: Path, split: str) -> tuple[int, ...]:
     from PIL import Image, UnidentifiedImageError
     from torchvision.datasets.folder import IMG_EXTENSIONS
 
@@ -217,7 +235,7 @@ def dataset_from_arrays(
     x: np.ndarray,
     y: np.ndarray,
     *,
-    input_shape: tuple[int, int, int],
+    input_shape: tuple[int, ...],
     bounds: tuple[float, float],
     num_classes: int,
     samples: int | None,
@@ -238,11 +256,11 @@ def dataset_from_arrays(
 
 
 def _check_target(
-    input_shape: tuple[int, int, int],
+    input_shape: tuple[int, ...],
     bounds: tuple[float, float],
     num_classes: int,
     samples: int | None,
-) -> tuple[tuple[int, int, int], tuple[float, float]]:
+) -> tuple[tuple[int, ...], tuple[float, float]]:
     """What the model expects must itself make sense before any data is judged against it."""
     if samples is not None and samples <= 0:
         raise DataError(f"data.samples is {samples}; give a positive number, or omit it for all")
@@ -253,17 +271,18 @@ def _check_target(
         )
     if num_classes < 1:
         raise DataError(f"num_classes is {num_classes}; it must be at least 1")
-    shape = tuple(int(s) for s in input_shape)
-    if len(shape) != 3 or min(shape) < 1:
-        raise DataError(f"input_shape {tuple(input_shape)} is not a valid CxHxW shape")
-    return (shape[0], shape[1], shape[2]), (lo, hi)
+    try:
+        shape = InputSpec.of(input_shape).shape
+    except ValueError as exc:
+        raise DataError(f"input_shape: {exc}") from None
+    return shape, (lo, hi)
 
 
 def _finish(
     raw: _Raw,
     source: str,
     split: str,
-    shape: tuple[int, int, int],
+    shape: tuple[int, ...],
     bounds: tuple[float, float],
     num_classes: int,
     samples: int | None,
@@ -351,7 +370,7 @@ def _builtin(source: str, split: str, bounds: tuple[float, float]) -> _Raw:
 # ---------------------------------------------------------------- .npz
 
 
-def _npz(path: Path, shape: tuple[int, int, int], bounds: tuple[float, float]) -> _Raw:
+def _npz(path: Path, shape: tuple[int, ...], bounds: tuple[float, float]) -> _Raw:
     """A .npz with ``x`` and ``y``; float x is taken as is (then checked), uint8 x is scaled."""
     name = f"data file '{path}'"
     try:
@@ -400,7 +419,7 @@ def _npz_array(f: Any, key: str, name: str) -> np.ndarray:
 def _arrays_raw(
     x: np.ndarray,
     y: np.ndarray,
-    shape: tuple[int, int, int],
+    shape: tuple[int, ...],
     bounds: tuple[float, float],
     name: str,
     class_names: tuple[str, ...] | None,
@@ -414,8 +433,10 @@ def _arrays_raw(
     return _Raw(name, y, len(x), take, class_names)
 
 
-def _layout(x: np.ndarray, shape: tuple[int, int, int], name: str) -> np.ndarray:
-    """Bring x to NxCxHxW without copying values; uint8 may be channel-last, floats must not be."""
+def _layout(x: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:
+    """Bring x to N x shape without copying values; uint8 may be channel-last, floats must not be."""
+    if len(shape) != 3:
+        return _layout_flat(x, shape, name)
     c, h, w = shape
     if x.dtype == np.uint8:
         if x.ndim == 3:
@@ -446,6 +467,23 @@ def _layout(x: np.ndarray, shape: tuple[int, int, int], name: str) -> np.ndarray
     )
 
 
+def _layout_flat(x: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:
+    """Vectors (NxF) and sequences (NxCxT, or NxT for one channel) as stored, nothing moved."""
+    if x.dtype != np.uint8 and x.dtype.kind != "f":
+        raise DataError(
+            f"{name}: x has dtype {x.dtype}; expected float (already within bounds) or uint8"
+        )
+    if len(shape) == 2 and shape[0] == 1 and x.ndim == 2:
+        return x[:, None, :]
+    if x.shape[1:] != shape:
+        spec = InputSpec.of(shape)
+        raise DataError(
+            f"{name}: x has shape {x.shape}; the model's input is a {spec.describe()}, so x "
+            f"must be N x {' x '.join(map(str, shape))}"
+        )
+    return x
+
+
 def _to_float(x: np.ndarray, bounds: tuple[float, float], what: str) -> np.ndarray:
     """uint8 -> bounds by lo + x/255·(hi-lo); floats -> float32 unchanged (checked later)."""
     if x.dtype == np.uint8:
@@ -460,7 +498,7 @@ def _to_float(x: np.ndarray, bounds: tuple[float, float], what: str) -> np.ndarr
 
 
 def _image_folder(
-    root: Path, split: str, shape: tuple[int, int, int], bounds: tuple[float, float]
+    root: Path, split: str, shape: tuple[int, ...], bounds: tuple[float, float]
 ) -> _Raw:
     """An ImageFolder tree; only chosen images are opened, each must already be HxW."""
     from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
@@ -536,7 +574,7 @@ def _read_image(path: str, mode: str, hw: tuple[int, int]) -> np.ndarray:
 
 
 def _torchvision(
-    source: str, split: str, shape: tuple[int, int, int], bounds: tuple[float, float]
+    source: str, split: str, shape: tuple[int, ...], bounds: tuple[float, float]
 ) -> _Raw:
     """``torchvision:NAME:ROOT`` read from the dataset's in-memory arrays, never downloaded."""
     parts = source.split(":", 2)
@@ -646,8 +684,18 @@ def choose_subset(n: int, samples: int | None, seed: int) -> np.ndarray:
 _choose = choose_subset
 
 
-def _check_shape(x: np.ndarray, shape: tuple[int, int, int], name: str) -> None:
-    """HxW must match exactly; channels must match or be convertible (1<->3)."""
+def _check_shape(x: np.ndarray, shape: tuple[int, ...], name: str) -> None:
+    """HxW must match exactly; channels must match or be convertible (1<->3).
+
+    Vectors and sequences must match exactly: their channels are not colours.
+    """
+    if len(shape) != 3:
+        if tuple(int(s) for s in x.shape[1:]) != shape:
+            raise DataError(
+                f"{name}: samples have shape {tuple(x.shape[1:])} but the model's input_shape "
+                f"is {shape}"
+            )
+        return
     c, h, w = shape
     got = tuple(int(s) for s in x.shape[1:])
     if x.ndim != 4 or got[1:] != (h, w):
@@ -691,9 +739,9 @@ def _check_values(
 
 
 def _convert_channels(x: np.ndarray, c: int) -> np.ndarray:
-    """1->3 by repeat, 3->1 by luminance; same count is a no-op."""
+    """1->3 by repeat, 3->1 by luminance; same count (and any non-image) is a no-op."""
     have = x.shape[1]
-    if have == c:
+    if have == c or x.ndim != 4:
         return x
     if have == 1 and c == 3:
         return np.repeat(x, 3, axis=1)

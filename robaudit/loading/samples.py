@@ -23,7 +23,7 @@ CHECK_CHUNK = 256  # samples decoded at a time by the load-time check
 
 
 class Samples:
-    """N images of shape C×H×W, indexed like a tensor, decoded by ``decode(positions)``.
+    """N inputs of one shape (C×H×W images, C×T sequences, F vectors), indexed like a tensor, decoded by ``decode(positions)``.
 
     ``decode`` receives positions 0 … N−1 of this set (not of the source) and returns float32
     k×C×H×W, already converted and checked. ``decoded`` counts the images decoded so far and
@@ -34,7 +34,7 @@ class Samples:
         self,
         decode: Callable[[np.ndarray], np.ndarray],
         n: int,
-        shape: tuple[int, int, int],
+        shape: tuple[int, ...],
         *,
         cache_bytes: int,
     ) -> None:

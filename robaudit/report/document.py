@@ -40,20 +40,56 @@ def _clean(v: Any) -> Any:
     return v
 
 
+def _example(e: dict[str, Any], bounds: tuple[float, float]) -> dict[str, Any]:
+    """An example's fields, its sizes, and its pictures: PNGs for images, else the changes.
+
+    A vector or sequence has no picture; its largest changes (position, clean and adversarial
+    value) say what the attack touched.
+    """
+    x, x_adv = e["x"], e["x_adv"]
+    out = {
+        **{k: v for k, v in e.items() if k not in ("x", "x_adv")},
+        "linf": float((x_adv - x).abs().max()),
+        "l2": float((x_adv - x).norm()),
+    }
+    if x.dim() == 3:
+        out["clean_png"] = to_png_b64(x, bounds)
+        out["adv_png"] = to_png_b64(x_adv, bounds)
+        out["perturbation_png"] = perturbation_png_b64(x, x_adv)
+    else:
+        out["clean_png"] = out["adv_png"] = out["perturbation_png"] = None
+        out["changes"] = largest_changes(x, x_adv)
+    return out
+
+
+def largest_changes(x: Any, x_adv: Any, k: int = 8) -> list[dict[str, Any]]:
+    """The ``k`` largest changes of a non-image example, largest first (ties: lower position)."""
+    d = (x_adv - x).flatten().abs()
+    order = sorted(range(d.numel()), key=lambda i: (-float(d[i]), i))[:k]
+    flat, flat_adv = x.flatten(), x_adv.flatten()
+    return [
+        {
+            "position": [int(p) for p in _unravel(i, tuple(x.shape))],
+            "clean": float(flat[i]),
+            "adversarial": float(flat_adv[i]),
+        }
+        for i in order
+        if float(d[i]) > 0
+    ]
+
+
+def _unravel(i: int, shape: tuple[int, ...]) -> list[int]:
+    out = []
+    for size in reversed(shape):
+        out.append(i % size)
+        i //= size
+    return out[::-1]
+
+
 def to_document(r: RunResult, *, incomplete: bool = False) -> dict[str, Any]:
     """Everything the renderers need, as plain JSON types."""
     bounds = (float(r.model["bounds"][0]), float(r.model["bounds"][1]))
-    examples = [
-        {
-            **{k: v for k, v in e.items() if k not in ("x", "x_adv")},
-            "linf": float((e["x_adv"] - e["x"]).abs().max()),
-            "l2": float((e["x_adv"] - e["x"]).norm()),
-            "clean_png": to_png_b64(e["x"], bounds),
-            "adv_png": to_png_b64(e["x_adv"], bounds),
-            "perturbation_png": perturbation_png_b64(e["x"], e["x_adv"]),
-        }
-        for e in r.examples
-    ]
+    examples = [_example(e, bounds) for e in r.examples]
     doc = {
         "schema_version": SCHEMA_VERSION,
         "robaudit_version": r.meta["robaudit_version"],

@@ -17,7 +17,7 @@ PACKAGE = ROOT / "robaudit"
 # (layer name, module prefixes); a module takes the first layer whose prefix matches
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", (
-        "robaudit.errors", "robaudit.access", "robaudit.norms", "robaudit.threat",
+        "robaudit.errors", "robaudit.access", "robaudit.inputs", "robaudit.norms", "robaudit.threat",
         "robaudit.entries", "robaudit.smoothing", "robaudit.allocator", "robaudit.control",
         "robaudit.profiles", "robaudit.verdicts", "robaudit.progress", "robaudit.threads",
     )),

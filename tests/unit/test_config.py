@@ -105,7 +105,7 @@ def test_every_problem_is_shown_on_the_one_line() -> None:
     from robaudit.config import config_from_dict
 
     with pytest.raises(ConfigError) as info:
-        config_from_dict({"model": {"input_shape": [30], "num_classes": 1},
+        config_from_dict({"model": {"input_shape": [1, 1, 1, 30], "num_classes": 1},
                           "attacks": [{"name": "fgsm", "eps": [0.1]}]}, source="c.yaml")
     msg = str(info.value)
     assert "\n" not in msg and msg.count("c.yaml") == 1
