@@ -10,12 +10,9 @@ name would shadow it once imported.)
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
-import platform
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -23,49 +20,23 @@ from typing import Any
 import torch
 
 import robaudit
-from robaudit.attacks.base import ACCESS_FOR_REQUIRES, registry
 from robaudit.certify import run_certification
 from robaudit.checkpoint import CellStore, fingerprint
 from robaudit.classifier import ACCESS_RANK, Classifier, resolve_device
-from robaudit.config import PROTOCOLS, SMOKE_PROTOCOLS, Config
-from robaudit.control import FAILURE, INTERRUPTED, RunControl
+from robaudit.config import Config
+from robaudit.control import RunControl
 from robaudit.distributed import SINGLE, Shard
-from robaudit.engine import BatchSink, EngineControl, EngineResult, PlannedAttack, run_plan
-from robaudit.entries import BATTERY_ID
-from robaudit.errors import ConfigError, ModelLoadError, RuntimeFailure
-from robaudit.evaluation import status as evaluation_status
-from robaudit.evaluation import weak_threats, with_weak
+from robaudit.engine import BatchSink, EngineControl, run_plan
+from robaudit.errors import ModelLoadError, RuntimeFailure
 from robaudit.fitting import Inferred
-from robaudit.integrity import (
-    Preflight,
-    dead_gradient_threats,
-    post_run,
-    preflight,
-    react,
-    sanity,
-    settle,
-)
+from robaudit.integrity import certification_findings, collect_findings
+from robaudit.judgement import VariantTables, judge
 from robaudit.loading.data import DataSet
 from robaudit.loading.model import LoadedModel
+from robaudit.plan import Plan, make_plan
 from robaudit.progress import Progress
-from robaudit.results import (
-    SCHEMA_VERSION,
-    RunResult,
-    ThreatRow,
-    build_tables,
-    confusion_rows,
-    minimal_norm_rows,
-    per_class_rows,
-    wilson_interval,
-)
-from robaudit.run_findings import (
-    battery_findings,
-    certification_findings,
-    preflight_findings,
-    skipped_findings,
-    train_mode_findings,
-)
-from robaudit.scoring import evaluate_gate, grade, score, with_partial
+from robaudit.record import assemble, config_sha256, incomplete_state, run_meta
+from robaudit.results import Finding, RunResult, build_tables
 from robaudit.threads import ThreadChoice
 from robaudit.variants import run_variants
 
@@ -145,32 +116,6 @@ def resolve_settings(cfg: Config, options: ScanOptions | None = None) -> RunSett
     )
 
 
-def build_plan(cfg: Config) -> list[PlannedAttack]:
-    """Every (attack, eps) pair in the config, as attack instances at threats."""
-    plan: list[PlannedAttack] = []
-    reg = registry()
-    for i, spec in enumerate(cfg.attacks):
-        members = spec.members()
-        for k, (name, params) in enumerate(members):
-            cls = reg[name]
-            attack = cls(spec.params if spec.battery is None else cls.Params(**params))
-            # battery members get ids of their own (BATTERY_ID * (k + 1) + entry) and cascade
-            index = i if spec.battery is None else BATTERY_ID * (k + 1) + i
-            plan.extend(
-                PlannedAttack(index, attack, t, cascade=spec.battery is not None)
-                for t in spec.threats()
-            )
-    return plan
-
-
-
-
-def config_sha256(cfg: Config) -> str:
-    """Hash of the validated config (so formatting and comments do not change it)."""
-    blob = json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()
-
-
 def _module_device(module: torch.nn.Module) -> torch.device:
     """Where an in-memory module lives (its first parameter or buffer), CPU if it has none."""
     for t in itertools.chain(module.parameters(), module.buffers()):
@@ -232,38 +177,6 @@ def make_classifier(loaded: LoadedModel, cfg: Config, settings: RunSettings) -> 
     )
 
 
-def cap_access(
-    plan: list[PlannedAttack], access: str, why: str
-) -> tuple[list[PlannedAttack], list[dict[str, Any]]]:
-    """Lower every threat to ``access``; attacks that need more are skipped, with the reason.
-
-    The threats are relabelled (a white-box row becomes a score row) so no number in the report
-    claims a stronger attacker than the one that ran, and a gate threshold on a white-box
-    threat then fails as "not evaluated" rather than passing on weaker evidence.
-    """
-    if access == "white-box":
-        return plan, []
-    kept: list[PlannedAttack] = []
-    skipped: dict[int, dict[str, Any]] = {}
-    for p in plan:
-        level = min(p.threat.access, access, key=ACCESS_RANK.__getitem__)
-        need = ACCESS_FOR_REQUIRES[p.attack.requires]
-        if ACCESS_RANK[need] > ACCESS_RANK[level]:
-            row = skipped.setdefault(
-                p.index,
-                {
-                    "attack": p.attack.name,
-                    "attack_index": p.index,
-                    "threats": [],
-                    "reason": f"needs {need} access; {why}",
-                },
-            )
-            row["threats"].append(p.threat.key)
-            continue
-        kept.append(replace(p, threat=replace(p.threat, access=level)))
-    return kept, list(skipped.values())
-
-
 def access_reason(loaded: LoadedModel, settings: RunSettings) -> str:
     """Why the run is capped, in the words the report uses."""
     if loaded.max_access != "white-box" and ACCESS_RANK[loaded.max_access] <= ACCESS_RANK[
@@ -273,105 +186,22 @@ def access_reason(loaded: LoadedModel, settings: RunSettings) -> str:
     return f"the run was limited with --access {settings.access}"
 
 
-def incomplete_state(
-    failure: str | None, unrun: list[dict[str, object]], not_run: list[str],
-    control: RunControl | None,
-) -> dict[str, Any] | None:
-    """What a run that stopped early left undone, and why (None for a complete run)."""
-    if failure is None and not unrun and not not_run:
-        return None
-    kind = FAILURE if failure is not None else (
-        control.kind if control is not None and control.kind else INTERRUPTED
-    )
-    reason = failure if failure is not None else (
-        control.reason if control is not None and control.reason else "stopped"
-    )
-    return {"kind": kind, "reason": reason, "unrun": unrun, "not_run": not_run}
+@dataclass
+class _Stop:
+    """What a run that stops early (a stop request, a time budget, a model failure) left
+    undone; each later stage asks it whether to start."""
 
+    failure: str | None
+    unrun: list[dict[str, object]]
+    run: RunOptions
+    ctl: EngineControl
+    not_run: list[str] = field(default_factory=list)
 
-def sample_rows(
-    data: DataSet, er: EngineResult, verdicts: dict[str, dict[int, dict[str, Any]]],
-    threats: tuple[ThreatRow, ...],
-) -> tuple[dict[str, Any], ...]:
-    """Per evaluated sample: where it came from, its clean verdict, what broke it per threat."""
-    return tuple(
-        {
-            "index": i,
-            "source_index": int(data.indices[i]),
-            "label": int(data.y[i]),
-            "clean_pred": int(er.clean_pred[i]),
-            "correct": bool(er.correct[i]),
-            "threats": {t.key: verdicts[t.key].get(i) for t in threats},
-        }
-        for i in range(int(data.y.numel()))
-    )
-
-
-def example_rows(er: EngineResult) -> tuple[dict[str, Any], ...]:
-    """The gallery's examples as the report's records."""
-    return tuple(
-        {
-            "sample": e.sample,
-            "threat_key": e.threat_key,
-            "attack": e.attack,
-            "label": e.label,
-            "clean_pred": e.clean_pred,
-            "clean_conf": e.clean_conf,
-            "adv_pred": e.adv_pred,
-            "adv_conf": e.adv_conf,
-            "x": e.x,
-            "x_adv": e.x_adv,
-        }
-        for e in er.examples
-    )
-
-
-def verdict_and_protocol_meta(clf: Classifier, er: EngineResult, cfg: Config) -> dict[str, Any]:
-    """meta.verdicts (a randomized model: how verdicts were drawn) and meta.protocol."""
-    out: dict[str, Any] = {}
-    test = clf.verdict_test()
-    if test is not None:
-        out["verdicts"] = {
-            "test": "sequential Clopper-Pearson, P(misclassified) vs 1/2",
-            "alpha_per_sample": test.alpha,
-            "alpha_per_verdict": er.verdict_alpha,
-            "first_draws": test.first,
-            "max_draws": test.max_draws,
-            "undecided_counted": "broken (the headline); the interval's upper end counts none",
-        }
-    if cfg.protocol is not None:
-        out["protocol"] = {
-            "name": cfg.protocol,
-            "description": PROTOCOLS[cfg.protocol],
-            "security_claims": cfg.protocol not in SMOKE_PROTOCOLS,
-        }
-    return out
-
-
-def plan_audit(
-    clf: Classifier, data: DataSet, cfg: Config, capped_because: str, config_path: str | None
-) -> tuple[list[PlannedAttack], Preflight, list[dict[str, Any]]]:
-    """The plan stage: the config's attacks × threats, integrity's reactions to the pre-flight
-    checks (Square, BPDA copies, EOT), then the access cap (attacks that need more access are
-    skipped, each with its reason). A plan left empty is a config error naming what would fit.
-    """
-    plan = build_plan(cfg)
-    pre = Preflight()
-    if cfg.integrity.enabled:
-        pre = preflight(clf, data.samples, data.y)
-        plan = react(pre, clf, plan, cfg)
-    plan, skipped = cap_access(plan, clf.access, capped_because)
-    if not plan:
-        names = ", ".join(sorted({s["attack"] for s in skipped}))
-        fits = ", ".join(
-            n for n, c in registry().items()
-            if ACCESS_RANK[ACCESS_FOR_REQUIRES[c.requires]] <= ACCESS_RANK[clf.access]
+    def halted(self) -> bool:
+        control = self.run.control
+        return bool(self.unrun) or self.failure is not None or self.ctl.shard.any(
+            control.should_stop() if control is not None else False
         )
-        raise ConfigError(
-            f"{config_path or 'config'}: no attack can run at {clf.access} access "
-            f"({capped_because}); skipped {names}; add one of: {fits}"
-        )
-    return plan, pre, skipped
 
 
 def audit(
@@ -392,186 +222,100 @@ def audit(
 ) -> RunResult:
     """Attack ``data`` through ``clf`` as ``cfg`` plans, then score and gate the outcome.
 
-    ``loaded`` only identifies the model in the report (path, sha256, format, arch);
-    ``on_batch`` receives every verified batch (adversarial-example export); ``run``:
-    stopping early, resuming, sharding (:class:`RunOptions`). A run that stops early returns
-    a result whose ``incomplete`` says what did not run; a model failure mid-run raises
-    :class:`RuntimeFailure` carrying that partial result as ``partial``.
+    The stages, each testable alone: plan (:func:`robaudit.plan.make_plan`), run the cells
+    (:func:`robaudit.engine.run_plan`), integrity's findings
+    (:func:`robaudit.integrity.collect_findings`), tables, defense variants, certification,
+    score and gate, the result record (:mod:`robaudit.assemble`). ``loaded`` only identifies
+    the model in the report; ``on_batch`` receives every verified batch (adversarial-example
+    export); ``run``: stopping early, resuming, sharding (:class:`RunOptions`). A run that
+    stops early returns a result whose ``incomplete`` says what did not run; a model failure
+    mid-run raises :class:`RuntimeFailure` carrying that partial result as ``partial``.
     """
     run = run or RunOptions()
-    shard = run.shard
     started = started or datetime.now(timezone.utc)
     t0 = time.perf_counter() if t0 is None else t0
-    seed, data_seed, batch_size = settings.seed, settings.data_seed, settings.batch_size
-    source, samples, device = data.source, settings.samples, clf.device
-    torch.manual_seed(seed)  # for models that draw randomness from the global generator
-    plan, pre, skipped = plan_audit(clf, data, cfg, access_reason(loaded, settings), config_path)
-    store = None  # created only now: a config refused above leaves no state in --out
-    if run.checkpoint_dir is not None and shard.is_main:
-        store = CellStore(
-            run.checkpoint_dir, run_fingerprint(cfg, loaded, data, settings), resume=run.resume
-        )
-    ctl = EngineControl(run.control, store, shard)
+    torch.manual_seed(settings.seed)  # for models that draw randomness from the global generator
+    plan = make_plan(clf, data, cfg, access_reason(loaded, settings), config_path)
+    store = _open_store(run, cfg, loaded, data, settings)  # only now: a refused plan leaves none
+    ctl = EngineControl(run.control, store, run.shard)
     er = run_plan(
-        clf,
-        data.samples,
-        data.y,
-        plan,
-        seed=seed,
-        batch_size=batch_size,
-        cascade=cfg.engine.cascade,
-        examples=cfg.report.examples,
-        progress=progress,
-        on_batch=on_batch,
-        ctl=ctl,
+        clf, data.samples, data.y, list(plan.cells), seed=settings.seed,
+        batch_size=settings.batch_size, cascade=cfg.engine.cascade,
+        examples=cfg.report.examples, progress=progress, on_batch=on_batch, ctl=ctl,
     )
-    failure = er.failure
-    unrun = list(er.unrun)
-    not_run: list[str] = []
-
-    def halted() -> bool:
-        return bool(unrun) or failure is not None or ctl.shard.any(
-            run.control.should_stop() if run.control is not None else False
-        )
-
-    settled = settle(pre, er)
-    findings = preflight_findings(er, cfg) + settled + battery_findings(cfg)
-    findings += train_mode_findings(train_eval_gap) + skipped_findings(skipped)
-    if cfg.integrity.enabled:
-        by_index = {p.index: p.attack for p in plan}
-        findings += post_run(
-            er, by_index, randomized=clf.votes > 1,
-            explained=dead_gradient_threats(pre, settled),
-        )
-        if cfg.integrity.sanity and any(p.attack.requires == "gradients" for p in plan):
-            if halted():
-                not_run.append("sanity check (RA008)")
-            else:
-                found = sanity(clf, data.samples, data.y, er.correct, seed, pre)
-                findings += [found] if found else []
-    params = {p.index: p.attack.params.model_dump(mode="json") for p in plan}
-    threats, attacks, verdicts = build_tables(er, data.y, params, cfg.engine.cascade)
-    model_threats = threats
-    variants: list[dict[str, Any]] = []
-    if cfg.defenses and halted():
-        not_run.append("defense variants")
-    elif cfg.defenses:
-        base_plan, _ = cap_access(build_plan(cfg), clf.access, access_reason(loaded, settings))
-        try:
-            v_threats, v_attacks, variants, v_unrun = run_variants(
-                clf, data.samples, data.y, base_plan, cfg, seed=seed, batch_size=batch_size,
-                progress=progress, ctl=ctl,
-            )
-        except RuntimeFailure as exc:
-            failure, v_threats, v_attacks, v_unrun = str(exc), [], [], []
-            not_run.append("defense variants")
-        unrun += v_unrun
-        threats = (*threats, *v_threats)
-        attacks = (*attacks, *v_attacks)
-    n = int(data.y.numel())
-    nc = int(er.correct.sum())
-    clean_acc = nc / n if n else 0.0
-    certification = None
-    if cfg.certify is not None and halted():
-        not_run.append("certification")
-    elif cfg.certify is not None:
-        certification = run_certification(clf, data.samples, data.y, cfg.certify, seed)
-        findings += certification_findings(certification)
-    sc = score(model_threats, clean_acc)  # the audited model; variants are what-ifs
-    gate = evaluate_gate(cfg.gate, clean_acc, threats, sc, findings, certification)
-    incomplete = incomplete_state(failure, unrun, not_run, run.control)
-    if incomplete is not None:
-        gate = with_partial(gate, incomplete, run.allow_partial)
-    weak = weak_threats(
-        er.cells, {p.index: p.attack for p in plan}, [t.key for t in model_threats]
+    stop = _Stop(er.failure, list(er.unrun), run, ctl)
+    findings, left_out = collect_findings(
+        clf, data.samples, data.y, cfg, er, pre=plan.preflight, attacks=plan.attacks(),
+        skipped=list(plan.skipped), seed=settings.seed, halted=stop.halted,
+        train_eval_gap=train_eval_gap,
     )
-    gate = with_weak(gate, weak, cfg.gate.allow_weak)
-    evaluation = evaluation_status(incomplete, weak, [t.key for t in model_threats])
-    class_names = cfg.model.class_names or (list(data.class_names) if data.class_names else None)
-    samples_out = sample_rows(data, er, verdicts, model_threats)
-    examples = example_rows(er)
-    duration = time.perf_counter() - t0
-    meta: dict[str, Any] = {
-        "robaudit_version": robaudit.__version__,
-        "torch_version": torch.__version__,
-        "python_version": platform.python_version(),
-        "platform": platform.platform(),
-        "device": str(device),
-        "seed": seed,
-        "data_seed": data_seed,
-        "batch_size": batch_size,
-        "cascade": cfg.engine.cascade,
-        "eot_samples": clf.eot,
-        "votes": clf.votes,
-        "access": clf.access,
-        "config_path": config_path,
-        "config_sha256": config_sha256(cfg),
-        "started_at": started.isoformat(timespec="seconds"),
-        "duration_seconds": round(duration, 3),
-        "clean_seconds": round(er.clean_seconds, 4),
-        "schema_version": SCHEMA_VERSION,
-        # how the run executed; like the timings, not part of what it measured
-        "execution": {
-            "processes": shard.world,
-            "resumed_cells": store.resumed if store is not None else 0,
-            "oom_backoff": list(run.control.oom_events) if run.control is not None else [],
-            "streamed": data.samples.streamed,
-            **({"threads": run.threads.to_dict()} if run.threads is not None else {}),
-        },
-    }
-    meta["evaluation"] = evaluation
-    meta.update(verdict_and_protocol_meta(clf, er, cfg))
-    if inferred is not None and (inferred.items or inferred.profile):
-        meta["inferred"] = inferred.to_dict()
-    result = RunResult(
-        model={
-            "path": loaded.path,
-            "sha256": loaded.sha256,
-            "format": loaded.format,
-            "arch": loaded.arch,
-            "input_shape": list(cfg.model.shape),
-            "num_classes": cfg.model.classes,
-            "class_names": class_names,
-            "bounds": list(cfg.model.bounds),
-            "mean": cfg.model.mean,
-            "std": cfg.model.std,
-        },
-        data={
-            "source": source,
-            "split": data.split,
-            "samples": n,
-            "requested_samples": samples,
-        },
-        n=n,
-        clean_correct=nc,
-        clean_accuracy=clean_acc,
-        clean_ci=wilson_interval(nc, n),
-        threats=threats,
-        attacks=attacks,
-        samples=samples_out,
-        examples=examples,
-        findings=tuple(findings),
-        score=sc,
-        grade=grade(sc) if evaluation["status"] == "complete" else None,
-        gate=gate,
-        meta=meta,
-        config=cfg.model_dump(mode="json"),
-        skipped=tuple(skipped),
-        variants=tuple(variants),
-        certification=certification,
-        confusions=confusion_rows(data.y, model_threats, verdicts),
-        per_class=per_class_rows(
-            data.y, er.correct, model_threats, verdicts, cfg.model.classes
-        ),
-        minimal_norms=minimal_norm_rows(
-            er,
-            {
-                (t.access, t.norm): [u.eps for u in model_threats if u.norm == t.norm]
-                for t in model_threats
-            },
-        ),
-        incomplete=incomplete,
+    stop.not_run += left_out
+    tables = build_tables(er, data.y, plan.params(), cfg.engine.cascade)
+    variants = _variant_stage(clf, data, cfg, plan, settings, progress, stop)
+    certification = _certification_stage(clf, data, cfg, settings, stop, findings)
+    verdict = judge(
+        cfg, er, plan, tables[0], variants, findings, certification,
+        incomplete_state(stop.failure, stop.unrun, stop.not_run, run.control), run.allow_partial,
     )
-    if failure is not None:
-        raise RuntimeFailure(failure, partial=result)
+    meta = run_meta(
+        clf, er, cfg, settings, data, config_path=config_path, started=started,
+        duration=time.perf_counter() - t0, store=store, run=run, inferred=inferred,
+        evaluation=verdict.evaluation,
+    )
+    result = assemble(
+        loaded, data, cfg, er, tables, variants, certification, findings, verdict, meta, plan,
+        settings.samples,
+    )
+    if stop.failure is not None:
+        raise RuntimeFailure(stop.failure, partial=result)
     return result
+
+
+def _open_store(
+    run: RunOptions, cfg: Config, loaded: LoadedModel, data: DataSet, settings: RunSettings
+) -> CellStore | None:
+    """The checkpoint store of ``--out`` (the main process of a sharded run keeps it)."""
+    if run.checkpoint_dir is None or not run.shard.is_main:
+        return None
+    return CellStore(
+        run.checkpoint_dir, run_fingerprint(cfg, loaded, data, settings), resume=run.resume
+    )
+
+
+def _variant_stage(
+    clf: Classifier, data: DataSet, cfg: Config, plan: Plan, settings: RunSettings,
+    progress: Progress | None, stop: _Stop,
+) -> VariantTables:
+    """The defense variants, unless the run already stopped (then named in not_run)."""
+    if not cfg.defenses:
+        return VariantTables()
+    if stop.halted():
+        stop.not_run.append("defense variants")
+        return VariantTables()
+    try:
+        v_threats, v_attacks, summaries, v_unrun = run_variants(
+            clf, data.samples, data.y, list(plan.variant_cells), cfg, seed=settings.seed,
+            batch_size=settings.batch_size, progress=progress, ctl=stop.ctl,
+        )
+    except RuntimeFailure as exc:
+        stop.failure = str(exc)
+        stop.not_run.append("defense variants")
+        return VariantTables()
+    stop.unrun += v_unrun
+    return VariantTables(tuple(v_threats), tuple(v_attacks), tuple(summaries))
+
+
+def _certification_stage(
+    clf: Classifier, data: DataSet, cfg: Config, settings: RunSettings, stop: _Stop,
+    findings: list[Finding],
+) -> dict[str, Any] | None:
+    """Randomized-smoothing certification, unless the run already stopped; its findings
+    (certificates the attacks contradict) join ``findings``."""
+    if cfg.certify is None:
+        return None
+    if stop.halted():
+        stop.not_run.append("certification")
+        return None
+    certification = run_certification(clf, data.samples, data.y, cfg.certify, settings.seed)
+    findings += certification_findings(certification)
+    return certification

@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 
 from robaudit.config import Config, config_from_yaml, load_config, variant_labels
 from robaudit.errors import RobauditError
-from robaudit.pipeline import build_plan, config_sha256, resolve_settings
+from robaudit.pipeline import config_sha256, resolve_settings
+from robaudit.plan import build_plan
 from tests.conftest import REPO_ROOT, TINY_CONFIG
 
 SCALE = int(os.environ.get("ROBAUDIT_HYPOTHESIS_SCALE", "1"))

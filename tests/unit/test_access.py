@@ -15,7 +15,7 @@ from robaudit.config import config_from_dict
 from robaudit.engine import PlannedAttack, attack_access, run_plan
 from robaudit.errors import ConfigError
 from robaudit.models.digits import DigitsCNN
-from robaudit.pipeline import cap_access
+from robaudit.plan import cap_access
 from robaudit.threat import Threat
 from tests.helpers import RowCounter
 
