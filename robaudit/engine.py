@@ -222,89 +222,126 @@ def run_plan(
     """
     ctl = ctl or EngineControl()
     progress = progress or NullProgress()
-    n = int(x.shape[0])
-    t0 = time.perf_counter()
-    test = clf.verdict_test()
-    if clean is not None:
-        result = EngineResult(clean.clean_pred, clean.clean_conf, clean.correct, [])
-        result.clean_undecided, result.verdict_alpha = clean.clean_undecided, clean.verdict_alpha
-    else:
-        # Bonferroni over the verdicts a sample may get: its clean verdict and one per cell
-        alpha = test.alpha_for(1 + (verdicts or len(plan))) if test is not None else None
-        clean_pred, clean_conf, correct, undecided = clean_pass(
-            clf, x, y, seed=seed, shard=ctl.shard, alpha=alpha
-        )
-        result = EngineResult(
-            clean_pred, clean_conf, correct, [], clean_seconds=time.perf_counter() - t0
-        )
-        if test is not None:
-            result.clean_undecided, result.verdict_alpha = undecided, alpha
-    correct = result.correct
-    # verified breaks per threat key; a cell's targets inherit the breaks at every smaller
-    # eps of the same family (balls are nested), whatever order the cells run in
-    broken_at: dict[str, torch.Tensor] = {}
-    threats: dict[str, Threat] = {}
-    kept: dict[str, int] = {}
-    minimal: dict[tuple[int, str, str], tuple[CellOutcome, list[Example]]] = {}
+    result = _clean_result(clf, x, y, seed, ctl, clean, verdicts or len(plan))
     ordered = order_plan(plan)
     ctx = CellContext(clf, x, y, seed, batch_size, progress, result, on_batch, search, ctl)
+    walk = _CascadeWalk(ctx, plan, cascade, examples)
     for pos, item in enumerate(ordered):
-        threat = item.threat
         stopping = ctl.control.should_stop() if ctl.control is not None else False
         if ctl.shard.any(stopping):
             result.unrun = [describe(p) for p in ordered[pos:]]
             break
-        threats[threat.key] = threat
-        done = _inherited(broken_at, threats, threat, n)
-        room = max(0, examples - kept.get(threat.key, 0))
         try:
-            if item.attack.minimal_norm:
-                key = (item.index, threat.access, threat.norm)
-                first = key not in minimal
-                if first:
-                    # a cascade skips samples already broken at this (the smallest) eps of the
-                    # family: the balls are nested, so they stay broken at every larger eps
-                    targets = correct & ~done if (cascade or item.cascade) else correct.clone()
-                    unit = run_minimal(ctx, item, plan, targets, examples)
-                    if unit is None:
-                        result.unrun = [describe(p) for p in ordered[pos:]]
-                        break
-                    minimal[key] = unit
-                    full = unit[0]
-                    assert full.adversarial is not None
-                    result.min_norms[(item.index, item.attack.name, *key[1:])] = torch.where(
-                        full.adversarial, full.norms, torch.full_like(full.norms, float("nan"))
-                    )
-                cell, shown = derive_minimal(minimal[key], threat, first, done, room)
-            else:
-                targets = correct.clone()
-                if cascade or item.cascade:
-                    targets &= ~done
-                ran = stored_or_run(
-                    ctl, (ctl.variant, item.index, item.attack.name, threat.key),
-                    partial(run_cell, ctx, item, targets, done, room),
-                )
-                if ran is None:
-                    result.unrun = [describe(p) for p in ordered[pos:]]
-                    break
-                cell, shown = ran
-                if cell.unfinished:  # stopped mid-cell: keep its finished samples, then stop
-                    result.examples.extend(shown[: max(0, room)])
-                    result.cells.append(cell)
-                    result.unrun = [
-                        {**describe(item), "samples_left": cell.unfinished},
-                        *(describe(p) for p in ordered[pos + 1 :]),
-                    ]
-                    break
+            left = walk.step(item)
         except RuntimeFailure as exc:
             result.failure = str(exc)
-            result.unrun = [describe(p) for p in ordered[pos:]]
+            left = []
+        if left is not None:  # stopped: this cell (or what it left of its samples), the rest
+            rest = [describe(p) for p in ordered[pos + 1 :]]
+            result.unrun = [*left, *rest] if left else [describe(item), *rest]
             break
-        kept[threat.key] = kept.get(threat.key, 0) + len(shown)
+    return result
+
+
+def _clean_result(
+    clf: Classifier, x: Images, y: torch.Tensor, seed: int, ctl: EngineControl,
+    clean: EngineResult | None, cells: int,
+) -> EngineResult:
+    """The clean pass (or an earlier run's, reused) as the start of this run's result."""
+    if clean is not None:
+        result = EngineResult(clean.clean_pred, clean.clean_conf, clean.correct, [])
+        result.clean_undecided, result.verdict_alpha = clean.clean_undecided, clean.verdict_alpha
+        return result
+    t0 = time.perf_counter()
+    test = clf.verdict_test()
+    # Bonferroni over the verdicts a sample may get: its clean verdict and one per cell
+    alpha = test.alpha_for(1 + cells) if test is not None else None
+    clean_pred, clean_conf, correct, undecided = clean_pass(
+        clf, x, y, seed=seed, shard=ctl.shard, alpha=alpha
+    )
+    result = EngineResult(
+        clean_pred, clean_conf, correct, [], clean_seconds=time.perf_counter() - t0
+    )
+    if test is not None:
+        result.clean_undecided, result.verdict_alpha = undecided, alpha
+    return result
+
+
+class _CascadeWalk:
+    """The cells in order, each attacking what is still standing at its threat.
+
+    Verified breaks are kept per threat key; a cell's targets inherit the breaks at every
+    smaller eps of the same family (balls are nested), whatever order the cells run in.
+    """
+
+    def __init__(
+        self, ctx: CellContext, plan: list[PlannedAttack], cascade: bool, examples: int
+    ) -> None:
+        self.ctx, self.plan, self.cascade, self.examples = ctx, plan, cascade, examples
+        self.result = ctx.res
+        self.n = ctx.n
+        self.broken_at: dict[str, torch.Tensor] = {}
+        self.threats: dict[str, Threat] = {}
+        self.kept: dict[str, int] = {}
+        self.minimal: dict[tuple[int, str, str], tuple[CellOutcome, list[Example]]] = {}
+
+    def step(self, item: PlannedAttack) -> list[dict[str, object]] | None:
+        """Run one cell; None when it finished, else what it left (a stop or a failure):
+        ``[]`` for the whole cell, or the cell with its ``samples_left``."""
+        threat, result = item.threat, self.result
+        self.threats[threat.key] = threat
+        done = _inherited(self.broken_at, self.threats, threat, self.n)
+        room = max(0, self.examples - self.kept.get(threat.key, 0))
+        if item.attack.minimal_norm:
+            unit = self._minimal(item, done)
+            if unit is None:
+                return []
+            cell, shown = derive_minimal(unit[0], threat, unit[1], done, room)
+        else:
+            targets = result.correct.clone()
+            if self.cascade or item.cascade:
+                targets &= ~done
+            ctl = self.ctx.ctl
+            ran = stored_or_run(
+                ctl, (ctl.variant, item.index, item.attack.name, threat.key),
+                partial(run_cell, self.ctx, item, targets, done, room),
+            )
+            if ran is None:
+                return []
+            cell, shown = ran
+            if cell.unfinished:  # stopped mid-cell: keep its finished samples, then stop
+                result.examples.extend(shown[: max(0, room)])
+                result.cells.append(cell)
+                return [{**describe(item), "samples_left": cell.unfinished}]
+        self.kept[threat.key] = self.kept.get(threat.key, 0) + len(shown)
         result.examples.extend(shown)
         result.cells.append(cell)
-        broken_at[threat.key] = done | cell.broken
-    return result
+        self.broken_at[threat.key] = done | cell.broken
+        return None
+
+    def _minimal(
+        self, item: PlannedAttack, done: torch.Tensor
+    ) -> tuple[tuple[CellOutcome, list[Example]], bool] | None:
+        """A minimal-norm attack runs once per (entry, access, norm), at the family's first
+        (smallest) eps; every eps of the family reads its cell off that run."""
+        threat = item.threat
+        key = (item.index, threat.access, threat.norm)
+        first = key not in self.minimal
+        if first:
+            # a cascade skips samples already broken at this (the smallest) eps of the
+            # family: the balls are nested, so they stay broken at every larger eps
+            correct = self.result.correct
+            targets = correct & ~done if (self.cascade or item.cascade) else correct.clone()
+            unit = run_minimal(self.ctx, item, self.plan, targets, self.examples)
+            if unit is None:
+                return None
+            self.minimal[key] = unit
+            full = unit[0]
+            assert full.adversarial is not None
+            self.result.min_norms[(item.index, item.attack.name, *key[1:])] = torch.where(
+                full.adversarial, full.norms, torch.full_like(full.norms, float("nan"))
+            )
+        return self.minimal[key], first
 
 
 def _inherited(

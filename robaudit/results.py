@@ -247,131 +247,185 @@ def build_tables(
 ) -> tuple[tuple[ThreatRow, ...], tuple[AttackRow, ...], dict[str, dict[int, dict[str, Any]]]]:
     """Aggregate the engine's cells into threat rows, attack rows and per-sample verdicts.
 
-    ``non_adaptive`` lists the attack indices that searched on the bare model (defense
-    variants); their breaks count like any other (verified on the variant itself).
+    Threats of one (access, norm) are walked in eps order: a break at a smaller eps lies in
+    every larger ball too, so it is carried up (``inherited``). ``non_adaptive`` lists the
+    attack indices that searched on the bare model (defense variants); their breaks count like
+    any other (verified on the variant itself).
     """
     n = int(er.correct.numel())
-    correct = er.correct
     none = torch.zeros(n, dtype=torch.bool)
-    clean_open = er.clean_undecided if er.clean_undecided is not None else none
-    by_key: dict[str, list[int]] = {}
+    by_key: dict[str, list[CellOutcome]] = {}
     threats: dict[str, Threat] = {}
-    for i, c in enumerate(er.cells):
-        by_key.setdefault(c.threat.key, []).append(i)
+    for c in er.cells:
+        by_key.setdefault(c.threat.key, []).append(c)
         threats[c.threat.key] = c.threat
     attack_rows: list[AttackRow] = []
     threat_rows: list[ThreatRow] = []
     verdicts: dict[str, dict[int, dict[str, Any]]] = {}
-    carried: dict[
-        tuple[str, str], tuple[torch.Tensor, dict[int, dict[str, Any]], torch.Tensor]
-    ] = {}
+    carried: dict[tuple[str, str], _Carried] = {}
     for key in sorted(by_key, key=lambda k: (threats[k].access, threats[k].norm, threats[k].eps)):
         t = threats[key]
-        fam = (t.access, t.norm)
-        prev_mask, prev_verdict, prev_open = carried.get(fam, (none, {}, none))
-        own = torch.zeros(n, dtype=torch.bool)
-        own_open = torch.zeros(n, dtype=torch.bool)
-        open_by: dict[int, dict[str, Any]] = {}  # first open verdict per sample at this eps
-        verdict: dict[int, dict[str, Any]] = {}
-        for ci in by_key[key]:
-            c = er.cells[ci]
-            if c.undecided is not None:
-                for s in (c.undecided & ~own_open).nonzero().flatten().tolist():
-                    open_by[s] = {
-                        "attack": c.attack,
-                        "norm": float(c.norms[s]),
-                        "adv_pred": int(c.adv_pred[s]),
-                        "eps_found": t.eps,
-                        "undecided": True,
-                    }
-                own_open |= c.undecided
-            qs = query_stats(c, correct, own | prev_mask, n)
-            new = c.broken & ~own
-            for s in new.nonzero().flatten().tolist():
-                verdict[s] = {
-                    "attack": c.attack,
-                    "norm": float(c.norms[s]),
-                    "adv_pred": int(c.adv_pred[s]),
-                    "eps_found": t.eps,
-                }
-            own |= c.broken
-            attacked = int(c.attacked.sum())
-            broken = int(c.broken.sum())
-            alone = int(correct.sum()) - broken
-            cumul = int((correct & ~(own | c.broken | prev_mask)).sum())
-            norms_b = c.norms[c.broken]
-            full = bool(torch.equal(c.attacked, correct))
+        label = key if variant == VARIANT else f"{variant}/{key}"
+        prev = carried.get((t.access, t.norm), _Carried(none, {}, none))
+        walk = _Walk(n)
+        for c in by_key[key]:
             attack_rows.append(
-                AttackRow(
-                    variant=variant,
-                    attack=c.attack,
-                    attack_index=c.index,
-                    access=t.access,
-                    norm=t.norm,
-                    eps=t.eps,
-                    eps_label=t.label,
-                    threat_key=key if variant == VARIANT else f"{variant}/{key}",
-                    attacked=attacked,
-                    broken=broken,
-                    robust_accuracy=(int(correct.sum()) - broken) / n if full else None,
-                    cumulative_robust_accuracy=int((correct & ~(own | prev_mask)).sum()) / n,
-                    success_rate=broken / attacked if attacked else 0.0,
-                    median_norm=_median(norms_b),
-                    mean_norm=float(norms_b.mean()) if norms_b.numel() else None,
-                    queries=c.queries,
-                    grad_evals=c.grad_evals,
-                    seconds=round(c.seconds, 4),
-                    budget_violations=c.budget_violations,
-                    bounds_violations=c.bounds_violations,
-                    nonfinite=c.nonfinite,
-                    silent_failures=c.silent_failures,
-                    params=params.get(c.index, {}),
-                    access_used=c.access_used,
-                    query_budget=c.query_budget,
-                    query_mismatch=c.query_mismatch,
-                    adaptive=c.index not in non_adaptive,
-                    robust_ci=wilson_interval(alone, n) if full else None,
-                    cumulative_ci=wilson_interval(cumul, n),
-                    **qs,
-                )
+                _attack_row(c, t, label, walk, prev.broken, er.correct, params, variant,
+                            non_adaptive)
             )
-        inherited = prev_mask & ~own & correct
-        for s in inherited.nonzero().flatten().tolist():
-            verdict[s] = dict(prev_verdict[s])
-        total = (own | prev_mask) & correct
-        # open verdicts here or at a smaller eps (the candidate lies in this ball too) that
-        # no attack settled by a break: counted broken in the headline, listed as undecided
-        still_open = (own_open | prev_open) & correct & ~total
-        for s in still_open.nonzero().flatten().tolist():
-            verdict[s] = dict(open_by[s]) if s in open_by else dict(prev_verdict[s])
-        carried[fam] = (total, verdict, still_open)
-        verdicts[key] = verdict
-        robust = int(correct.sum()) - int(total.sum()) - int(still_open.sum())
-        upper = robust + int(still_open.sum()) + int(clean_open.sum())
-        lo, hi = wilson_interval(robust, n)
-        nc = int(correct.sum())
-        threat_rows.append(
-            ThreatRow(
-                variant=variant,
-                access=t.access,
-                norm=t.norm,
-                eps=t.eps,
-                eps_label=t.label,
-                key=key if variant == VARIANT else f"{variant}/{key}",
-                n=n,
-                robust=robust,
-                robust_accuracy=robust / n if n else 0.0,
-                ci_low=lo,
-                ci_high=hi,
-                success_rate=int(total.sum()) / nc if nc else 0.0,
-                attacks=tuple(dict.fromkeys(er.cells[ci].attack for ci in by_key[key])),
-                inherited=int(inherited.sum()),
-                robust_accuracy_upper=upper / n if n else 0.0,
-                undecided=upper - robust,
-            )
-        )
+        now = _carry(walk, prev, er.correct)
+        carried[(t.access, t.norm)] = now
+        verdicts[key] = now.verdict
+        attacks = tuple(dict.fromkeys(c.attack for c in by_key[key]))
+        threat_rows.append(_threat_row(t, label, variant, now, prev, walk, er, attacks))
     del y
     return tuple(threat_rows), tuple(attack_rows), verdicts
+
+
+@dataclass
+class _Carried:
+    """What a threat hands to the next larger eps of its (access, norm)."""
+
+    broken: torch.Tensor  # bool[N]: broken here or at a smaller eps
+    verdict: dict[int, dict[str, Any]]
+    open: torch.Tensor  # bool[N]: undecided, not settled by a break
+
+
+class _Walk:
+    """The breaks and open verdicts of one threat's cells so far, in cell order."""
+
+    def __init__(self, n: int) -> None:
+        self.own = torch.zeros(n, dtype=torch.bool)
+        self.own_open = torch.zeros(n, dtype=torch.bool)
+        self.open_by: dict[int, dict[str, Any]] = {}  # first open verdict per sample here
+        self.verdict: dict[int, dict[str, Any]] = {}
+
+    def add(self, c: CellOutcome, eps: float) -> None:
+        if c.undecided is not None:
+            for s in (c.undecided & ~self.own_open).nonzero().flatten().tolist():
+                self.open_by[s] = {**_verdict(c, s, eps), "undecided": True}
+            self.own_open |= c.undecided
+        for s in (c.broken & ~self.own).nonzero().flatten().tolist():
+            self.verdict[s] = _verdict(c, s, eps)
+
+
+def _verdict(c: CellOutcome, s: int, eps: float) -> dict[str, Any]:
+    return {
+        "attack": c.attack,
+        "norm": float(c.norms[s]),
+        "adv_pred": int(c.adv_pred[s]),
+        "eps_found": eps,
+    }
+
+
+def _attack_row(
+    c: CellOutcome,
+    t: Threat,
+    label: str,
+    walk: _Walk,
+    prev_mask: torch.Tensor,
+    correct: torch.Tensor,
+    params: dict[int, dict[str, Any]],
+    variant: str,
+    non_adaptive: frozenset[int],
+) -> AttackRow:
+    """One cell's row; adds the cell's breaks to ``walk`` (the cumulative columns need them)."""
+    n = int(correct.numel())
+    walk.add(c, t.eps)
+    qs = query_stats(c, correct, walk.own | prev_mask, n)
+    walk.own |= c.broken
+    own = walk.own
+    attacked = int(c.attacked.sum())
+    broken = int(c.broken.sum())
+    alone = int(correct.sum()) - broken
+    cumul = int((correct & ~(own | c.broken | prev_mask)).sum())
+    norms_b = c.norms[c.broken]
+    full = bool(torch.equal(c.attacked, correct))
+    return AttackRow(
+        variant=variant,
+        attack=c.attack,
+        attack_index=c.index,
+        access=t.access,
+        norm=t.norm,
+        eps=t.eps,
+        eps_label=t.label,
+        threat_key=label,
+        attacked=attacked,
+        broken=broken,
+        robust_accuracy=(int(correct.sum()) - broken) / n if full else None,
+        cumulative_robust_accuracy=int((correct & ~(own | prev_mask)).sum()) / n,
+        success_rate=broken / attacked if attacked else 0.0,
+        median_norm=_median(norms_b),
+        mean_norm=float(norms_b.mean()) if norms_b.numel() else None,
+        queries=c.queries,
+        grad_evals=c.grad_evals,
+        seconds=round(c.seconds, 4),
+        budget_violations=c.budget_violations,
+        bounds_violations=c.bounds_violations,
+        nonfinite=c.nonfinite,
+        silent_failures=c.silent_failures,
+        params=params.get(c.index, {}),
+        access_used=c.access_used,
+        query_budget=c.query_budget,
+        query_mismatch=c.query_mismatch,
+        adaptive=c.index not in non_adaptive,
+        robust_ci=wilson_interval(alone, n) if full else None,
+        cumulative_ci=wilson_interval(cumul, n),
+        **qs,
+    )
+
+
+def _carry(walk: _Walk, prev: _Carried, correct: torch.Tensor) -> _Carried:
+    """This threat's verdicts: its own breaks, those inherited from a smaller eps, and the
+    open verdicts here or at a smaller eps (the candidate lies in this ball too) that no
+    attack settled by a break (counted broken in the headline, listed as undecided)."""
+    verdict = walk.verdict
+    inherited = prev.broken & ~walk.own & correct
+    for s in inherited.nonzero().flatten().tolist():
+        verdict[s] = dict(prev.verdict[s])
+    total = (walk.own | prev.broken) & correct
+    still_open = (walk.own_open | prev.open) & correct & ~total
+    for s in still_open.nonzero().flatten().tolist():
+        verdict[s] = dict(walk.open_by[s]) if s in walk.open_by else dict(prev.verdict[s])
+    return _Carried(total, verdict, still_open)
+
+
+def _threat_row(
+    t: Threat,
+    label: str,
+    variant: str,
+    now: _Carried,
+    prev: _Carried,
+    walk: _Walk,
+    er: EngineResult,
+    attacks: tuple[str, ...],
+) -> ThreatRow:
+    correct = er.correct
+    n = int(correct.numel())
+    clean_open = er.clean_undecided if er.clean_undecided is not None else torch.zeros_like(correct)
+    inherited = prev.broken & ~walk.own & correct
+    robust = int(correct.sum()) - int(now.broken.sum()) - int(now.open.sum())
+    upper = robust + int(now.open.sum()) + int(clean_open.sum())
+    lo, hi = wilson_interval(robust, n)
+    nc = int(correct.sum())
+    return ThreatRow(
+        variant=variant,
+        access=t.access,
+        norm=t.norm,
+        eps=t.eps,
+        eps_label=t.label,
+        key=label,
+        n=n,
+        robust=robust,
+        robust_accuracy=robust / n if n else 0.0,
+        ci_low=lo,
+        ci_high=hi,
+        success_rate=int(now.broken.sum()) / nc if nc else 0.0,
+        attacks=attacks,
+        inherited=int(inherited.sum()),
+        robust_accuracy_upper=upper / n if n else 0.0,
+        undecided=upper - robust,
+    )
 
 
 def per_class_rows(
