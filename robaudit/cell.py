@@ -10,8 +10,7 @@ one model call when asked, and merges the ranks' shares. The pass-wide inputs tr
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 
@@ -33,6 +32,7 @@ from robaudit.outcomes import (
     cell_seed,
 )
 from robaudit.progress import Progress, tally
+from robaudit.stored_cells import combine
 from robaudit.threat import Threat
 from robaudit.verification import TOLERANCE, verify_batch
 
@@ -266,7 +266,7 @@ def _settle(
     attacked = left & merged.owned if stopped else left.clone()
     cell = _outcome(st, merged, attacked, int((left & ~attacked).sum()))
     if prior is not None:
-        return _combine(prior, (cell, merged.shown), st.room)
+        return combine(prior, (cell, merged.shown), st.room)
     return cell, merged.shown
 
 
@@ -438,75 +438,3 @@ def _keep_examples(
         )
         for j in new.tolist()
     )
-
-
-def _combine(prior: Unit, new: Unit, room: int) -> Unit:
-    """A resumed partial cell: the earlier run's finished samples plus this run's."""
-    old, new_cell = prior[0], new[0]
-    was = old.attacked
-
-    def both(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return torch.where(was.view(-1, *([1] * (a.dim() - 1))), a, b)
-
-    def pick(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
-        if a is None or b is None:
-            return b if a is None else a
-        return both(a, b)
-
-    traces = dict(new_cell.distance_trace or {})
-    for q, dist in (old.distance_trace or {}).items():
-        traces[q] = both(dist, traces.get(q, torch.full_like(dist, float("nan"))))
-    cell = replace(
-        new_cell,
-        attacked=was | new_cell.attacked,
-        broken=both(old.broken, new_cell.broken),
-        norms=both(old.norms, new_cell.norms),
-        adv_pred=both(old.adv_pred, new_cell.adv_pred),
-        adversarial=pick(old.adversarial, new_cell.adversarial),
-        sample_queries=pick(old.sample_queries, new_cell.sample_queries),
-        undecided=pick(old.undecided, new_cell.undecided),
-        distance_trace=traces or None,
-        queries=old.queries + new_cell.queries,
-        grad_evals=old.grad_evals + new_cell.grad_evals,
-        seconds=old.seconds + new_cell.seconds,
-        budget_violations=old.budget_violations + new_cell.budget_violations,
-        bounds_violations=old.bounds_violations + new_cell.bounds_violations,
-        nonfinite=old.nonfinite + new_cell.nonfinite,
-        silent_failures=old.silent_failures + new_cell.silent_failures,
-        query_mismatch=old.query_mismatch + new_cell.query_mismatch,
-        loss_trace=old.loss_trace if old.loss_trace is not None else new_cell.loss_trace,
-    )
-    shown = sorted(prior[1] + new[1], key=lambda e: e.sample)[:room]
-    return cell, shown
-
-
-def stored_or_run(
-    ctl: EngineControl, key: tuple[object, ...], run: Callable[[Unit | None], Unit | None]
-) -> Unit | None:
-    """A cell saved by an earlier run of the same audit, else run it (and save it).
-
-    A partial cell saved by an interrupted run is continued: ``run`` gets it as ``prior``.
-    """
-    found = ctl.store.load(key) if ctl.store is not None else None
-    if ctl.shard.active:
-        found = ctl.shard.broadcast(found)  # rank 0 holds the folder
-    prior = _unit_from_dict(found) if found is not None else None
-    if prior is not None and prior[0].unfinished == 0:
-        return prior
-    unit = run(prior)
-    if unit is not None and ctl.store is not None:
-        ctl.store.save(key, _unit_to_dict(unit))
-    return unit
-
-
-def _unit_to_dict(unit: Unit) -> dict[str, object]:
-    """Plain tensors, numbers and dicts only: safe to load with ``weights_only=True``."""
-    cell, shown = unit
-    return {"cell": asdict(cell), "shown": [asdict(e) for e in shown]}
-
-
-def _unit_from_dict(d: dict[str, object]) -> Unit:
-    raw = dict(d["cell"])  # type: ignore[call-overload]
-    raw["threat"] = Threat(**raw["threat"])
-    shown = [Example(**e) for e in d["shown"]]  # type: ignore[attr-defined]
-    return CellOutcome(**raw), shown

@@ -17,7 +17,7 @@ from typing import TypeVar
 
 import torch
 
-from robaudit.cell import CellContext, run_cell, stored_or_run
+from robaudit.cell import CellContext, run_cell
 from robaudit.classifier import Classifier
 from robaudit.distributed import SINGLE, Shard
 from robaudit.errors import ModelLoadError, RuntimeFailure
@@ -38,6 +38,7 @@ from robaudit.outcomes import (
     describe,
 )
 from robaudit.progress import NullProgress, Progress
+from robaudit.stored_cells import stored_or_run
 from robaudit.threat import Threat
 from robaudit.verdicts import Verdict
 

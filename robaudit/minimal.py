@@ -12,8 +12,9 @@ from dataclasses import replace
 
 import torch
 
-from robaudit.cell import CellContext, run_cell, stored_or_run
+from robaudit.cell import CellContext, run_cell
 from robaudit.outcomes import CellOutcome, Example, PlannedAttack, Unit
+from robaudit.stored_cells import stored_or_run
 from robaudit.threat import Threat
 from robaudit.verification import TOLERANCE
 

@@ -27,7 +27,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "robaudit.checkpoint", "robaudit.distributed", "robaudit.fitting", "robaudit.presets",
     )),
     ("engine", (
-        "robaudit.verification", "robaudit.outcomes", "robaudit.cell", "robaudit.minimal",
+        "robaudit.verification", "robaudit.outcomes", "robaudit.stored_cells", "robaudit.cell",
+        "robaudit.minimal",
         "robaudit.engine",
         "robaudit.results", "robaudit.integrity",
         "robaudit.variants", "robaudit.certify", "robaudit.scoring", "robaudit.evaluation",
