@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from robaudit.config import GateSection
+from robaudit.config import CertifiedThreshold, GateSection, GateThreshold
 from robaudit.results import Finding, GateFailure, GateResult, ThreatRow
 from robaudit.threat import format_eps
 
@@ -47,6 +47,9 @@ def grade(value: float) -> str:
     return "F"
 
 
+Check = tuple[str, list[GateFailure]]  # a criterion's name and its failures (none: it held)
+
+
 def evaluate_gate(
     gate: GateSection,
     clean_accuracy: float,
@@ -56,90 +59,73 @@ def evaluate_gate(
     certification: dict[str, Any] | None = None,
 ) -> GateResult:
     """Check every configured threshold; each miss says its value, its limit and by how much."""
-    failures: list[GateFailure] = []
-    checked: list[str] = []
+    checks: list[Check] = []
     if gate.min_clean_accuracy is not None:
-        checked.append("min_clean_accuracy")
-        if clean_accuracy < gate.min_clean_accuracy:
-            failures.append(
-                GateFailure(
-                    "min_clean_accuracy",
-                    clean_accuracy,
-                    gate.min_clean_accuracy,
-                    f"clean accuracy {clean_accuracy:.1%} is below {gate.min_clean_accuracy:.1%} "
-                    f"by {100 * (gate.min_clean_accuracy - clean_accuracy):.1f} points",
-                )
-            )
-    for g in gate.min_robust_accuracy:
-        where = "" if g.variant == "model" else f"{g.variant} "
-        name = f"min_robust_accuracy[{where}{g.access} {g.norm} eps={g._eps_label or format_eps(g.budget)}]"
-        checked.append(name)
-        row = next(
-            (
-                t
-                for t in threats
-                if t.norm == g.norm
-                and t.access == g.access
-                and t.variant == g.variant
-                and abs(t.eps - g.budget) < 1e-9
-            ),
-            None,
-        )
-        if row is None:
-            failures.append(GateFailure(name, float("nan"), g.value, "threat was not evaluated"))
-        elif row.robust_accuracy < g.value:
-            failures.append(
-                GateFailure(
-                    name,
-                    row.robust_accuracy,
-                    g.value,
-                    f"robust accuracy {row.robust_accuracy:.1%} at {g.norm} eps {row.eps_label} is "
-                    f"below {g.value:.1%} by {100 * (g.value - row.robust_accuracy):.1f} points",
-                )
-            )
+        limit = gate.min_clean_accuracy
+        checks.append(_at_least(
+            "min_clean_accuracy", clean_accuracy, limit,
+            f"clean accuracy {clean_accuracy:.1%} is below {limit:.1%} "
+            f"by {100 * (limit - clean_accuracy):.1f} points",
+        ))
+    checks.extend(_robust_check(g, threats) for g in gate.min_robust_accuracy)
     if gate.min_score is not None:
-        checked.append("min_score")
-        if score_value < gate.min_score:
-            failures.append(
-                GateFailure(
-                    "min_score",
-                    score_value,
-                    gate.min_score,
-                    f"score {score_value:.1f} is below {gate.min_score:g} by "
-                    f"{gate.min_score - score_value:.1f}",
-                )
-            )
+        checks.append(_at_least(
+            "min_score", score_value, gate.min_score,
+            f"score {score_value:.1f} is below {gate.min_score:g} by {gate.min_score - score_value:.1f}",
+        ))
     curve = {round(c["radius"], 9): c for c in (certification or {}).get("curve", [])}
-    for c in gate.min_certified_accuracy:
-        name = f"min_certified_accuracy[l2 radius={c.radius:g}]"
-        checked.append(name)
-        point = curve.get(round(c.radius, 9))
-        if point is None:
-            failures.append(GateFailure(name, float("nan"), c.value, "certification did not run"))
-        elif point["accuracy"] < c.value:
-            failures.append(
-                GateFailure(
-                    name,
-                    point["accuracy"],
-                    c.value,
-                    f"certified accuracy {point['accuracy']:.1%} at L2 radius {c.radius:g} is "
-                    f"below {c.value:.1%} by {c.value - point['accuracy']:.1%}",
-                )
-            )
+    checks.extend(_certified_check(c, curve) for c in gate.min_certified_accuracy)
     if gate.fail_on_findings != "none":
-        checked.append("fail_on_findings")
         severities = FAILING_SEVERITIES[gate.fail_on_findings]
-        for f in findings:
-            if not f.resolved and f.severity in severities:
-                failures.append(
-                    GateFailure(
-                        f"finding {f.id}",
-                        1.0,
-                        0.0,
-                        f"unresolved {f.severity}: {f.title} ({f.detail})",
-                    )
-                )
-    return GateResult(passed=not failures, failures=tuple(failures), checked=tuple(checked))
+        checks.append(("fail_on_findings", [
+            GateFailure(f"finding {f.id}", 1.0, 0.0, f"unresolved {f.severity}: {f.title} ({f.detail})")
+            for f in findings
+            if not f.resolved and f.severity in severities
+        ]))
+    failures = tuple(f for _, fs in checks for f in fs)
+    return GateResult(passed=not failures, failures=failures, checked=tuple(n for n, _ in checks))
+
+
+def _at_least(name: str, value: float, limit: float, detail: str) -> Check:
+    """A minimum: fails, saying ``detail``, when ``value`` is below ``limit``."""
+    return (name, [GateFailure(name, value, limit, detail)] if value < limit else [])
+
+
+def _robust_check(g: GateThreshold, threats: tuple[ThreatRow, ...]) -> Check:
+    """One ``min_robust_accuracy`` threshold against the run's row for its threat."""
+    where = "" if g.variant == "model" else f"{g.variant} "
+    name = f"min_robust_accuracy[{where}{g.access} {g.norm} eps={g._eps_label or format_eps(g.budget)}]"
+    row = next(
+        (
+            t
+            for t in threats
+            if t.norm == g.norm
+            and t.access == g.access
+            and t.variant == g.variant
+            and abs(t.eps - g.budget) < 1e-9
+        ),
+        None,
+    )
+    if row is None:
+        return (name, [GateFailure(name, float("nan"), g.value, "threat was not evaluated")])
+    return _at_least(
+        name, row.robust_accuracy, g.value,
+        f"robust accuracy {row.robust_accuracy:.1%} at {g.norm} eps {row.eps_label} is "
+        f"below {g.value:.1%} by {100 * (g.value - row.robust_accuracy):.1f} points",
+    )
+
+
+def _certified_check(c: CertifiedThreshold, curve: dict[float, dict[str, Any]]) -> Check:
+    """One ``min_certified_accuracy`` threshold against the certified-accuracy curve."""
+    name = f"min_certified_accuracy[l2 radius={c.radius:g}]"
+    point = curve.get(round(c.radius, 9))
+    if point is None:
+        return (name, [GateFailure(name, float("nan"), c.value, "certification did not run")])
+    return _at_least(
+        name, point["accuracy"], c.value,
+        f"certified accuracy {point['accuracy']:.1%} at L2 radius {c.radius:g} is "
+        f"below {c.value:.1%} by {c.value - point['accuracy']:.1%}",
+    )
 
 
 def with_baseline(gate: GateResult, comparison: Comparison) -> GateResult:

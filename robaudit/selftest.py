@@ -250,7 +250,6 @@ def corpus() -> list[Case]:
     n_exact = 1 / 200  # one sample of slack on the exact answer
     linf = Threat("linf", 0.1)
     lb = _digits_lower_bound(linf.eps)
-    honest = (lb, lb + 0.10)  # the box can only add robustness above the analytic bound
     return [
         # FGSM is exact on a linear model; random-start PGD keeps part of its random offset
         # orthogonal to w, so it misses samples just inside eps (RA007) while its loss is still
@@ -263,6 +262,16 @@ def corpus() -> list[Case]:
             (exact - n_exact, exact + n_exact),
             frozenset({"RA005", "RA007"}),
         ),
+        *_digits_cases(linf, lb),
+        *_quantization_cases(linf),
+        *_coin_cases(),
+    ]
+
+
+def _digits_cases(linf: Threat, lb: float) -> list[Case]:
+    """The digits model, honest and behind each wrapper that fools a naive evaluation."""
+    honest = (lb, lb + 0.10)  # the box can only add robustness above the analytic bound
+    return [
         Case(
             "digits-linear",
             "logistic regression on digits (honest model)",
@@ -299,44 +308,50 @@ def corpus() -> list[Case]:
             (0.0, lb + 0.15),
             frozenset({"RA004"}),
         ),
-        # zero gradients: robaudit says so, attacks through a straight-through copy of the
-        # graph and adds Square; it must not report more than an adaptive BPDA-PGD finds
-        *[
+    ]
+
+
+def _quantization_cases(linf: Threat) -> list[Case]:
+    """Zero gradients: robaudit says so, attacks through a straight-through copy of the graph
+    and adds Square; it must not report more than an adaptive BPDA-PGD finds."""
+    return [
+        Case(
+            f"input-quantization-{t.norm}",
+            "input rounded to 4 levels inside forward: zero gradients",
+            _wrapped("quantize"),
+            t,
+            (0.0, _bpda_reference(t) + 0.05),
+            frozenset({"RA003"}),
+        )
+        for t in (linf, Threat("l2", 1.0))
+    ]
+
+
+def _coin_cases() -> list[Case]:
+    """Verdicts on a model that answers at random: P(misclassified) 0.45 everywhere must be
+    judged not broken (and clean-correct), and 0.45 clean but 0.55 at the edge of the ball
+    judged broken, on (nearly) every sample."""
+    return [
+        c
+        for t in (Threat("linf", 0.1), Threat("l2", 0.8))
+        for c in (
             Case(
-                f"input-quantization-{t.norm}",
-                "input rounded to 4 levels inside forward: zero gradients",
-                _wrapped("quantize"),
+                f"coin-0.45-{t.norm}",
+                "misclassified with probability 0.40 clean, at most 0.45 in the ball",
+                _coin(0.40, 0.45, t),
                 t,
-                (0.0, _bpda_reference(t) + 0.05),
-                frozenset({"RA003"}),
-            )
-            for t in (linf, Threat("l2", 1.0))
-        ],
-        # verdicts on a model that answers at random: P(misclassified) 0.45 everywhere must be
-        # judged not broken (and clean-correct), and 0.45 clean but 0.55 at the edge of the
-        # ball judged broken, on (nearly) every sample
-        *[
-            c
-            for t in (Threat("linf", 0.1), Threat("l2", 0.8))
-            for c in (
-                Case(
-                    f"coin-0.45-{t.norm}",
-                    "misclassified with probability 0.40 clean, at most 0.45 in the ball",
-                    _coin(0.40, 0.45, t),
-                    t,
-                    (59 / 60, 1.0),
-                    frozenset({"RA004"}),
-                ),
-                Case(
-                    f"coin-0.55-{t.norm}",
-                    "misclassified with probability 0.45 clean, 0.55 at the edge of the ball",
-                    _coin(0.45, 0.55, t),
-                    t,
-                    (0.0, 1 / 60),
-                    frozenset({"RA004"}),
-                ),
-            )
-        ],
+                (59 / 60, 1.0),
+                frozenset({"RA004"}),
+            ),
+            Case(
+                f"coin-0.55-{t.norm}",
+                "misclassified with probability 0.45 clean, 0.55 at the edge of the ball",
+                _coin(0.45, 0.55, t),
+                t,
+                (0.0, 1 / 60),
+                frozenset({"RA004"}),
+            ),
+        )
     ]
 
 

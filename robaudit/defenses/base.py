@@ -12,7 +12,7 @@ real transform forward, a differentiable approximation backward) where it is not
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar, Literal
+from typing import ClassVar, Generic, Literal, TypeVar, cast
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -27,8 +27,18 @@ class DefenseParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Defense(ABC):
-    """One defense. Subclasses set the class variables and implement :meth:`apply`."""
+P = TypeVar("P", bound=DefenseParams)
+
+
+class Defense(ABC, Generic[P]):
+    """One defense. Subclasses set the class variables and implement :meth:`apply`; the type
+    argument is their ``Params`` class, so ``self.params`` is typed without a cast.
+
+    ``needs_image`` marks a defense that only works on images: inputs of rank 3 (C x H x W,
+    batches N x C x H x W), e.g. JPEG or a spatial filter. Read it from the class, as in
+    ``defense_registry()[name].needs_image``, to refuse such a defense for a model with
+    another input rank (tabular ``[F]``, sequences ``[C, T]``) before anything runs.
+    """
 
     name: ClassVar[str]
     summary: ClassVar[str]
@@ -36,9 +46,10 @@ class Defense(ABC):
     Params: ClassVar[type[DefenseParams]] = DefenseParams
     differentiable: ClassVar[bool] = True  # exact gradients flow through apply()
     randomized: ClassVar[bool] = False  # apply() draws fresh randomness on every call
+    needs_image: ClassVar[bool] = False  # apply() needs N x C x H x W batches
 
-    def __init__(self, params: DefenseParams | None = None) -> None:
-        self.params = params if params is not None else self.Params()
+    def __init__(self, params: P | None = None) -> None:
+        self.params: P = params if params is not None else cast(P, self.Params())
 
     @abstractmethod
     def apply(self, x: torch.Tensor) -> torch.Tensor:

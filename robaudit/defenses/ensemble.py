@@ -59,7 +59,7 @@ class EnsembleModule(nn.Module):
 
 
 @register
-class Ensemble(Defense):
+class Ensemble(Defense[EnsembleParams]):
     """The audited model plus ``members``, combined by mean logits, mean probabilities or vote."""
 
     name = "ensemble"
@@ -67,7 +67,7 @@ class Ensemble(Defense):
     paper = "Tramèr et al. 2018 (ensembles); Athalye et al. 2018 (attacking the whole)"
     Params = EnsembleParams
 
-    def __init__(self, params: DefenseParams | None = None, **kw: Any) -> None:
+    def __init__(self, params: EnsembleParams | None = None, **kw: Any) -> None:
         super().__init__(params)
         self._loaded: list[nn.Module] | None = kw.get("modules")
 
@@ -75,14 +75,12 @@ class Ensemble(Defense):
         return x
 
     def label(self) -> str:
-        assert isinstance(self.params, EnsembleParams)
         names = ", ".join(Path(m).stem for m in self.params.members)
         return f"ensemble({self.params.combine}: model, {names})"
 
     def wrap_model(self, module: nn.Module) -> nn.Module:
         from robaudit.loading.model import load_model
 
-        assert isinstance(self.params, EnsembleParams)
         if self._loaded is None:
             self._loaded = [
                 load_model(m, arch=self.params.member_arch).module.eval()

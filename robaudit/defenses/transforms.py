@@ -17,7 +17,7 @@ class JpegParams(DefenseParams):
 
 
 @register
-class Jpeg(Defense):
+class Jpeg(Defense[JpegParams]):
     """JPEG compression of the input: quantizes DCT coefficients, not differentiable."""
 
     name = "jpeg"
@@ -25,6 +25,7 @@ class Jpeg(Defense):
     paper = "Guo et al. 2018, 'Countering Adversarial Images using Input Transformations'"
     Params = JpegParams
     differentiable = False
+    needs_image = True
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         # Pillow's codec, image by image on the CPU (torchvision's JPEG I/O is deprecated);
@@ -34,7 +35,6 @@ class Jpeg(Defense):
         import numpy as np
         from PIL import Image
 
-        assert isinstance(self.params, JpegParams)
         if x.shape[1] not in (1, 3):
             raise ValueError(f"jpeg needs 1 or 3 channels, the input has {x.shape[1]}")
         u8 = (x.detach().clamp(0, 1) * 255).round().to("cpu", torch.uint8).numpy()
@@ -53,7 +53,7 @@ class BitDepthParams(DefenseParams):
 
 
 @register
-class BitDepth(Defense):
+class BitDepth(Defense[BitDepthParams]):
     """Rounds each pixel to 2**bits levels: zero gradients almost everywhere."""
 
     name = "bit-depth"
@@ -63,7 +63,6 @@ class BitDepth(Defense):
     differentiable = False
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
-        assert isinstance(self.params, BitDepthParams)
         levels = 2**self.params.bits - 1
         return torch.round(x.clamp(0, 1) * levels) / levels
 
@@ -73,16 +72,16 @@ class MedianParams(DefenseParams):
 
 
 @register
-class Median(Defense):
+class Median(Defense[MedianParams]):
     """Spatial median filter (reflect padding); gradients flow to the selected pixels."""
 
     name = "median"
     summary = "Median filter (spatial smoothing; exact gradients through the selected pixels)"
     paper = "Xu, Evans & Qi 2018, 'Feature Squeezing'"
     Params = MedianParams
+    needs_image = True
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
-        assert isinstance(self.params, MedianParams)
         k = self.params.kernel
         if k % 2 == 0:
             raise ValueError(f"median kernel must be odd, got {k}")
@@ -98,16 +97,16 @@ class BlurParams(DefenseParams):
 
 
 @register
-class GaussianBlur(Defense):
+class GaussianBlur(Defense[BlurParams]):
     """Gaussian blur by a separable convolution: differentiable, attacked exactly."""
 
     name = "gaussian-blur"
     summary = "Gaussian blur (differentiable: exact gradients)"
     paper = "spatial smoothing baseline (Xu, Evans & Qi 2018)"
     Params = BlurParams
+    needs_image = True
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
-        assert isinstance(self.params, BlurParams)
         s = self.params.sigma
         r = max(1, math.ceil(3 * s))
         t = torch.arange(-r, r + 1, device=x.device, dtype=x.dtype)
@@ -129,7 +128,7 @@ class ResizePadParams(DefenseParams):
 
 
 @register
-class RandomResizePad(Defense):
+class RandomResizePad(Defense[ResizePadParams]):
     """Random upscaling then random zero padding to a fixed size, resized back: random and
     differentiable, so an adaptive attacker uses EOT (Athalye et al. 2018)."""
 
@@ -138,9 +137,9 @@ class RandomResizePad(Defense):
     paper = "Xie et al. 2018, 'Mitigating Adversarial Effects Through Randomization'"
     Params = ResizePadParams
     randomized = True
+    needs_image = True
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
-        assert isinstance(self.params, ResizePadParams)
         n, c, h, w = x.shape
         big = max(h + 1, math.floor(h * self.params.max_scale))
         size = int(torch.randint(h, big, (1,)).item())
@@ -157,7 +156,7 @@ class NoiseParams(DefenseParams):
 
 
 @register
-class GaussianNoise(Defense):
+class GaussianNoise(Defense[NoiseParams]):
     """Fresh Gaussian noise on every forward pass (clipped to [0, 1]): randomized."""
 
     name = "gaussian-noise"
@@ -167,5 +166,4 @@ class GaussianNoise(Defense):
     randomized = True
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
-        assert isinstance(self.params, NoiseParams)
         return (x + self.params.sigma * torch.randn_like(x)).clamp(0, 1)

@@ -3,8 +3,9 @@ distillation, then the same audit of the original and the hardened model side by
 
 Modules, one job each: :mod:`~robaudit.harden.options` (settings and their checks),
 :mod:`~robaudit.harden.data` (train / held-out split), :mod:`~robaudit.harden.methods` (one
-batch loss per method), :mod:`~robaudit.harden.trainer` (the loop, checkpoints, model
-selection, the log), :mod:`~robaudit.harden.export` (model files), :mod:`~robaudit.harden.compare`
+batch loss per method), :mod:`~robaudit.harden.trainer` (the loop and model selection),
+:mod:`~robaudit.harden.records` (epoch records, the log), :mod:`~robaudit.harden.checkpoints`
+(``--resume``), :mod:`~robaudit.harden.export` (model files), :mod:`~robaudit.harden.compare`
 (compare.json / compare.html) and :mod:`~robaudit.harden.api` (:func:`harden_model`, what
 ``robaudit harden`` calls).
 

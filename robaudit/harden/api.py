@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from robaudit.api import Report
+    from robaudit.config import Config
 
 MAX_SEED = 2**32 - 1  # numpy's RandomState (the held-out split) takes seeds up to this
 AUDIT_FOLDERS = {"original": "audit-original", "hardened": "audit-hardened"}
@@ -111,18 +112,12 @@ def harden_model(
     ``compare.html`` and both audits' reports. ``on_batch(BatchStats)`` and
     ``on_epoch(EpochRecord)`` are progress callbacks.
     """
-    from robaudit.api import resolve_config, scan, state_sha256
+    from robaudit.api import resolve_config
     from robaudit.classifier import resolve_device
-    from robaudit.fitting import fit_config, needs_fit, probe_num_classes
-    from robaudit.loading.data import peek_input_shape
-    from robaudit.loading.model import load_model
 
     opts = options or HardenOptions()
     check_options(opts)
-    if samples is not None and (isinstance(samples, bool) or samples <= 0):
-        raise UserInputError(f"--samples {samples}: give a positive number of samples")
-    if seed is not None and (isinstance(seed, bool) or not 0 <= seed <= MAX_SEED):
-        raise UserInputError(f"--seed {seed}: give a whole number from 0 to {MAX_SEED}")
+    _check_numbers(samples, seed)
     cfg, config_path = resolve_config(config)
     config_name = config_path or "config"
     check_audit_split(cfg, config_name)
@@ -131,33 +126,8 @@ def harden_model(
     check_out(out_dir, resume)
     dev = resolve_device(device or cfg.engine.device)
     run_seed = cfg.seed if seed is None else seed
-
-    if isinstance(model, nn.Module):
-        module = copy.deepcopy(model)
-        name, sha = f"<in-memory {type(model).__qualname__}>", state_sha256(model)
-    elif isinstance(model, (str, os.PathLike)):
-        loaded = load_model(
-            Path(model), arch=cfg.model.arch, arch_kwargs=cfg.model.arch_kwargs,
-            trust_model=trust_model,
-        )
-        if loaded.format == "onnx":
-            raise ModelLoadError(
-                f"{model}: an ONNX model cannot be trained (onnxruntime gives no gradients for its "
-                "weights); harden a TorchScript file, a state_dict with model.arch or a .pt2 program"
-            )
-        module, name, sha = loaded.module, str(model), loaded.sha256
-    else:
-        raise UserInputError(
-            f"model must be a checkpoint path or a torch.nn.Module, not {type(model).__name__}"
-        )
-
-    if needs_fit(cfg):  # a preset: shape from the training data, classes from the model
-        shape = cfg.model.input_shape or peek_input_shape(source, "train")
-        classes = cfg.model.num_classes or probe_num_classes(module, shape, cfg.model.bounds, name)
-        cfg, _ = fit_config(
-            cfg, input_shape=shape, num_classes=classes, shape_from=f"the data ({source})",
-            source=config_name,
-        )
+    module, name, sha = _load_module(model, cfg, trust_model)
+    cfg = _fit(cfg, module, source, name, config_name)
     threat = training_threat(cfg, opts)
     data = load_training_data(
         cfg, source, holdout=opts.holdout, samples=opts.train_samples, seed=run_seed
@@ -185,11 +155,72 @@ def harden_model(
     files["checkpoints"] = out_dir / CHECKPOINT_DIR
     if not audit:
         return HardenResult(out_dir, opts.method, threat, files, outcome, notes=tuple(notes))
-
     audit_kwargs: dict[str, Any] = {
         "config": config if config_path is not None else cfg,  # each audit fits it again
         "device": device, "samples": samples, "seed": seed, "progress": progress,
     }
+    result = HardenResult(out_dir, opts.method, threat, files, outcome, notes=tuple(notes))
+    return _audit_both(result, model, trust_model, audit_kwargs, opts, data, config_path)
+
+
+def _check_numbers(samples: int | None, seed: int | None) -> None:
+    if samples is not None and (isinstance(samples, bool) or samples <= 0):
+        raise UserInputError(f"--samples {samples}: give a positive number of samples")
+    if seed is not None and (isinstance(seed, bool) or not 0 <= seed <= MAX_SEED):
+        raise UserInputError(f"--seed {seed}: give a whole number from 0 to {MAX_SEED}")
+
+
+def _load_module(
+    model: str | os.PathLike[str] | nn.Module, cfg: Config, trust_model: bool
+) -> tuple[nn.Module, str, str]:
+    """The module to train (a copy of an in-memory one), its name and its sha256."""
+    from robaudit.api import state_sha256
+    from robaudit.loading.model import load_model
+
+    if isinstance(model, nn.Module):
+        return copy.deepcopy(model), f"<in-memory {type(model).__qualname__}>", state_sha256(model)
+    if not isinstance(model, (str, os.PathLike)):
+        raise UserInputError(
+            f"model must be a checkpoint path or a torch.nn.Module, not {type(model).__name__}"
+        )
+    loaded = load_model(
+        Path(model), arch=cfg.model.arch, arch_kwargs=cfg.model.arch_kwargs,
+        trust_model=trust_model,
+    )
+    if loaded.format == "onnx":
+        raise ModelLoadError(
+            f"{model}: an ONNX model cannot be trained (onnxruntime gives no gradients for its "
+            "weights); harden a TorchScript file, a state_dict with model.arch or a .pt2 program"
+        )
+    return loaded.module, str(model), loaded.sha256
+
+
+def _fit(cfg: Config, module: nn.Module, source: str, name: str, config_name: str) -> Config:
+    """A preset: shape from the training data, classes from the model; else ``cfg`` itself."""
+    from robaudit.fitting import fit_config, needs_fit, probe_num_classes
+    from robaudit.loading.data import peek_input_shape
+
+    if not needs_fit(cfg):
+        return cfg
+    shape = cfg.model.input_shape or peek_input_shape(source, "train")
+    classes = cfg.model.num_classes or probe_num_classes(module, shape, cfg.model.bounds, name)
+    fitted, _ = fit_config(
+        cfg, input_shape=shape, num_classes=classes, shape_from=f"the data ({source})",
+        source=config_name,
+    )
+    return fitted
+
+
+def _audit_both(
+    trained: HardenResult, model: str | os.PathLike[str] | nn.Module, trust_model: bool,
+    audit_kwargs: dict[str, Any], opts: HardenOptions, data: TrainingData,
+    config_path: str | None,
+) -> HardenResult:
+    """Audit the original and the hardened model alike, save both reports and the comparison."""
+    from robaudit.api import scan
+    from robaudit.harden.compare import write_compare
+
+    out_dir, files, threat, outcome = trained.out, trained.files, trained.threat, trained.training
     original = scan(model, trust_model=trust_model, **audit_kwargs)
     hardened = scan(files["torchscript"], **audit_kwargs)
     for key, report in (("original", original), ("hardened", hardened)):
@@ -199,10 +230,8 @@ def harden_model(
     training_data = {
         "source": data.source, "split": data.split, "train": data.n_train, "heldout": data.n_held,
     }
-    doc = _compare(original, hardened, opts, threat, outcome, training_data, files, notes,
-                   config_path, out_dir)
-    from robaudit.harden.compare import write_compare
-
+    doc = _compare(original, hardened, opts, threat, outcome, training_data, files,
+                   list(trained.notes), config_path, out_dir)
     written = write_compare(doc, out_dir)
     files["compare_json"], files["compare_html"] = written["json"], written["html"]
     return HardenResult(

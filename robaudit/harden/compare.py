@@ -72,51 +72,7 @@ def compare_document(
     """Both audits side by side: clean and robust accuracy per threat, deltas, per-attack
     diagnostics, findings, and the training log."""
     a, b = original.to_dict(), hardened.to_dict()
-    threats = []
-    b_threats = {_threat_key(t): t for t in b["threats"]}
-    for t in a["threats"]:
-        u = b_threats.get(_threat_key(t))
-        if u is None:
-            continue
-        threats.append(
-            {
-                "variant": t.get("variant", "model"), "key": t["key"], "access": t["access"],
-                "norm": t["norm"], "eps": t["eps"], "eps_label": t["eps_label"], "n": t.get("n"),
-                "original": {"robust_accuracy": t["robust_accuracy"], "ci": t.get("ci")},
-                "hardened": {"robust_accuracy": u["robust_accuracy"], "ci": u.get("ci")},
-                "delta": _delta(t["robust_accuracy"], u["robust_accuracy"]),
-            }
-        )
-    attacks = []
-    b_attacks = {(r["variant"], r["attack_index"], r["threat_key"]): r for r in b["attacks"]}
-    for r in a["attacks"]:
-        s = b_attacks.get((r["variant"], r["attack_index"], r["threat_key"]))
-        if s is None:
-            continue
-        loss = (r.get("params") or {}).get("loss")
-        attacks.append(
-            {
-                "variant": r["variant"], "attack": r["attack"], "attack_index": r["attack_index"],
-                "loss": loss, "threat_key": r["threat_key"], "norm": r["norm"], "eps": r["eps"],
-                "eps_label": r["eps_label"],
-                "original": _attack_side(r), "hardened": _attack_side(s),
-                "delta": _delta(_attack_acc(r), _attack_acc(s)),
-            }
-        )
-    attacks.sort(key=lambda r: (r["variant"], r["norm"], r["eps"], r["attack_index"]))
-    ids_a = {f["id"] for f in a["findings"] if not f.get("resolved")}
-    ids_b = {f["id"] for f in b["findings"]}
-    new = sorted(ids_b - {f["id"] for f in a["findings"]})
-    masking = [i for i in new if i in MASKING_FINDINGS]
-    if masking:
-        notes = [
-            *notes,
-            f"the hardened model raises gradient-masking findings the original did not "
-            f"({', '.join(masking)}): part of its robustness against cross-entropy attacks is "
-            "not real; trust the worst case over all attacks (margin loss included), not "
-            "the cross-entropy rows",
-        ]
-    records = [asdict(r) for r in training.records]
+    findings, notes = _findings(a, b, notes)
     return {
         "format": COMPARE_FORMAT,
         "robaudit_version": robaudit.__version__,
@@ -136,31 +92,99 @@ def compare_document(
         },
         "score": {"original": a["score"], "hardened": b["score"],
                   "delta": _delta(a["score"], b["score"])},
-        "threats": threats,
-        "attacks": attacks,
-        "findings": {
-            "original": a["findings"],
-            "hardened": b["findings"],
-            "new_in_hardened": new,
-            "gone_in_hardened": sorted(ids_a - ids_b),
-        },
-        "training": {
-            "data": training_data,
-            "epochs_run": len(records),
-            "best_epoch": training.best_epoch,
-            "selected_by": selection_rule(method),
-            "stopped": training.stopped,
-            "catastrophic_overfitting": {
-                "checked": method == "fast-at",
-                "detected": training.catastrophic_epoch is not None,
-                "epoch": training.catastrophic_epoch,
-            },
-            "resumed_from": training.resumed_from,
-            "seconds": training.seconds,
-            "log": records,
-        },
+        "threats": _threat_rows(a, b),
+        "attacks": _attack_rows(a, b),
+        "findings": findings,
+        "training": _training(method, training, training_data),
         "files": files,
         "notes": notes,
+    }
+
+
+def _threat_rows(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
+    """Robust accuracy of each threat both audits ran, and its change."""
+    threats = []
+    b_threats = {_threat_key(t): t for t in b["threats"]}
+    for t in a["threats"]:
+        u = b_threats.get(_threat_key(t))
+        if u is None:
+            continue
+        threats.append(
+            {
+                "variant": t.get("variant", "model"), "key": t["key"], "access": t["access"],
+                "norm": t["norm"], "eps": t["eps"], "eps_label": t["eps_label"], "n": t.get("n"),
+                "original": {"robust_accuracy": t["robust_accuracy"], "ci": t.get("ci")},
+                "hardened": {"robust_accuracy": u["robust_accuracy"], "ci": u.get("ci")},
+                "delta": _delta(t["robust_accuracy"], u["robust_accuracy"]),
+            }
+        )
+    return threats
+
+
+def _attack_rows(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each attack row both audits have, side by side, sorted by variant, norm, eps, entry."""
+    attacks = []
+    b_attacks = {(r["variant"], r["attack_index"], r["threat_key"]): r for r in b["attacks"]}
+    for r in a["attacks"]:
+        s = b_attacks.get((r["variant"], r["attack_index"], r["threat_key"]))
+        if s is None:
+            continue
+        loss = (r.get("params") or {}).get("loss")
+        attacks.append(
+            {
+                "variant": r["variant"], "attack": r["attack"], "attack_index": r["attack_index"],
+                "loss": loss, "threat_key": r["threat_key"], "norm": r["norm"], "eps": r["eps"],
+                "eps_label": r["eps_label"],
+                "original": _attack_side(r), "hardened": _attack_side(s),
+                "delta": _delta(_attack_acc(r), _attack_acc(s)),
+            }
+        )
+    attacks.sort(key=lambda r: (r["variant"], r["norm"], r["eps"], r["attack_index"]))
+    return attacks
+
+
+def _findings(
+    a: dict[str, Any], b: dict[str, Any], notes: list[str]
+) -> tuple[dict[str, Any], list[str]]:
+    """Both audits' findings, which are new and which are gone; the notes, plus a warning
+    when hardening brought gradient-masking findings (robustness that is not real)."""
+    ids_a = {f["id"] for f in a["findings"] if not f.get("resolved")}
+    ids_b = {f["id"] for f in b["findings"]}
+    new = sorted(ids_b - {f["id"] for f in a["findings"]})
+    masking = [i for i in new if i in MASKING_FINDINGS]
+    if masking:
+        notes = [
+            *notes,
+            f"the hardened model raises gradient-masking findings the original did not "
+            f"({', '.join(masking)}): part of its robustness against cross-entropy attacks is "
+            "not real; trust the worst case over all attacks (margin loss included), not "
+            "the cross-entropy rows",
+        ]
+    findings = {
+        "original": a["findings"],
+        "hardened": b["findings"],
+        "new_in_hardened": new,
+        "gone_in_hardened": sorted(ids_a - ids_b),
+    }
+    return findings, notes
+
+
+def _training(method: str, training: TrainOutcome, training_data: dict[str, Any]) -> dict[str, Any]:
+    records = [asdict(r) for r in training.records]
+    return {
+        "data": training_data,
+        "epochs_run": len(records),
+        "best_epoch": training.best_epoch,
+        "selected_by": selection_rule(method),
+        "stopped": training.stopped,
+        "catastrophic_overfitting": {
+            "checked": method == "fast-at",
+            "detected": training.catastrophic_epoch is not None,
+            "epoch": training.catastrophic_epoch,
+        },
+        "resumed_from": training.resumed_from,
+        "seconds": training.seconds,
+        "log": records,
     }
 
 

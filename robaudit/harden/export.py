@@ -48,7 +48,7 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
 
 
 def save_model(
-    module: nn.Module, out: Path, input_shape: tuple[int, int, int]
+    module: nn.Module, out: Path, input_shape: tuple[int, ...]
 ) -> tuple[dict[str, Path], list[str]]:
     """Write ``model.pt``, ``model.pt2`` and ``state_dict.pt`` into ``out``.
 

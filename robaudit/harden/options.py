@@ -167,8 +167,7 @@ def training_threat(cfg: Config, opts: HardenOptions) -> Threat:
         norm = norm or default.norm
         eps = eps if eps is not None else default.eps
     lo, hi = cfg.model.bounds
-    c, h, w = cfg.model.shape
-    limit = norms.get(norm).covering_radius(hi - lo, c * h * w)
+    limit = norms.get(norm).covering_radius(hi - lo, math.prod(cfg.model.shape))  # any rank
     if not 0 < eps <= limit:
         raise UserInputError(
             f"--eps {eps:g}: a {norm} budget must be > 0 and at most {limit:g} "

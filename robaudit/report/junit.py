@@ -104,74 +104,22 @@ def _threat_lines(doc: dict[str, Any]) -> list[str]:
 def render_junit(doc: dict[str, Any]) -> str:
     """The gate of one report as a JUnit XML document (one suite)."""
     gate = doc.get("gate") or {}
-    failures = [f for f in gate.get("failures") or [] if isinstance(f, dict)]
-    by_criterion: dict[str, list[dict[str, Any]]] = {}
-    for f in failures:
-        by_criterion.setdefault(str(f.get("criterion")), []).append(f)
-    meta, model, data = doc.get("meta") or {}, doc.get("model") or {}, doc.get("data") or {}
-    duration = _num(meta.get("duration_seconds"))
+    meta = doc.get("meta") or {}
     suite = ET.Element("testsuite", {"name": "robaudit gate"})
-    props = ET.SubElement(suite, "properties")
-    for name, value in (
-        ("model.path", model.get("path")), ("model.sha256", model.get("sha256")),
-        ("data.source", data.get("source")), ("data.split", data.get("split")),
-        ("data.samples", data.get("samples")), ("score", doc.get("score")),
-        ("grade", doc.get("grade")), ("gate.passed", gate.get("passed")),
-        ("robaudit_version", doc.get("robaudit_version")),
-        ("schema_version", doc.get("schema_version")),
-    ):
-        _property(props, name, value)
-
-    done: set[str] = set()
-    for crit in gate.get("checked") or []:
-        crit = str(crit)
-        if crit == STRICT or crit in done:
-            continue
-        done.add(crit)
-        case = _case(suite, "robaudit.gate", crit)
-        for f in by_criterion.get(crit, []):
-            ET.SubElement(case, "failure", {"message": xml_text(failure_message(f)), "type": "gate"}).text = (
-                xml_text(f.get("detail"))
-            )
-    for crit, fs in by_criterion.items():  # failures of criteria the gate did not list as checked
-        if crit in done or crit.startswith("finding "):
-            continue
-        case = _case(suite, "robaudit.gate", crit)
-        for f in fs:
-            ET.SubElement(case, "failure", {"message": xml_text(failure_message(f)), "type": "gate"}).text = (
-                xml_text(f.get("detail"))
-            )
+    _properties(suite, doc)
+    _gate_cases(suite, gate)
     if strict_mode(doc):
         for f in doc.get("findings") or []:
-            if not isinstance(f, dict):
-                continue
-            case = _case(suite, "robaudit.findings", f"{f.get('id')} {f.get('title')}")
-            failing = not f.get("resolved") and f.get("severity") in _failing_severities(doc)
-            if failing:
-                msg = f"unresolved {f.get('severity')}: {f.get('title')} ({f.get('detail')})"
-                ET.SubElement(case, "failure", {"message": xml_text(msg), "type": "finding"}).text = (
-                    xml_text(f.get("detail"))
-                )
-            else:
-                state = f"resolved: {f.get('reaction')}" if f.get("resolved") else str(f.get("severity"))
-                ET.SubElement(case, "system-out").text = xml_text(f"{state}; {f.get('detail')}")
+            if isinstance(f, dict):
+                _finding_case(suite, f, _failing_severities(doc))
     if doc.get("incomplete"):
-        case = _case(suite, "robaudit.run", "run completed")
-        ET.SubElement(
-            case, "error",
-            {"message": "the run stopped before every planned attack finished; numbers may overstate robustness"},
-        ).text = xml_text(
-            "; ".join(
-                [str((doc.get("partial") or {}).get("reason", "stopped"))]
-                + [unrun_text(doc.get("partial") or {})]
-                + [f"not run: {u['attack']} at {u['threat']}" for u in (doc.get("partial") or {}).get("unrun", [])]
-            )
-        )
+        _incomplete_case(suite, doc.get("partial") or {})
     cases = suite.findall("testcase")
     if not cases:
         case = _case(suite, "robaudit.gate", "gate")
         ET.SubElement(case, "system-out").text = "no gate criteria were configured"
         cases = [case]
+    duration = _num(meta.get("duration_seconds"))
     suite.set("tests", str(len(cases)))
     suite.set("failures", str(sum(1 for c in cases if c.find("failure") is not None)))
     suite.set("errors", str(sum(1 for c in cases if c.find("error") is not None)))
@@ -188,3 +136,73 @@ def render_junit(doc: dict[str, Any]) -> str:
     root.append(suite)
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def _properties(suite: ET.Element, doc: dict[str, Any]) -> None:
+    """What was audited and the verdict, as suite properties."""
+    gate, model, data = doc.get("gate") or {}, doc.get("model") or {}, doc.get("data") or {}
+    props = ET.SubElement(suite, "properties")
+    for name, value in (
+        ("model.path", model.get("path")), ("model.sha256", model.get("sha256")),
+        ("data.source", data.get("source")), ("data.split", data.get("split")),
+        ("data.samples", data.get("samples")), ("score", doc.get("score")),
+        ("grade", doc.get("grade")), ("gate.passed", gate.get("passed")),
+        ("robaudit_version", doc.get("robaudit_version")),
+        ("schema_version", doc.get("schema_version")),
+    ):
+        _property(props, name, value)
+
+
+def _gate_cases(suite: ET.Element, gate: dict[str, Any]) -> None:
+    """One case per checked criterion, then one per failed criterion the gate did not list."""
+    by_criterion: dict[str, list[dict[str, Any]]] = {}
+    for f in gate.get("failures") or []:
+        if isinstance(f, dict):
+            by_criterion.setdefault(str(f.get("criterion")), []).append(f)
+    done: set[str] = set()
+    for crit in gate.get("checked") or []:
+        crit = str(crit)
+        if crit == STRICT or crit in done:
+            continue
+        done.add(crit)
+        _gate_case(suite, crit, by_criterion.get(crit, []))
+    for crit, fs in by_criterion.items():
+        if crit in done or crit.startswith("finding "):
+            continue
+        _gate_case(suite, crit, fs)
+
+
+def _gate_case(suite: ET.Element, crit: str, failures: list[dict[str, Any]]) -> None:
+    case = _case(suite, "robaudit.gate", crit)
+    for f in failures:
+        ET.SubElement(case, "failure", {"message": xml_text(failure_message(f)), "type": "gate"}).text = (
+            xml_text(f.get("detail"))
+        )
+
+
+def _finding_case(suite: ET.Element, f: dict[str, Any], failing_severities: tuple[str, ...]) -> None:
+    """A finding as a case: failed when it is unresolved at a severity the gate fails on."""
+    case = _case(suite, "robaudit.findings", f"{f.get('id')} {f.get('title')}")
+    if not f.get("resolved") and f.get("severity") in failing_severities:
+        msg = f"unresolved {f.get('severity')}: {f.get('title')} ({f.get('detail')})"
+        ET.SubElement(case, "failure", {"message": xml_text(msg), "type": "finding"}).text = (
+            xml_text(f.get("detail"))
+        )
+    else:
+        state = f"resolved: {f.get('reaction')}" if f.get("resolved") else str(f.get("severity"))
+        ET.SubElement(case, "system-out").text = xml_text(f"{state}; {f.get('detail')}")
+
+
+def _incomplete_case(suite: ET.Element, partial: dict[str, Any]) -> None:
+    """A run that stopped early is an error case: its numbers may overstate robustness."""
+    case = _case(suite, "robaudit.run", "run completed")
+    ET.SubElement(
+        case, "error",
+        {"message": "the run stopped before every planned attack finished; numbers may overstate robustness"},
+    ).text = xml_text(
+        "; ".join(
+            [str(partial.get("reason", "stopped"))]
+            + [unrun_text(partial)]
+            + [f"not run: {u['attack']} at {u['threat']}" for u in partial.get("unrun", [])]
+        )
+    )

@@ -60,6 +60,30 @@ def _f(v: float) -> str:
     return f"{v:.2f}"
 
 
+@dataclass(frozen=True)
+class _Frame:
+    """The chart's size and data ranges: maps data coordinates to SVG coordinates."""
+
+    width: int
+    height: int
+    x_max: float
+    y_top: float
+
+    @property
+    def plot_w(self) -> float:
+        return self.width - MARGIN_LEFT - MARGIN_RIGHT
+
+    @property
+    def plot_h(self) -> float:
+        return self.height - MARGIN_TOP - MARGIN_BOTTOM
+
+    def sx(self, x: float) -> float:
+        return MARGIN_LEFT + (x / self.x_max) * self.plot_w
+
+    def sy(self, y: float) -> float:
+        return MARGIN_TOP + (1.0 - min(1.0, max(0.0, y / self.y_top))) * self.plot_h
+
+
 def line_chart(
     series: Sequence[Series],
     *,
@@ -78,30 +102,30 @@ def line_chart(
     """
     xs = [p.x for s in series for p in s.points if math.isfinite(p.x)]
     x_ticks = nice_ticks(max(xs, default=0.0))
-    x_max = x_ticks[-1]
-    plot_w = width - MARGIN_LEFT - MARGIN_RIGHT
-    plot_h = height - MARGIN_TOP - MARGIN_BOTTOM
-
-    def sx(x: float) -> float:
-        return MARGIN_LEFT + (x / x_max) * plot_w
-
     y_ticks = nice_ticks(y_max, 4) if y_max is not None else [0.0, 0.25, 0.5, 0.75, 1.0]
-    y_top = y_ticks[-1]
-
-    def sy(y: float) -> float:
-        return MARGIN_TOP + (1.0 - min(1.0, max(0.0, y / y_top))) * plot_h
-
+    frame = _Frame(width, height, x_ticks[-1], y_ticks[-1])
     parts: list[str] = [
         f'<svg class="chart" viewBox="0 0 {width} {height}" '
         f'width="{width}" height="{height}" role="img">',
         f"<title>{escape(title)}</title>",
     ]
-    # grid and y axis (0–100%, or 0–y_max)
+    parts.extend(_axes(frame, x_ticks, y_ticks, percent=y_max is None))
+    parts.extend(_labels(frame, x_label, y_label))
+    for i, s in enumerate(series):
+        parts.extend(_series(frame, s, i))
+    parts.append("</svg>")
+    return Markup("\n".join(parts))
+
+
+def _axes(frame: _Frame, x_ticks: list[float], y_ticks: list[float], *, percent: bool) -> list[str]:
+    """Grid and y axis (0–100%, or 0 to the top tick), x ticks, and both axis lines."""
+    sx, sy, right = frame.sx, frame.sy, frame.width - MARGIN_RIGHT
+    parts = []
     for tick in y_ticks:
         y = sy(tick)
-        text = f"{round(100 * tick)}%" if y_max is None else escape(_fmt_tick(tick))
+        text = f"{round(100 * tick)}%" if percent else escape(_fmt_tick(tick))
         parts.append(
-            f'<line class="grid" x1="{_f(MARGIN_LEFT)}" y1="{_f(y)}" x2="{_f(width - MARGIN_RIGHT)}" '
+            f'<line class="grid" x1="{_f(MARGIN_LEFT)}" y1="{_f(y)}" x2="{_f(right)}" '
             f'y2="{_f(y)}"/>'
         )
         parts.append(
@@ -117,45 +141,49 @@ def line_chart(
             f"{escape(_fmt_tick(t))}</text>"
         )
     parts.append(
-        f'<line class="axis" x1="{_f(MARGIN_LEFT)}" y1="{_f(sy(0))}" x2="{_f(width - MARGIN_RIGHT)}" '
+        f'<line class="axis" x1="{_f(MARGIN_LEFT)}" y1="{_f(sy(0))}" x2="{_f(right)}" '
         f'y2="{_f(sy(0))}"/>'
     )
     parts.append(
         f'<line class="axis" x1="{_f(MARGIN_LEFT)}" y1="{_f(sy(1))}" x2="{_f(MARGIN_LEFT)}" '
         f'y2="{_f(sy(0))}"/>'
     )
+    return parts
+
+
+def _labels(frame: _Frame, x_label: str, y_label: str) -> list[str]:
+    return [
+        f'<text class="label" x="{_f(MARGIN_LEFT + frame.plot_w / 2)}" y="{frame.height - 8}" '
+        f'text-anchor="middle">{escape(x_label)}</text>',
+        f'<text class="label" transform="translate(14 {_f(MARGIN_TOP + frame.plot_h / 2)}) rotate(-90)" '
+        f'text-anchor="middle">{escape(y_label)}</text>',
+    ]
+
+
+def _series(frame: _Frame, s: Series, i: int) -> list[str]:
+    """The ``i``-th series: its legend entry, its polyline, and each point with tooltip and CI."""
+    colour = PALETTE[i % len(PALETTE)]
+    pts = sorted((p for p in s.points if math.isfinite(p.x) and math.isfinite(p.y)), key=lambda p: p.x)
+    lx, ly = MARGIN_LEFT + (i % 3) * 150, 12 + (i // 3) * 14
+    parts = [
+        f'<g class="legend"><line x1="{lx}" y1="{ly}" x2="{lx + 18}" y2="{ly}" stroke="{colour}" '
+        f'stroke-width="2.5"/><text x="{lx + 24}" y="{ly + 4}">{escape(s.name)}</text></g>'
+    ]
+    if not pts:
+        return parts
+    sx, sy = frame.sx, frame.sy
+    coords = " ".join(f"{_f(sx(p.x))},{_f(sy(p.y))}" for p in pts)
     parts.append(
-        f'<text class="label" x="{_f(MARGIN_LEFT + plot_w / 2)}" y="{height - 8}" '
-        f'text-anchor="middle">{escape(x_label)}</text>'
+        f'<polyline class="series" fill="none" stroke="{colour}" stroke-width="2" points="{coords}"/>'
     )
-    parts.append(
-        f'<text class="label" transform="translate(14 {_f(MARGIN_TOP + plot_h / 2)}) rotate(-90)" '
-        f'text-anchor="middle">{escape(y_label)}</text>'
-    )
-    # series
-    for i, s in enumerate(series):
-        colour = PALETTE[i % len(PALETTE)]
-        pts = sorted((p for p in s.points if math.isfinite(p.x) and math.isfinite(p.y)), key=lambda p: p.x)
-        lx, ly = MARGIN_LEFT + (i % 3) * 150, 12 + (i // 3) * 14
-        parts.append(
-            f'<g class="legend"><line x1="{lx}" y1="{ly}" x2="{lx + 18}" y2="{ly}" stroke="{colour}" '
-            f'stroke-width="2.5"/><text x="{lx + 24}" y="{ly + 4}">{escape(s.name)}</text></g>'
-        )
-        if not pts:
-            continue
-        coords = " ".join(f"{_f(sx(p.x))},{_f(sy(p.y))}" for p in pts)
-        parts.append(
-            f'<polyline class="series" fill="none" stroke="{colour}" stroke-width="2" points="{coords}"/>'
-        )
-        for p in pts:
-            cx, cy = sx(p.x), sy(p.y)
-            g = [f'<g class="point"><title>{escape(p.tooltip)}</title>']
-            if p.ci is not None:
-                g.append(
-                    f'<line class="ci" x1="{_f(cx)}" y1="{_f(sy(p.ci[0]))}" x2="{_f(cx)}" '
-                    f'y2="{_f(sy(p.ci[1]))}" stroke="{colour}"/>'
-                )
-            g.append(f'<circle cx="{_f(cx)}" cy="{_f(cy)}" r="4" fill="{colour}"/></g>')
-            parts.append("".join(g))
-    parts.append("</svg>")
-    return Markup("\n".join(parts))
+    for p in pts:
+        cx, cy = sx(p.x), sy(p.y)
+        g = [f'<g class="point"><title>{escape(p.tooltip)}</title>']
+        if p.ci is not None:
+            g.append(
+                f'<line class="ci" x1="{_f(cx)}" y1="{_f(sy(p.ci[0]))}" x2="{_f(cx)}" '
+                f'y2="{_f(sy(p.ci[1]))}" stroke="{colour}"/>'
+            )
+        g.append(f'<circle cx="{_f(cx)}" cy="{_f(cy)}" r="4" fill="{colour}"/></g>')
+        parts.append("".join(g))
+    return parts
