@@ -263,9 +263,8 @@ def _checked(
         raise UserInputError(f"{model}: model file not found")
     max_drop = check_max_drop(max_drop, FLAGS.label("max_drop"))
     base = load_baseline(baseline) if baseline is not None else None
-    # a CI job's limit counts from the process start: so does the budget
-    control = budgeted(RunControl(started=process_started()), time_budget, FLAGS)
-    assert control is not None
+    control = RunControl(started=process_started())  # a CI job's limit counts from the process
+    budgeted(control, time_budget, FLAGS)  # start: so does the budget (set on control)
     return ScanInputs(cfg, config_path, base, max_drop), thread_choice, control
 
 
