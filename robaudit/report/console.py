@@ -1,15 +1,17 @@
-"""The terminal summary (rich): verdict, clean vs robust table, where the report went."""
+"""What ``robaudit scan`` prints (rich): the log header, the summary (verdict, clean vs robust
+table, where the report went) and the notice of a run that stopped early."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+import robaudit
 from robaudit.access import LEVELS as ACCESS_LEVELS
 from robaudit.baseline import points_text
 from robaudit.norms import REGISTRY as NORMS
@@ -19,9 +21,14 @@ from robaudit.report.notices import (
     grade_text,
     inferred_lines,
     protocol_line,
+    unrun_text,
     untrusted_line,
 )
 from robaudit.results import VARIANT
+
+if TYPE_CHECKING:
+    from robaudit.report.log import LogProgress
+    from robaudit.threads import ThreadChoice
 
 
 def _pct(v: float | None) -> str:
@@ -160,4 +167,27 @@ def print_baseline_line(base: dict[str, Any], console: Console) -> None:
         f"largest change [{colour}]{100 * worst['delta']:+.1f} points[/] at {escape(where)} "
         f"({noise}); allowed drop {points_text(float(base.get('max_drop_points') or 0))}",
         highlight=False,
+    )
+
+
+def log_scan_start(
+    log: LogProgress, model: Path, config: Path, out: Path, threads: ThreadChoice
+) -> None:
+    """A CI log's header: what is scanned with which config into where, on how many threads."""
+    log.header(
+        "scan_start",
+        f"robaudit {robaudit.__version__} · scan {model} · config {config} · "
+        f"out {out} · threads {threads.count} ({threads.source})",
+        model=str(model), config=str(config), out=str(out), threads=threads.count,
+    )
+
+
+def print_incomplete(inc: dict[str, Any], out: Path, console: Console) -> None:
+    """Why a run stopped early, what did not run, and how to finish it."""
+    console.print(
+        Text.assemble(
+            ("robaudit: incomplete: ", "yellow"),
+            f"{inc['reason']}; {unrun_text(inc)}; partial report in {out} (scan again "
+            "with --resume to finish)",
+        )
     )

@@ -1,11 +1,15 @@
-"""Terminal tables of the commands other than ``scan``: diff, attacks, selftest, harden.
+"""What the commands other than ``scan`` print: diff, attacks, selftest and harden tables,
+validate's and explain's lines, the files a command wrote.
 
 The CLI parses flags and calls the library; what the user reads is drawn here (the scan's own
-summary is robaudit.report.console), so cli.py holds no rendering.
+summary is robaudit.report.console, progress bars robaudit.report.terminal_bars), so the CLI
+holds no rendering.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -13,6 +17,9 @@ from rich.table import Table
 from rich.text import Text
 
 from robaudit.baseline import Comparison, points_text
+from robaudit.config import Config, fitted
+from robaudit.findings import FindingDoc
+from robaudit.profiles import PROFILES, summary
 
 
 def print_comparison(c: Comparison) -> None:
@@ -124,5 +131,41 @@ def print_harden_summary(result: Any, console: Console) -> None:
     )
     for note in result.notes:
         console.print(Text(f"Note: {note}"))
-    for name, path in result.files.items():
-        console.print(f"  {name:16s} → {path}", highlight=False, markup=False)
+    print_files(result.files, console, width=16)
+
+
+def print_files(files: Mapping[str, Any], console: Console, width: int) -> None:
+    """One line per file written: its kind, padded to ``width``, and its path."""
+    for name, path in files.items():
+        console.print(f"  {name:{width}s} → {path}", highlight=False, markup=False)
+
+
+def validation_lines(path: Path, cfg: Config) -> list[str]:
+    """``robaudit validate``: what the config holds; for one that leaves budgets to a profile,
+    which profile and the budgets it would give."""
+    threats = cfg.threats()
+    entries = f"{len(cfg.attacks)} attack entr{'y' if len(cfg.attacks) == 1 else 'ies'}"
+    shown = ", ".join(f"{t.access} {t.norm} {t.label}" for t in threats)
+    if fitted(cfg):
+        return [f"{path}: valid · {entries}, {len(threats)} threat(s): {shown}"]
+    names = list(PROFILES) if cfg.profile == "auto" else [cfg.profile]
+    how = "chosen by input size" if cfg.profile == "auto" else "set in the config"
+    head = (
+        f"{path}: valid · {entries}; budgets left out come from the profile {how} "
+        "(scan and `robaudit init --model M --data D` fit them)"
+        + (f"; fixed threats: {shown}" if threats else "")
+    )
+    return [head, *(f"  {summary(name)}" for name in names)]
+
+
+def catalog_lines(docs: Iterable[FindingDoc]) -> list[str]:
+    """``robaudit explain`` without an ID: one line per finding."""
+    return [f"{doc.id}  {doc.severity:7s}  {doc.title}" for doc in docs]
+
+
+def fitted_line(preset: str, model: Path, fit: Any) -> str:
+    """``robaudit init --model``: what the starter config was fitted to."""
+    return (
+        f"robaudit: fitted {preset} to {model}: input {list(fit.input_shape)}, "
+        f"{fit.num_classes} classes, {fit.profile} budgets"
+    )
