@@ -36,7 +36,8 @@ from robaudit.loading.model import LoadedModel
 from robaudit.plan import Plan, make_plan
 from robaudit.progress import Progress
 from robaudit.record import assemble, config_sha256, incomplete_state, run_meta
-from robaudit.results import Finding, RunResult, build_tables
+from robaudit.results import Finding, RunResult
+from robaudit.tables import build_tables
 from robaudit.threads import ThreadChoice
 from robaudit.variants import run_variants
 

@@ -31,11 +31,9 @@ from robaudit.results import (
     Finding,
     RunResult,
     ThreatRow,
-    confusion_rows,
-    minimal_norm_rows,
-    per_class_rows,
     wilson_interval,
 )
+from robaudit.tables import confusion_rows, minimal_norm_rows, per_class_rows
 
 Tables = tuple[
     tuple[ThreatRow, ...], tuple[AttackRow, ...], dict[str, dict[int, dict[str, Any]]]

@@ -37,7 +37,8 @@ from robaudit.entries import NON_ADAPTIVE_ID
 from robaudit.errors import RuntimeFailure
 from robaudit.loading.samples import Images
 from robaudit.progress import Progress
-from robaudit.results import AttackRow, ThreatRow, build_tables, wilson_interval
+from robaudit.results import AttackRow, ThreatRow, wilson_interval
+from robaudit.tables import build_tables
 from robaudit.verdicts import SequentialTest
 
 

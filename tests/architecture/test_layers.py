@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "robaudit.verification", "robaudit.outcomes", "robaudit.stored_cells", "robaudit.cell",
         "robaudit.minimal",
         "robaudit.engine",
-        "robaudit.results", "robaudit.integrity",
+        "robaudit.results", "robaudit.tables", "robaudit.integrity",
         "robaudit.variants", "robaudit.certify", "robaudit.scoring", "robaudit.evaluation",
         "robaudit.baseline", "robaudit.findings", "robaudit.documents", "robaudit.plan",
         "robaudit.judgement", "robaudit.record",

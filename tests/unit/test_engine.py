@@ -10,7 +10,7 @@ from robaudit.attacks.noise import Noise
 from robaudit.classifier import Classifier
 from robaudit.engine import PlannedAttack, run_plan
 from robaudit.models.digits import DigitsCNN
-from robaudit.results import build_tables
+from robaudit.tables import build_tables
 from robaudit.threat import Threat
 
 

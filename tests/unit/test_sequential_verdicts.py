@@ -15,7 +15,7 @@ from torch import nn
 from robaudit.attacks.base import Attack, AttackOutput
 from robaudit.classifier import Classifier
 from robaudit.engine import PlannedAttack, run_plan
-from robaudit.results import build_tables
+from robaudit.tables import build_tables
 from robaudit.threat import Threat
 from robaudit.verdicts import (
     SequentialTest,
