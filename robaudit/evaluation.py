@@ -17,7 +17,7 @@ import torch
 
 from robaudit.attacks.base import Attack
 from robaudit.engine import CellOutcome
-from robaudit.results import GateFailure, GateResult
+from robaudit.results import GateFailure, GateResult, PartialRun
 
 # a decision-based attack has converged when its median distance fell by less than this
 # share over the last half of its query budget
@@ -66,12 +66,12 @@ def weak_threats(
     return out
 
 
-def status(incomplete: dict[str, Any] | None, weak: dict[str, str], covers: list[str]) -> dict[str, Any]:
+def status(incomplete: PartialRun | None, weak: dict[str, str], covers: list[str]) -> dict[str, Any]:
     """The evaluation verdict that decides whether the score earns a letter grade."""
     reasons = [f"{k}: {why}" for k, why in weak.items()]
     if incomplete is not None:
         state = "incomplete"
-        reasons.insert(0, f"the run stopped early: {incomplete.get('reason')}")
+        reasons.insert(0, f"the run stopped early: {incomplete.reason}")
     elif weak:
         state = "weak"
     else:

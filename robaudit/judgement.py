@@ -15,7 +15,7 @@ from robaudit.evaluation import status as evaluation_status
 from robaudit.evaluation import weak_threats, with_weak
 from robaudit.outcomes import EngineResult
 from robaudit.plan import Plan
-from robaudit.results import AttackRow, Finding, GateResult, ThreatRow
+from robaudit.results import AttackRow, Finding, GateResult, PartialRun, ThreatRow
 from robaudit.scoring import evaluate_gate, grade, score, with_partial
 
 
@@ -36,7 +36,7 @@ class Verdict:
     grade: str | None
     gate: GateResult
     evaluation: dict[str, Any]
-    incomplete: dict[str, Any] | None
+    incomplete: PartialRun | None
 
 
 def judge(
@@ -47,7 +47,7 @@ def judge(
     variants: VariantTables,
     findings: list[Finding],
     certification: dict[str, Any] | None,
-    incomplete: dict[str, Any] | None,
+    incomplete: PartialRun | None,
     allow_partial: bool,
 ) -> Verdict:
     """Score the audited model, gate every row; partial and weak evaluations fail the gate."""

@@ -21,6 +21,7 @@ from robaudit.entries import BATTERY_ID
 from robaudit.errors import ConfigError
 from robaudit.integrity import Preflight, preflight, react
 from robaudit.loading.data import DataSet
+from robaudit.results import SkippedAttack
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class Plan:
     """What one scan runs, in the order it runs it."""
 
     cells: tuple[PlannedAttack, ...]  # the audited model's, cheap first
-    skipped: tuple[dict[str, Any], ...]  # {attack, attack_index, threats, reason}
+    skipped: tuple[SkippedAttack, ...]  # attacks the access level did not allow
     preflight: Preflight  # what the pre-flight checks saw and how the plan reacted
     access: str  # the access level every threat was capped to
     capped_because: str
@@ -77,9 +78,9 @@ def make_plan(
 
 
 def _nothing_fits(
-    skipped: list[dict[str, Any]], access: str, why: str, config_path: str | None
+    skipped: list[SkippedAttack], access: str, why: str, config_path: str | None
 ) -> str:
-    names = ", ".join(sorted({s["attack"] for s in skipped}))
+    names = ", ".join(sorted({s.attack for s in skipped}))
     fits = ", ".join(
         n for n, c in registry().items()
         if ACCESS_RANK[ACCESS_FOR_REQUIRES[c.requires]] <= ACCESS_RANK[access]
@@ -110,7 +111,7 @@ def build_plan(cfg: Config) -> list[PlannedAttack]:
 
 def cap_access(
     plan: list[PlannedAttack], access: str, why: str
-) -> tuple[list[PlannedAttack], list[dict[str, Any]]]:
+) -> tuple[list[PlannedAttack], list[SkippedAttack]]:
     """Lower every threat to ``access``; attacks that need more are skipped, with the reason.
 
     The threats are relabelled (a white-box row becomes a score row) so no number in the report
@@ -137,4 +138,4 @@ def cap_access(
             row["threats"].append(p.threat.key)
             continue
         kept.append(replace(p, threat=replace(p.threat, access=level)))
-    return kept, list(skipped.values())
+    return kept, [SkippedAttack(**row) for row in skipped.values()]

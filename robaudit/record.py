@@ -28,7 +28,11 @@ from robaudit.plan import Plan
 from robaudit.results import (
     SCHEMA_VERSION,
     AttackRow,
+    DataInfo,
     Finding,
+    ModelInfo,
+    PartialRun,
+    RunMeta,
     RunResult,
     ThreatRow,
     wilson_interval,
@@ -43,7 +47,7 @@ Tables = tuple[
 def incomplete_state(
     failure: str | None, unrun: list[dict[str, object]], not_run: list[str],
     control: RunControl | None,
-) -> dict[str, Any] | None:
+) -> PartialRun | None:
     """What a run that stopped early left undone, and why (None for a complete run)."""
     if failure is None and not unrun and not not_run:
         return None
@@ -53,7 +57,7 @@ def incomplete_state(
     reason = failure if failure is not None else (
         control.reason if control is not None and control.reason else "stopped"
     )
-    return {"kind": kind, "reason": reason, "unrun": unrun, "not_run": not_run}
+    return PartialRun(kind, reason, list(unrun), list(not_run))
 
 
 def sample_rows(
@@ -135,59 +139,63 @@ def run_meta(
     run: Any,
     inferred: Inferred | None,
     evaluation: dict[str, Any],
-) -> dict[str, Any]:
+) -> RunMeta:
     """meta: versions, the run's settings, timings, how it executed, verdicts and protocol."""
     control: RunControl | None = run.control
-    meta: dict[str, Any] = {
-        "robaudit_version": robaudit.__version__,
-        "torch_version": torch.__version__,
-        "python_version": platform.python_version(),
-        "platform": platform.platform(),
-        "device": str(clf.device),
-        "seed": settings.seed,
-        "data_seed": settings.data_seed,
-        "batch_size": settings.batch_size,
-        "cascade": cfg.engine.cascade,
-        "eot_samples": clf.eot,
-        "votes": clf.votes,
-        "access": clf.access,
-        "config_path": config_path,
-        "config_sha256": config_sha256(cfg),
-        "started_at": started.isoformat(timespec="seconds"),
-        "duration_seconds": round(duration, 3),
-        "clean_seconds": round(er.clean_seconds, 4),
-        "schema_version": SCHEMA_VERSION,
+    extra = verdict_and_protocol_meta(clf, er, cfg)
+    return RunMeta(
+        robaudit_version=robaudit.__version__,
+        torch_version=torch.__version__,
+        python_version=platform.python_version(),
+        platform=platform.platform(),
+        device=str(clf.device),
+        seed=settings.seed,
+        data_seed=settings.data_seed,
+        batch_size=settings.batch_size,
+        cascade=cfg.engine.cascade,
+        eot_samples=clf.eot,
+        votes=clf.votes,
+        access=clf.access,
+        config_path=config_path,
+        config_sha256=config_sha256(cfg),
+        started_at=started.isoformat(timespec="seconds"),
+        duration_seconds=round(duration, 3),
+        clean_seconds=round(er.clean_seconds, 4),
+        schema_version=SCHEMA_VERSION,
         # how the run executed; like the timings, not part of what it measured
-        "execution": {
+        execution={
             "processes": run.shard.world,
             "resumed_cells": store.resumed if store is not None else 0,
             "oom_backoff": list(control.oom_events) if control is not None else [],
             "streamed": data.samples.streamed,
             **({"threads": run.threads.to_dict()} if run.threads is not None else {}),
         },
-    }
-    meta["evaluation"] = evaluation
-    meta.update(verdict_and_protocol_meta(clf, er, cfg))
-    if inferred is not None and (inferred.items or inferred.profile):
-        meta["inferred"] = inferred.to_dict()
-    return meta
+        evaluation=evaluation,
+        verdicts=extra.get("verdicts"),
+        protocol=extra.get("protocol"),
+        inferred=(
+            inferred.to_dict()
+            if inferred is not None and (inferred.items or inferred.profile)
+            else None
+        ),
+    )
 
 
-def model_info(loaded: LoadedModel, data: DataSet, cfg: Config) -> dict[str, Any]:
+def model_info(loaded: LoadedModel, data: DataSet, cfg: Config) -> ModelInfo:
     """report.model: the checkpoint's identity and what the model expects."""
     class_names = cfg.model.class_names or (list(data.class_names) if data.class_names else None)
-    return {
-        "path": loaded.path,
-        "sha256": loaded.sha256,
-        "format": loaded.format,
-        "arch": loaded.arch,
-        "input_shape": list(cfg.model.shape),
-        "num_classes": cfg.model.classes,
-        "class_names": class_names,
-        "bounds": list(cfg.model.bounds),
-        "mean": cfg.model.mean,
-        "std": cfg.model.std,
-    }
+    return ModelInfo(
+        path=loaded.path,
+        sha256=loaded.sha256,
+        format=loaded.format,
+        arch=loaded.arch,
+        input_shape=list(cfg.model.shape),
+        num_classes=cfg.model.classes,
+        class_names=class_names,
+        bounds=list(cfg.model.bounds),
+        mean=cfg.model.mean,
+        std=cfg.model.std,
+    )
 
 
 def assemble(
@@ -200,7 +208,7 @@ def assemble(
     certification: dict[str, Any] | None,
     findings: list[Finding],
     verdict: Verdict,
-    meta: dict[str, Any],
+    meta: RunMeta,
     plan: Plan,
     requested_samples: int | None,
 ) -> RunResult:
@@ -215,12 +223,7 @@ def assemble(
     }
     return RunResult(
         model=model_info(loaded, data, cfg),
-        data={
-            "source": data.source,
-            "split": data.split,
-            "samples": n,
-            "requested_samples": requested_samples,
-        },
+        data=DataInfo(data.source, data.split, n, requested_samples),
         n=n,
         clean_correct=nc,
         clean_accuracy=nc / n if n else 0.0,

@@ -139,11 +139,114 @@ class GateResult:
 
 
 @dataclass(frozen=True)
+class ModelInfo:
+    """report.model: the checkpoint's identity and what the model expects."""
+
+    path: str
+    sha256: str
+    format: str
+    arch: str | None
+    input_shape: list[int]
+    num_classes: int
+    class_names: list[str] | None
+    bounds: list[float]
+    mean: list[float] | None
+    std: list[float] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """report.data: where the evaluated samples came from."""
+
+    source: str
+    split: str
+    samples: int
+    requested_samples: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SkippedAttack:
+    """An attack the run's access level did not allow, at the threats it would have run at."""
+
+    attack: str
+    attack_index: int
+    threats: list[str]
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PartialRun:
+    """A run that stopped early: why (``kind``: interrupted, time-budget or failure, and the
+    reason), the planned cells that did not run or finish (``unrun``, each with
+    ``samples_left`` when it kept a part), and the later steps skipped (``not_run``)."""
+
+    kind: str
+    reason: str
+    unrun: list[dict[str, Any]]
+    not_run: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RunMeta:
+    """report.meta: versions, the run's settings, timings, how it executed, and, when they
+    apply, how randomized verdicts were drawn, the protocol, what the run inferred and the
+    baseline comparison."""
+
+    robaudit_version: str
+    torch_version: str
+    python_version: str
+    platform: str
+    device: str
+    seed: int
+    data_seed: int
+    batch_size: int
+    cascade: bool
+    eot_samples: int
+    votes: int
+    access: str
+    config_path: str | None
+    config_sha256: str
+    started_at: str
+    duration_seconds: float
+    clean_seconds: float
+    schema_version: str
+    execution: dict[str, Any]
+    evaluation: dict[str, Any]
+    verdicts: dict[str, Any] | None = None
+    protocol: dict[str, Any] | None = None
+    inferred: dict[str, Any] | None = None
+    baseline: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form: the optional parts only when they apply."""
+        out = asdict(self)
+        for key in _OPTIONAL_META:
+            if out[key] is None:
+                del out[key]
+        return out
+
+
+_OPTIONAL_META = ("verdicts", "protocol", "inferred", "baseline")
+
+
+@dataclass(frozen=True)
 class RunResult:
     """Everything a report needs; renderers compute nothing new."""
 
-    model: dict[str, Any]
-    data: dict[str, Any]
+    model: ModelInfo
+    data: DataInfo
     n: int
     clean_correct: int
     clean_accuracy: float
@@ -156,21 +259,18 @@ class RunResult:
     score: float
     grade: str | None  # None: the audit did not earn one (meta.evaluation says why)
     gate: GateResult
-    meta: dict[str, Any]
+    meta: RunMeta
     config: dict[str, Any]
     per_class: tuple[dict[str, Any], ...] = ()
     minimal_norms: tuple[dict[str, Any], ...] = ()
-    # attacks the access level did not allow: {attack, attack_index, threats, reason}
-    skipped: tuple[dict[str, Any], ...] = ()
+    skipped: tuple[SkippedAttack, ...] = ()  # attacks the access level did not allow
     # defense variants: per threat, non-adaptive vs adaptive robust accuracy and the gap
     variants: tuple[dict[str, Any], ...] = ()
     # randomized smoothing: certified accuracy per radius and the adaptive attack's check
     certification: dict[str, Any] | None = None
     # per threat of the bare model: the most common (true -> adversarial) class pairs
     confusions: tuple[dict[str, Any], ...] = ()
-    # a run that stopped early: {kind: interrupted|time-budget|failure, reason, unrun: the
-    # planned cells that did not run, not_run: later steps skipped}; None when complete
-    incomplete: dict[str, Any] | None = None
+    incomplete: PartialRun | None = None  # None when the run is complete
 
     def table(self) -> pd.DataFrame:
         """The long results table: one row per (variant, attack, threat)."""

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from robaudit.config import CertifiedThreshold, GateSection, GateThreshold
-from robaudit.results import Finding, GateFailure, GateResult, ThreatRow
+from robaudit.results import Finding, GateFailure, GateResult, PartialRun, ThreatRow
 from robaudit.threat import format_eps
 
 if TYPE_CHECKING:
@@ -154,19 +154,19 @@ def with_baseline(gate: GateResult, comparison: Comparison) -> GateResult:
     return GateResult(passed=not failures, failures=tuple(failures), checked=tuple(checked))
 
 
-def with_partial(gate: GateResult, incomplete: dict[str, Any], allow_partial: bool) -> GateResult:
+def with_partial(gate: GateResult, incomplete: PartialRun, allow_partial: bool) -> GateResult:
     """The gate of a run that did not finish: every unrun planned cell fails it (robust
     accuracy without its attacks would overstate robustness), unless ``--allow-partial``
     accepts a time-budget stop. An interrupted or failed run never passes."""
-    unrun = len(incomplete["unrun"]) + len(incomplete["not_run"])
-    accepted = allow_partial and incomplete["kind"] == "time-budget"
+    unrun = len(incomplete.unrun) + len(incomplete.not_run)
+    accepted = allow_partial and incomplete.kind == "time-budget"
     checked = [*gate.checked, "complete"]
     if accepted:
         return GateResult(gate.passed, gate.failures, tuple(checked))
     from robaudit.report.notices import unrun_text  # robaudit.report imports this module
 
-    detail = f"{incomplete['reason']}: {unrun_text(incomplete)}"
-    if incomplete["kind"] == "time-budget":
+    detail = f"{incomplete.reason}: {unrun_text(incomplete.to_dict())}"
+    if incomplete.kind == "time-budget":
         detail += " (--allow-partial accepts the partial result)"
     failure = GateFailure("complete", float(unrun), 0.0, detail)
     return GateResult(False, (*gate.failures, failure), tuple(checked))

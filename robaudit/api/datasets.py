@@ -28,7 +28,7 @@ DataInput: TypeAlias = (
 )
 
 
-def data_shape(data: DataInput, source: str, split: str) -> tuple[tuple[int, int, int], str]:
+def data_shape(data: DataInput, source: str, split: str) -> tuple[tuple[int, ...], str]:
     """The input shape the data implies, and how the report names where it came from."""
     if data is None or isinstance(data, (str, os.PathLike)):
         src = source if data is None else str(data)

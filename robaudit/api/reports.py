@@ -19,7 +19,7 @@ import pandas as pd
 from robaudit.config import FORMATS
 from robaudit.errors import EXIT_BAD_INPUT, RobauditError, UserInputError
 from robaudit.export import ADVERSARIAL_FILE, ADVERSARIAL_FOLDER, AdversarialExamples
-from robaudit.results import Finding, GateResult, RunResult, ThreatRow
+from robaudit.results import Finding, GateResult, PartialRun, RunResult, ThreatRow
 from robaudit.threat import format_eps, parse_eps
 
 EPS_TOLERANCE = 1e-9
@@ -120,7 +120,7 @@ class Report:
         """The underlying frozen :class:`robaudit.results.RunResult`."""
         return self._result
 
-    incomplete: dict[str, Any] | None = _from_result(
+    incomplete: PartialRun | None = _from_result(
         "incomplete", "None for a finished run; else why it stopped and which cells did not run."
     )
     clean_accuracy: float = _from_result("clean_accuracy")
@@ -222,7 +222,7 @@ class Report:
         written = write_reports(self._document(), folder, chosen)
         if self._adversarial is not None:
             written["adversarial"] = self._adversarial.save(folder / ADVERSARIAL_FILE)
-            bounds = (float(self._result.model["bounds"][0]), float(self._result.model["bounds"][1]))
+            bounds = (float(self._result.model.bounds[0]), float(self._result.model.bounds[1]))
             images = self._adversarial.save_images(folder / ADVERSARIAL_FOLDER, bounds)
             if images is not None:
                 written["adversarial_images"] = images
@@ -235,7 +235,7 @@ class Report:
         more = f", +{len(r.threats) - 4} more" if len(r.threats) > 4 else ""
         gate = "PASS" if r.gate.passed else "FAIL"
         return (
-            f"<robaudit Report {r.model.get('path')}: clean {r.clean_accuracy:.1%} on {r.n}, "
+            f"<robaudit Report {r.model.path}: clean {r.clean_accuracy:.1%} on {r.n}, "
             f"robust [{heads}{more}], score {r.score:.1f} ({r.grade}), gate {gate}>"
         )
 

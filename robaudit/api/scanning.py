@@ -237,7 +237,7 @@ def _apply_baseline(result: RunResult, base: dict[str, Any], path: str, max_drop
     from robaudit.scoring import with_baseline
 
     comparison = compare(base, to_document(result), max_drop, base_path=path, new_path="<this run>")
-    meta = {**result.meta, "baseline": comparison.to_dict()}
+    meta = replace(result.meta, baseline=comparison.to_dict())
     return replace(result, gate=with_baseline(result.gate, comparison), meta=meta)
 
 

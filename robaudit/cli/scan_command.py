@@ -286,7 +286,7 @@ def _scan_run(job: _ScanJob) -> None:
             exc.args = (f"{exc}; partial report (incomplete) written to {first.parent}",)
         raise
     if not main:
-        if report.incomplete and report.incomplete["kind"] == INTERRUPTED:
+        if report.incomplete and report.incomplete.kind == INTERRUPTED:
             raise typer.Exit(EXIT_INTERRUPTED)
         raise typer.Exit(EXIT_OK if report.passed or job.exit_zero else EXIT_GATE_FAILED)
     _finish(report, job, console)
@@ -329,7 +329,7 @@ def _finish(report: Report, job: _ScanJob, console: Console) -> None:
         print_summary(report.to_dict(), console, written)
     if report.incomplete is not None:
         print_incomplete(report.incomplete, job.out, console)
-        if report.incomplete["kind"] == INTERRUPTED:
+        if report.incomplete.kind == INTERRUPTED:
             raise typer.Exit(EXIT_INTERRUPTED)
     if not report.passed and not job.exit_zero:
         raise typer.Exit(EXIT_GATE_FAILED)

@@ -8,7 +8,6 @@ the unbounded-attack check.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import torch
 
@@ -27,7 +26,7 @@ from robaudit.integrity.run_findings import (
 )
 from robaudit.integrity.unbounded import sanity
 from robaudit.loading.samples import Images
-from robaudit.results import Finding
+from robaudit.results import Finding, SkippedAttack
 
 
 def collect_findings(
@@ -39,7 +38,7 @@ def collect_findings(
     *,
     pre: Preflight,
     attacks: dict[int, Attack],
-    skipped: list[dict[str, Any]],
+    skipped: list[SkippedAttack],
     seed: int,
     halted: Callable[[], bool],
     train_eval_gap: float | None = None,

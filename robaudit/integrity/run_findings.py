@@ -14,7 +14,7 @@ from robaudit.attacks.batteries import BATTERIES
 from robaudit.config import Config
 from robaudit.findings import finding
 from robaudit.outcomes import EngineResult
-from robaudit.results import Finding
+from robaudit.results import Finding, SkippedAttack
 
 
 def preflight_findings(er: EngineResult, cfg: Config) -> list[Finding]:
@@ -83,7 +83,7 @@ def train_mode_findings(gap: float | None) -> list[Finding]:
     ]
 
 
-def skipped_findings(skipped: list[dict[str, Any]]) -> list[Finding]:
+def skipped_findings(skipped: list[SkippedAttack]) -> list[Finding]:
     """RA015 listing the attacks the access level or the input did not allow."""
     if not skipped:
         return []
@@ -91,7 +91,7 @@ def skipped_findings(skipped: list[dict[str, Any]]) -> list[Finding]:
         finding(
             "RA015",
             f"{len(skipped)} attack(s) skipped: "
-            + "; ".join(f"{s['attack']} ({s['reason']})" for s in skipped),
+            + "; ".join(f"{s.attack} ({s.reason})" for s in skipped),
         )
     ]
 

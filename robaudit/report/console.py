@@ -24,7 +24,7 @@ from robaudit.report.notices import (
     unrun_text,
     untrusted_line,
 )
-from robaudit.results import VARIANT
+from robaudit.results import VARIANT, PartialRun
 
 if TYPE_CHECKING:
     from robaudit.report.log import LogProgress
@@ -182,12 +182,12 @@ def log_scan_start(
     )
 
 
-def print_incomplete(inc: dict[str, Any], out: Path, console: Console) -> None:
+def print_incomplete(inc: PartialRun, out: Path, console: Console) -> None:
     """Why a run stopped early, what did not run, and how to finish it."""
     console.print(
         Text.assemble(
             ("robaudit: incomplete: ", "yellow"),
-            f"{inc['reason']}; {unrun_text(inc)}; partial report in {out} (scan again "
+            f"{inc.reason}; {unrun_text(inc.to_dict())}; partial report in {out} (scan again "
             "with --resume to finish)",
         )
     )

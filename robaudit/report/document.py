@@ -88,15 +88,15 @@ def _unravel(i: int, shape: tuple[int, ...]) -> list[int]:
 
 def to_document(r: RunResult, *, incomplete: bool = False) -> dict[str, Any]:
     """Everything the renderers need, as plain JSON types."""
-    bounds = (float(r.model["bounds"][0]), float(r.model["bounds"][1]))
+    bounds = (float(r.model.bounds[0]), float(r.model.bounds[1]))
     examples = [_example(e, bounds) for e in r.examples]
     doc = {
         "schema_version": SCHEMA_VERSION,
-        "robaudit_version": r.meta["robaudit_version"],
+        "robaudit_version": r.meta.robaudit_version,
         "incomplete": incomplete or r.incomplete is not None,
-        "partial": r.incomplete,
-        "model": r.model,
-        "data": r.data,
+        "partial": r.incomplete.to_dict() if r.incomplete is not None else None,
+        "model": r.model.to_dict(),
+        "data": r.data.to_dict(),
         "clean_accuracy": r.clean_accuracy,
         "clean_correct": r.clean_correct,
         "clean_ci": list(r.clean_ci),
@@ -107,7 +107,7 @@ def to_document(r: RunResult, *, incomplete: bool = False) -> dict[str, Any]:
         "samples": list(r.samples),
         "per_class": list(r.per_class),
         "minimal_norms": list(r.minimal_norms),
-        "skipped": list(r.skipped),
+        "skipped": [s.to_dict() for s in r.skipped],
         "variants": list(r.variants),
         "certification": r.certification,
         "confusions": list(r.confusions),
@@ -122,7 +122,7 @@ def to_document(r: RunResult, *, incomplete: bool = False) -> dict[str, Any]:
         "findings": [asdict(f) for f in r.findings],
         "definitions": DEFINITIONS,
         "config": r.config,
-        "meta": r.meta,
+        "meta": r.meta.to_dict(),
     }
     out = _clean(doc)
     assert isinstance(out, dict)

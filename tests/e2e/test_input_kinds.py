@@ -104,7 +104,7 @@ def test_scan_of_non_image_model_verifies_every_break(kind: str, tmp_path: Path)
     report = robaudit.scan(model, (x, y), config=cfg, samples=16, seed=0, save_adversarial=True)
 
     expected_shape = list(x.shape[1:])
-    assert report.result.model["input_shape"] == expected_shape
+    assert report.result.model.input_shape == expected_shape
     ran = {(a.attack, a.norm) for a in report.result.attacks if a.attacked > 0}
     assert ran == {(e["name"], e["norm"]) for e in attacks}
     assert not report.result.skipped
@@ -176,6 +176,6 @@ def test_harden_a_tabular_model(tmp_path: Path) -> None:
         options=HardenOptions(method="pgd-at", epochs=3, eps=0.1, steps=5, batch_size=64),
     )
     assert out.original is not None and out.hardened is not None
-    assert out.hardened.result.model["input_shape"] == [30]
+    assert out.hardened.result.model.input_shape == [30]
     assert (tmp_path / "hardened" / "model.pt").exists()
     assert out.robust_gain("linf", 0.1) > 0  # trained against this threat: it must help

@@ -57,7 +57,7 @@ def onnx_and_torchscript() -> tuple[robaudit.Report, robaudit.Report]:
 
 def test_onnx_matches_torchscript_clean_and_black_box(onnx_and_torchscript: tuple) -> None:
     onnx, ts = onnx_and_torchscript
-    assert onnx.result.model["format"] == "onnx"
+    assert onnx.result.model.format == "onnx"
     assert onnx.clean_accuracy == ts.clean_accuracy
     assert _rows(onnx) == _rows(ts)  # same seed, same candidates, same verdicts and costs
     assert [t.robust for t in onnx.result.threats] == [t.robust for t in ts.result.threats]
@@ -66,8 +66,8 @@ def test_onnx_matches_torchscript_clean_and_black_box(onnx_and_torchscript: tupl
 def test_white_box_attacks_are_skipped_with_a_reason(onnx_and_torchscript: tuple) -> None:
     onnx, ts = onnx_and_torchscript
     for r, why in ((onnx, "onnx model answers queries only"), (ts, "--access score")):
-        assert [s["attack"] for s in r.result.skipped] == ["pgd"]
-        assert why in r.result.skipped[0]["reason"]
+        assert [s.attack for s in r.result.skipped] == ["pgd"]
+        assert why in r.result.skipped[0].reason
         assert {t.access for t in r.result.threats} == {"score"}
         assert "RA015" in {f.id for f in r.findings}
         assert all(a.access_used in ("score", "decision") for a in r.result.attacks)
@@ -75,7 +75,7 @@ def test_white_box_attacks_are_skipped_with_a_reason(onnx_and_torchscript: tuple
 
 def test_decision_access_keeps_only_label_attacks() -> None:
     r = robaudit.scan(PLAIN, config=_cfg(BLACK_BOX, samples=30), access="decision")
-    assert sorted(s["attack"] for s in r.result.skipped) == ["pgd", "square"]
+    assert sorted(s.attack for s in r.result.skipped) == ["pgd", "square"]
     assert [a.attack for a in r.result.attacks] == ["noise"]
 
 

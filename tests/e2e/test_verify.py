@@ -121,7 +121,7 @@ def test_file_format(exported: Exported) -> None:
         samples = {s["index"]: s["source_index"] for s in report.result.samples}
         assert all(samples[int(i)] == int(s) for i, s in zip(f["x_clean_index"], f["source_index"], strict=True))
     assert meta["format"] == FORMAT
-    assert meta["model"]["sha256"] == report.result.model["sha256"]
+    assert meta["model"]["sha256"] == report.result.model.sha256
     assert meta["data"] == {"source": "builtin:digits", "split": "test", "samples": SAMPLES, "evaluated": SAMPLES, "seed": 0}
 
 

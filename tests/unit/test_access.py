@@ -100,7 +100,7 @@ def test_capped_plan_relabels_threats_and_lists_what_it_skipped() -> None:
     kept, skipped = cap_access(plan, "score", "because")
     assert [p.attack.name for p in kept] == ["noise"]
     assert kept[0].threat.access == "score"  # no row claims a stronger attacker than ran
-    assert skipped == [
+    assert [s.to_dict() for s in skipped] == [
         {"attack": "pgd", "attack_index": 0, "threats": [t.key], "reason": "needs white-box access; because"}
     ]
     same, none = cap_access(plan, "white-box", "")

@@ -179,19 +179,19 @@ def test_every_model_and_data_form_gives_the_same_numbers(
     assert digits_module.training
     assert all(torch.equal(before[k], v) for k, v in digits_module.state_dict().items())
     r = runs["module+tensors"]
-    assert r.result.model["format"] == "module"
-    assert r.result.model["sha256"] == state_sha256(digits_module)
-    assert r.result.model["arch"] == "robaudit.models.digits:DigitsCNN"
-    assert r.result.data["source"] == "<arrays>"
+    assert r.result.model.format == "module"
+    assert r.result.model.sha256 == state_sha256(digits_module)
+    assert r.result.model.arch == "robaudit.models.digits:DigitsCNN"
+    assert r.result.data.source == "<arrays>"
     validate_report(r.to_dict())
-    assert runs["module+dataset"].result.data["source"] == "<Dataset TensorDataset>"
+    assert runs["module+dataset"].result.data.source == "<Dataset TensorDataset>"
 
 
 def test_classifier_input(base_report: Report, digits_module: DigitsCNN) -> None:
     clf = Classifier(digits_module, num_classes=10, bounds=(0.0, 1.0), batch_size=64)
     r = robaudit.scan(clf, config=CFG)
     assert _numbers(r) == _numbers(base_report)
-    assert r.result.model["format"] == "classifier"
+    assert r.result.model.format == "classifier"
     bad = Classifier(digits_module, num_classes=10, bounds=(0.0, 255.0))
     with pytest.raises(UserInputError, match=r"bounds \[0.0, 255.0\] vs model.bounds"):
         robaudit.scan(bad, config=CFG)
@@ -207,10 +207,10 @@ def test_config_forms_and_overrides(plain_model_path: Path, tmp_path: Path) -> N
     assert where is not None and where.endswith("quick.yaml") and preset.data.samples == 200
     small = {**CFG, "attacks": [{"name": "fgsm", "eps": [0.1]}]}
     r = robaudit.scan(str(plain_model_path), config=config_from_dict(small), samples=12, seed=3, batch_size=5)
-    assert r.n == 12 and r.result.meta["seed"] == 3 and r.result.meta["batch_size"] == 5
-    assert r.result.meta["config_path"] is None
+    assert r.n == 12 and r.result.meta.seed == 3 and r.result.meta.batch_size == 5
+    assert r.result.meta.config_path is None
     from_path = robaudit.scan(plain_model_path, config=path, samples=12, seed=3)
-    assert from_path.result.meta["config_path"] == str(path)
+    assert from_path.result.meta.config_path == str(path)
 
 
 class _Recorder:

@@ -25,7 +25,7 @@ def _scan(model: Path, attacks: list[dict[str, Any]], **kw: Any) -> robaudit.Rep
 
 def test_noise_alone_is_a_weak_evaluation_without_a_grade(plain_model_path: Path) -> None:
     r = _scan(plain_model_path, [{"name": "noise", "eps": [0.1]}], access="decision")
-    ev = r.result.meta["evaluation"]
+    ev = r.result.meta.evaluation
     assert r.grade is None and ev["status"] == "weak"
     assert ev["reasons"] == ["decision/linf/0.1: no adversarial search ran (noise only)"]
     assert ev["score_covers"] == ["decision/linf/0.1"]
@@ -42,7 +42,7 @@ def test_noise_alone_is_a_weak_evaluation_without_a_grade(plain_model_path: Path
 
 def test_a_decision_attack_still_improving_at_its_budget_is_weak(plain_model_path: Path) -> None:
     r = _scan(plain_model_path, [{"name": "hopskipjump", "norm": "l2", "eps": [1.0], "queries": 200}])
-    ev = r.result.meta["evaluation"]
+    ev = r.result.meta.evaluation
     assert ev["status"] == "weak" and "median distance was still falling" in ev["reasons"][0]
     assert r.grade is None and not r.passed
 
@@ -52,7 +52,7 @@ def test_a_white_box_search_at_the_threat_earns_the_grade(plain_model_path: Path
         {"name": "noise", "eps": [0.1]},
         {"name": "pgd", "eps": [0.1], "steps": 10},
     ])
-    ev = r.result.meta["evaluation"]
+    ev = r.result.meta.evaluation
     assert ev == {"status": "complete", "reasons": [], "score_covers": ["white-box/linf/0.1"]}
     assert r.grade in ("A", "B", "C", "D", "F")
 
@@ -60,6 +60,6 @@ def test_a_white_box_search_at_the_threat_earns_the_grade(plain_model_path: Path
 def test_a_partial_run_gets_no_grade(plain_model_path: Path) -> None:
     r = _scan(plain_model_path, [{"name": "pgd", "eps": [0.1], "steps": 10}], time_budget=1e-6,
               allow_partial=True)
-    ev = r.result.meta["evaluation"]
+    ev = r.result.meta.evaluation
     assert r.incomplete is not None and ev["status"] == "incomplete" and r.grade is None
     assert ev["reasons"][0].startswith("the run stopped early")

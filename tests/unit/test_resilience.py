@@ -83,9 +83,9 @@ def test_interrupted_run_resumes_to_the_uninterrupted_report(
         progress=StopAtCell(control, 3),
     )
     inc = part.incomplete
-    assert inc is not None and inc["kind"] == "interrupted"
+    assert inc is not None and inc.kind == "interrupted"
     # two cells finished and were saved; the third was dropped when the stop came
-    assert [(u["attack"], u["threat"]) for u in inc["unrun"]] == [
+    assert [(u["attack"], u["threat"]) for u in inc.unrun] == [
         ("fgsm", "white-box/linf/0.2"),
         ("pgd", "white-box/linf/0.2"),
     ]
@@ -105,7 +105,7 @@ def test_interrupted_run_resumes_to_the_uninterrupted_report(
     assert "not run: pgd at white-box/linf/0.2" in written["junit"].read_text(encoding="utf-8")
     resumed = _scan(plain_model_path, cfg, checkpoint_dir=state, resume=True)
     assert resumed.incomplete is None
-    assert resumed.result.meta["execution"]["resumed_cells"] == 2
+    assert resumed.result.meta.execution["resumed_cells"] == 2
     assert without_timing(resumed.to_dict()) == without_timing(full.to_dict())
 
 
@@ -124,8 +124,8 @@ def test_time_budget_stops_and_fails_the_gate_unless_partial_is_allowed(
     cfg = tiny_config(tmp_path, gate={"min_clean_accuracy": 0.5})
     spent = _scan(plain_model_path, cfg, time_budget=1e-6)
     inc = spent.incomplete
-    assert inc is not None and inc["kind"] == "time-budget"
-    assert len(inc["unrun"]) == 4  # nothing had time to run: every cell is listed
+    assert inc is not None and inc.kind == "time-budget"
+    assert len(inc.unrun) == 4  # nothing had time to run: every cell is listed
     assert [f.criterion for f in spent.gate.failures] == ["complete"]
     allowed = _scan(plain_model_path, cfg, time_budget=1e-6, allow_partial=True)
     assert allowed.incomplete is not None and allowed.passed
@@ -189,8 +189,8 @@ def test_failure_mid_run_carries_the_partial_result(tmp_path: Path, tiny_config)
         _scan(NaNAfterPerturbation(), cfg)
     partial = info.value.partial
     assert isinstance(partial, RunResult)
-    assert partial.incomplete is not None and partial.incomplete["kind"] == "failure"
-    assert len(partial.incomplete["unrun"]) == 4
+    assert partial.incomplete is not None and partial.incomplete.kind == "failure"
+    assert len(partial.incomplete.unrun) == 4
     assert not partial.gate.passed
 
 
@@ -226,8 +226,8 @@ def test_a_stop_mid_cell_keeps_its_finished_batches_and_resume_completes_them(
         progress=StopAfterBatches(control, cell=3, after=1),
     )
     inc = part.incomplete
-    assert inc is not None and inc["kind"] == "interrupted"
-    first, *rest = inc["unrun"]
+    assert inc is not None and inc.kind == "interrupted"
+    first, *rest = inc.unrun
     cell = next(c for c in part.result.attacks if (c.attack, c.threat_key) == (
         first["attack"], first["threat"]
     ))  # the stopped cell is in the report with the samples it finished
@@ -320,7 +320,7 @@ def test_a_stop_inside_a_batch_drops_it_and_resume_gives_the_uninterrupted_repor
         part = _scan(model, cfg, checkpoint_dir=state, control=control,
                      progress=ArmAfterFirstBatch(model, cell))
         inc = part.incomplete
-        assert inc is not None and inc["unrun"][0]["samples_left"] > 0
+        assert inc is not None and inc.unrun[0]["samples_left"] > 0
         model.armed = False
         resumed = _scan(model, cfg, checkpoint_dir=state, resume=True)
         assert resumed.incomplete is None
