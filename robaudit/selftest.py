@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from robaudit import norms
 from robaudit.threat import Threat
 
 INDICATORS = frozenset(
@@ -179,13 +180,9 @@ def _bpda_reference(threat: Threat) -> float:
         correct = real(x).argmax(1) == y
     broken = torch.zeros_like(correct)
     eps, step = threat.eps, 2.5 * threat.eps / 40
+    norm = norms.get(threat.norm)
     for _ in range(2):
-        noise = torch.rand(x.shape, generator=gen) * 2 - 1
-        if threat.norm == "l2":
-            noise = noise / noise.flatten(1).norm(dim=1).view(-1, 1, 1, 1) * eps * 0.5
-        else:
-            noise = noise * eps
-        xa = (x + noise).clamp(0, 1)
+        xa = (x + norm.random_in_ball(x, eps, gen)).clamp(0, 1)
         for _ in range(40):
             with torch.enable_grad():
                 xa = xa.detach().requires_grad_(True)
@@ -193,12 +190,7 @@ def _bpda_reference(threat: Threat) -> float:
                 other = z.masked_fill(nn.functional.one_hot(y, 10).bool(), -1e9).amax(1)
                 (g,) = torch.autograd.grad((other - z.gather(1, y[:, None])[:, 0]).sum(), xa)
             with torch.no_grad():
-                if threat.norm == "l2":
-                    g = g / g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
-                    d = xa + step * g - x
-                    d = d * (eps / d.flatten(1).norm(dim=1).clamp_min(eps)).view(-1, 1, 1, 1)
-                else:
-                    d = (xa + step * g.sign() - x).clamp(-eps, eps)
+                d = norm.project(xa + step * norm.steepest(g) - x, eps)
                 xa = (x + d).clamp(0, 1)
                 broken |= real(xa).argmax(1) != y
     return float((correct & ~broken).float().mean())
@@ -229,7 +221,9 @@ def _coin(
     p_clean: float, p_edge: float, threat: Threat
 ) -> Callable[[], tuple[nn.Module, torch.Tensor, torch.Tensor]]:
     def build() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-        shift = threat.eps if threat.norm == "linf" else threat.eps / 8  # 64 pixels
+        # the most a perturbation in the ball can move the mean of 64 pixels: eps times the
+        # dual norm of (1/64, ..., 1/64) (Linf: eps; L2: eps / 8)
+        shift = threat.eps * float(norms.get(threat.norm).dual(torch.full((1, 64), 1 / 64)))
         x = torch.full((60, 1, 8, 8), 0.5)
         return _Coin(p_clean, p_edge, shift).eval(), x, torch.zeros(60, dtype=torch.long)
 
