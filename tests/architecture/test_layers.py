@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "robaudit.attacks", "robaudit.classifier", "robaudit.config", "robaudit.defenses",
         "robaudit.loading", "robaudit.models", "robaudit.straight_through", "robaudit.guard",
         "robaudit.checkpoint", "robaudit.distributed", "robaudit.fitting", "robaudit.presets",
+        "robaudit.natural",
     )),
     ("engine", (
         "robaudit.verification", "robaudit.outcomes", "robaudit.stored_cells", "robaudit.cell",

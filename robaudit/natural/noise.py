@@ -1,0 +1,53 @@
+"""Noise family: Gaussian, shot (Poisson), impulse (salt and pepper), speckle.
+
+Every function takes ``x: [N, C, H, W]`` in [0, 1] and works on each channel independently
+(grayscale inputs are fine). Noise is drawn per image from :class:`~._common.Rng`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from ._common import Rng
+
+
+def _rng(rng: Rng | None, x: Tensor) -> Rng:
+    return rng if rng is not None else Rng(range(x.shape[0]), x.device)
+
+
+def gaussian_noise_fn(x: Tensor, sigma: float, rng: Rng | None = None) -> Tensor:
+    """``clip(x + N(0, sigma^2))``, independent per pixel and channel."""
+    if sigma == 0:
+        return x
+    noise = _rng(rng, x).normal(x.shape[1:])
+    return (x + sigma * noise.to(x.dtype)).clamp(0, 1)
+
+
+def shot_noise_fn(x: Tensor, photons: float, rng: Rng | None = None) -> Tensor:
+    """``clip(Poisson(photons * x) / photons)``; ``photons = inf`` is the identity."""
+    if math.isinf(photons):
+        return x
+    counts = _rng(rng, x).poisson(x * photons)
+    return (counts / photons).clamp(0, 1)
+
+
+def impulse_noise_fn(x: Tensor, amount: float, rng: Rng | None = None) -> Tensor:
+    """skimage's ``random_noise(mode='s&p', amount)``: each value is replaced with probability
+    ``amount``, by 1 or 0 with equal chance."""
+    if amount == 0:
+        return x
+    draws = _rng(rng, x).uniform((2, *x.shape[1:]))
+    flipped = draws[:, 0] < amount
+    salted = draws[:, 1] < 0.5
+    return torch.where(flipped, salted.to(x.dtype), x)
+
+
+def speckle_noise_fn(x: Tensor, sigma: float, rng: Rng | None = None) -> Tensor:
+    """``clip(x + x * N(0, sigma^2))``."""
+    if sigma == 0:
+        return x
+    noise = _rng(rng, x).normal(x.shape[1:])
+    return (x + x * sigma * noise.to(x.dtype)).clamp(0, 1)
