@@ -33,7 +33,7 @@ from robaudit.attacks.losses import TargetedLossFn, dlr_targeted, get_loss, with
 from robaudit.attacks.projections import (
     clip_to_ball,
     per_sample,
-    random_start,
+    random_point,
     steepest_direction,
 )
 from robaudit.classifier import Classifier, LossFn
@@ -230,7 +230,7 @@ class _Search:
     def first(self, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None,
               generator: torch.Generator) -> _State:  # fmt: skip
         """The state at a random start in the ball, less the samples it already fools."""
-        start = random_start(x, self.norm, self.eps, self.bounds, generator)
+        start = random_point(x, self.norm, self.eps, self.bounds, generator)
         f0, g0, fooled0 = self.evaluate(start, y, targets, grad=True)
         assert g0 is not None
         st = _State.start(x, y, targets, start, f0, g0, self.eps)

@@ -44,8 +44,6 @@ class DeepFoolParams(AttackParams):
         return float(min(self.steps, 5) * (self.candidates - 1) + 1)
 
 
-
-
 @register
 class DeepFool(Attack):
     """Iterated steps onto the closest linearized decision boundary, with a small overshoot."""

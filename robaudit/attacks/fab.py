@@ -89,7 +89,6 @@ class FABTParams(FABParams):
         return float(self.steps * self.restarts * self.targets * 2)
 
 
-
 def project_hyperplane_box(
     w: torch.Tensor, r: torch.Tensor, low: torch.Tensor, high: torch.Tensor, norm: str
 ) -> torch.Tensor:

@@ -23,7 +23,7 @@ from pydantic import Field, model_validator
 from robaudit.attacks.base import Attack, AttackOutput, AttackParams, register
 from robaudit.attacks.common import mean_trace, most_likely_wrong
 from robaudit.attacks.losses import get_loss, get_targeted_loss, with_targets
-from robaudit.attacks.projections import clip_to_ball, random_start, steepest_direction
+from robaudit.attacks.projections import clip_to_ball, random_point, steepest_direction
 from robaudit.classifier import Classifier, LossFn
 from robaudit.threat import Threat
 
@@ -174,7 +174,7 @@ class _Run:
         p, norm, eps, bounds = self.p, self.threat.norm, self.threat.eps, self.clf.bounds
         step = p.step_for(eps)
         x0 = self.x[standing]
-        xa = random_start(x0, norm, eps, bounds, self.gen) if p.random_start else x0.clone()
+        xa = random_point(x0, norm, eps, bounds, self.gen) if p.random_start else x0.clone()
         t0 = None if self.targets is None else self.targets[standing]
         a = _Active(standing, x0, self.y[standing], t0, xa)
         for _ in range(p.steps):

@@ -84,7 +84,6 @@ def _checkpoints(budget: int) -> list[int]:
         scale *= 10
 
 
-
 @register
 class HopSkipJump(Attack):
     """Boundary walk: Monte-Carlo normal estimates, geometric steps, binary searches back."""

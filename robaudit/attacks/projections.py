@@ -17,7 +17,7 @@ __all__ = [
     "project",
     "random_in_ball",
     "random_on_sphere",
-    "random_start",
+    "random_point",
     "steepest_direction",
 ]
 
@@ -58,7 +58,7 @@ def random_on_sphere(
     return get(norm).random_on_sphere(like, eps, generator)
 
 
-def random_start(
+def random_point(
     x: torch.Tensor,
     norm: str,
     eps: float,

@@ -102,7 +102,6 @@ def _effective_eps(norm: str, eps: float, x: torch.Tensor, bounds: tuple[float, 
     return get_norm(norm).covering_radius(span, int(x[0].numel()) if x.shape[0] else 1)
 
 
-
 def _segments(budget: int, p_init: float, height: int, width: int) -> list[tuple[int, int]]:
     """(side, iterations) runs of iterations 1 … budget − 1 that share a square side."""
     out: list[tuple[int, int]] = []
