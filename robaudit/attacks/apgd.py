@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Literal
@@ -124,6 +125,16 @@ class _Found:
         self.loss[idx] = torch.where(upd, found.loss, self.loss[idx])
         self.fooled[idx] = self.fooled[idx] | found.fooled
         return idx[~found.fooled]
+
+    def restarts(
+        self, standing: torch.Tensor, restarts: int, search: Callable[[torch.Tensor], _Found]
+    ) -> torch.Tensor:
+        """Up to ``restarts`` searches, each on the samples still standing; those left."""
+        for _ in range(restarts):
+            if standing.numel() == 0:
+                break
+            standing = self.merge(standing, search(standing))
+        return standing
 
     def output(self, trace: list[torch.Tensor]) -> AttackOutput:
         # ``fooled``: the attack saw the model misclassify this sample's point (a claim)
@@ -326,16 +337,15 @@ class APGD(Attack):
         p = self.params
         assert isinstance(p, APGDParams)
         best = _Found.empty(x)
-        standing = torch.arange(x.shape[0], device=x.device)
         trace: list[torch.Tensor] = []
-        for _ in range(p.restarts):
-            if standing.numel() == 0:
-                break
-            found = apgd_search(
-                clf, x[standing], y[standing], threat, generator, loss=get_loss(p.loss),
+
+        def search(s: torch.Tensor) -> _Found:
+            return apgd_search(
+                clf, x[s], y[s], threat, generator, loss=get_loss(p.loss),
                 steps=p.steps, rho=p.rho, early_stop=p.early_stop, trace=trace,
             )  # fmt: skip
-            standing = best.merge(standing, found)
+
+        best.restarts(torch.arange(x.shape[0], device=x.device), p.restarts, search)
         return best.output(trace)
 
 
@@ -369,14 +379,13 @@ class APGDT(Attack):
         # wrong classes ranked by the clean logits, most likely first
         ranked = ranked_wrong(clf.logits(x), y, k)
         standing = torch.arange(n, device=x.device)
-        for j in range(k):
-            for _ in range(p.restarts):
-                if standing.numel() == 0:
-                    break
-                found = apgd_search(
-                    clf, x[standing], y[standing], threat, generator,
-                    targeted_loss=dlr_targeted, targets=ranked[standing, j],
+        for target in ranked.unbind(dim=1):  # each sample's j-th most likely wrong class
+
+            def search(s: torch.Tensor, t: torch.Tensor = target) -> _Found:
+                return apgd_search(
+                    clf, x[s], y[s], threat, generator, targeted_loss=dlr_targeted, targets=t[s],
                     steps=p.steps, rho=p.rho, early_stop=p.early_stop, trace=trace,
                 )  # fmt: skip
-                standing = best.merge(standing, found)
+
+            standing = best.restarts(standing, p.restarts, search)
         return best.output(trace)
