@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Literal
@@ -28,11 +29,12 @@ import torch
 from pydantic import Field
 
 from robaudit.attacks.base import Attack, AttackOutput, AttackParams, register
+from robaudit.attacks.common import mean_trace, ranked_wrong
 from robaudit.attacks.losses import TargetedLossFn, dlr_targeted, get_loss, with_targets
 from robaudit.attacks.projections import (
     clip_to_ball,
     per_sample,
-    random_in_ball,
+    random_point,
     steepest_direction,
 )
 from robaudit.classifier import Classifier, LossFn
@@ -63,6 +65,9 @@ class APGDParams(AttackParams):
     )
     early_stop: bool = Field(True, description="drop a sample once its iterate fools the model")
 
+    def cost(self) -> float:
+        return float(self.steps * self.restarts)
+
 
 class APGDTParams(AttackParams):
     steps: int = Field(100, ge=1, le=100_000, description="iterations per restart and target")
@@ -75,14 +80,65 @@ class APGDTParams(AttackParams):
     )
     early_stop: bool = Field(True, description="drop a sample once its iterate fools the model")
 
+    def cost(self) -> float:
+        return float(self.steps * self.restarts * self.targets)
+
 
 @dataclass
 class _Found:
-    """Per sample of one search: its best point, that point's loss (+inf if fooled), fooled."""
+    """Per sample: its best point, that point's loss (+inf once fooled), whether it fooled the
+    model. One search's answer, and the running answer over restarts and targets."""
 
     x: torch.Tensor
     loss: torch.Tensor
     fooled: torch.Tensor
+
+    @staticmethod
+    def empty(x: torch.Tensor) -> _Found:
+        n = int(x.shape[0])
+        return _Found(
+            x=x.clone(),
+            loss=torch.full((n,), float("-inf"), device=x.device, dtype=x.dtype),
+            fooled=torch.zeros(n, dtype=torch.bool, device=x.device),
+        )
+
+    def settle(self, idx: torch.Tensor, xa: torch.Tensor, fooled: torch.Tensor,
+               early_stop: bool) -> torch.Tensor | None:  # fmt: skip
+        """Record misclassified iterates; with early stopping, return the mask of those kept."""
+        if early_stop:
+            if not bool(fooled.any()):  # the one host sync per step: active-set compaction
+                return None
+            hit = idx[fooled]
+            self.x[hit] = xa[fooled]
+            self.loss[hit] = float("inf")
+            self.fooled[hit] = True
+            return ~fooled
+        new = fooled & ~self.fooled[idx]
+        self.x[idx] = torch.where(per_sample(new, xa), xa, self.x[idx])
+        self.fooled[idx] = self.fooled[idx] | fooled
+        return None
+
+    def merge(self, idx: torch.Tensor, found: _Found) -> torch.Tensor:
+        """Keep each sample's better point (fooled beats any loss); return the idx still standing."""
+        upd = found.loss > self.loss[idx]
+        self.x[idx] = torch.where(per_sample(upd, found.x), found.x, self.x[idx])
+        self.loss[idx] = torch.where(upd, found.loss, self.loss[idx])
+        self.fooled[idx] = self.fooled[idx] | found.fooled
+        return idx[~found.fooled]
+
+    def restarts(
+        self, standing: torch.Tensor, restarts: int, search: Callable[[torch.Tensor], _Found]
+    ) -> torch.Tensor:
+        """Up to ``restarts`` searches, each on the samples still standing; those left."""
+        for _ in range(restarts):
+            if standing.numel() == 0:
+                break
+            standing = self.merge(standing, search(standing))
+        return standing
+
+    def output(self, trace: list[torch.Tensor]) -> AttackOutput:
+        # ``fooled``: the attack saw the model misclassify this sample's point (a claim)
+        return AttackOutput(x_adv=self.x, loss_trace=mean_trace(trace), claimed=self.fooled)
 
 
 @dataclass
@@ -105,6 +161,20 @@ class _State:
     f_max_check: torch.Tensor  # f_max at the last checkpoint
     halved_last: torch.Tensor  # bool: the step size was halved at the last checkpoint
 
+    @staticmethod
+    def start(x: torch.Tensor, y: torch.Tensor, t: torch.Tensor | None, xs: torch.Tensor,
+              f: torch.Tensor, g: torch.Tensor, eps: float) -> _State:  # fmt: skip
+        """The state at the starting point ``xs`` (loss ``f``, gradient ``g``): step 2·eps."""
+        n = int(x.shape[0])
+        return _State(
+            idx=torch.arange(n, device=x.device), x0=x, y=y, t=t, xk=xs, xprev=xs, f=f, g=g,
+            x_max=xs, f_max=f, g_max=g,
+            eta=torch.full((n,), 2.0 * eps, device=x.device, dtype=x.dtype),
+            helped=torch.zeros(n, device=x.device, dtype=torch.int64),
+            f_max_check=f,
+            halved_last=torch.zeros(n, dtype=torch.bool, device=x.device),
+        )  # fmt: skip
+
     def select(self, keep: torch.Tensor) -> _State:
         fields: dict[str, Any] = {}
         for f in dataclasses.fields(self):
@@ -112,6 +182,99 @@ class _State:
             fields[f.name] = None if v is None else v[keep]
         return _State(**fields)
 
+    def record(self, xn: torch.Tensor, fn: torch.Tensor, gn: torch.Tensor) -> None:
+        """Move to x^(k+1) = ``xn`` (loss ``fn``, gradient ``gn``), tracking the best iterate."""
+        better = fn > self.f_max
+        bx = per_sample(better, xn)
+        self.helped = self.helped + (fn > self.f).long()
+        self.x_max = torch.where(bx, xn, self.x_max)
+        self.g_max = torch.where(bx, gn, self.g_max)
+        self.f_max = torch.where(better, fn, self.f_max)
+        self.xprev, self.xk, self.f, self.g = self.xk, xn, fn, gn
+
+    def checkpoint(self, rho: float, window: int) -> None:
+        """Halve the step and go back to the best point where the last ``window`` steps
+        helped too rarely, or where neither the step nor the best loss changed."""
+        cond1 = self.helped < rho * window
+        cond2 = ~self.halved_last & (self.f_max == self.f_max_check)
+        halve = cond1 | cond2
+        hx = per_sample(halve, self.xk)
+        self.eta = torch.where(halve, self.eta / 2, self.eta)
+        self.xk = torch.where(hx, self.x_max, self.xk)  # x^(k+1) <- x_max; x^(k) stays
+        self.f = torch.where(halve, self.f_max, self.f)
+        self.g = torch.where(hx, self.g_max, self.g)
+        self.halved_last = halve
+        self.f_max_check = self.f_max
+        self.helped = torch.zeros_like(self.helped)
+
+
+class _Search:
+    """One APGD run's fixed parts (model, ball, loss, early stopping) and what it found."""
+
+    def __init__(self, clf: Classifier, x: torch.Tensor, threat: Threat, loss: LossFn | None,
+                 targeted_loss: TargetedLossFn | None, early_stop: bool,
+                 trace: list[torch.Tensor] | None) -> None:  # fmt: skip
+        self.clf, self.norm, self.eps, self.bounds = clf, threat.norm, threat.eps, clf.bounds
+        self.loss, self.targeted_loss = loss, targeted_loss
+        self.early_stop, self.trace = early_stop, trace
+        self.out = _Found.empty(x)
+
+    def evaluate(
+        self, xa: torch.Tensor, yy: torch.Tensor, tt: torch.Tensor | None, grad: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Loss (and gradient if ``grad``) at ``xa`` and which points fool the model."""
+        if tt is None:
+            assert self.loss is not None
+            fn = self.loss
+        else:
+            assert self.targeted_loss is not None
+            fn = with_targets(self.targeted_loss, tt)
+        if grad:
+            f, g, logits = self.clf.loss_and_grad(xa, yy, fn)
+        else:
+            logits = self.clf.logits(xa)
+            f, g = fn(logits, yy), None
+        if self.trace is not None:
+            self.trace.append(f.mean())
+        return f, g, logits.argmax(dim=1) != yy
+
+    def first(self, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None,
+              generator: torch.Generator) -> _State:  # fmt: skip
+        """The state at a random start in the ball, less the samples it already fools."""
+        start = random_point(x, self.norm, self.eps, self.bounds, generator)
+        f0, g0, fooled0 = self.evaluate(start, y, targets, grad=True)
+        assert g0 is not None
+        st = _State.start(x, y, targets, start, f0, g0, self.eps)
+        keep = self.out.settle(st.idx, start, fooled0, self.early_stop)
+        return st if keep is None else st.select(keep)
+
+    def advance(self, st: _State, k: int, with_grad: bool) -> _State:
+        """Compute x^(k+1) (a momentum step from x^(k)); the state without the samples it
+        fools (early stopping), empty when none is left."""
+        norm, eps, bounds = self.norm, self.eps, self.bounds
+        a = 1.0 if k == 0 else MOMENTUM
+        eta = per_sample(st.eta, st.xk)
+        z = clip_to_ball(st.xk + eta * steepest_direction(st.g, norm), st.x0, norm, eps, bounds)
+        xn = st.xk + a * (z - st.xk) + (1 - a) * (st.xk - st.xprev)
+        xn = clip_to_ball(xn, st.x0, norm, eps, bounds)
+        fn, gn, fooled = self.evaluate(xn, st.y, st.t, grad=with_grad)
+        if gn is None:
+            gn = st.g  # placeholder of the right shape; never used for a step
+        keep = self.out.settle(st.idx, xn, fooled, self.early_stop)
+        if keep is not None:
+            st, xn, fn, gn = st.select(keep), xn[keep], fn[keep], gn[keep]
+            if st.idx.numel() == 0:
+                return st
+        st.record(xn, fn, gn)
+        return st
+
+    def finish(self, st: _State) -> _Found:
+        """Samples still standing keep their highest-loss iterate as their best point."""
+        out = self.out
+        keep_found = per_sample(out.fooled[st.idx], st.x_max)
+        out.x[st.idx] = torch.where(keep_found, out.x[st.idx], st.x_max)
+        out.loss[st.idx] = torch.where(out.fooled[st.idx], float("inf"), st.f_max)
+        return out
 
 
 def apgd_search(
@@ -135,146 +298,21 @@ def apgd_search(
     evaluations plus one forward pass for the last iterate; appends the mean loss of every
     evaluated iterate to ``trace``.
     """
-    norm, eps, bounds = threat.norm, threat.eps, clf.bounds
-    n = int(x.shape[0])
-
-    def evaluate(
-        xa: torch.Tensor, yy: torch.Tensor, tt: torch.Tensor | None, grad: bool
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        if tt is None:
-            assert loss is not None
-            fn = loss
-        else:
-            assert targeted_loss is not None
-            fn = with_targets(targeted_loss, tt)
-        if grad:
-            f, g, logits = clf.loss_and_grad(xa, yy, fn)
-        else:
-            logits = clf.logits(xa)
-            f, g = fn(logits, yy), None
-        if trace is not None:
-            trace.append(f.mean())
-        return f, g, logits.argmax(dim=1) != yy
-
-    out = _Found(
-        x=x.clone(),
-        loss=torch.full((n,), float("-inf"), device=x.device, dtype=x.dtype),
-        fooled=torch.zeros(n, dtype=torch.bool, device=x.device),
-    )
-
-    def settle(idx: torch.Tensor, xa: torch.Tensor, fooled: torch.Tensor) -> torch.Tensor | None:
-        """Record misclassified iterates; with early stopping, return the mask of those kept."""
-        if early_stop:
-            if not bool(fooled.any()):  # the one host sync per step: active-set compaction
-                return None
-            hit = idx[fooled]
-            out.x[hit] = xa[fooled]
-            out.loss[hit] = float("inf")
-            out.fooled[hit] = True
-            return ~fooled
-        new = fooled & ~out.fooled[idx]
-        out.x[idx] = torch.where(per_sample(new, xa), xa, out.x[idx])
-        out.fooled[idx] = out.fooled[idx] | fooled
-        return None
-
-    start = clip_to_ball(x + random_in_ball(x, norm, eps, generator), x, norm, eps, bounds)
-    f0, g0, fooled0 = evaluate(start, y, targets, grad=True)
-    assert g0 is not None
-    st = _State(
-        idx=torch.arange(n, device=x.device),
-        x0=x,
-        y=y,
-        t=targets,
-        xk=start,
-        xprev=start,
-        f=f0,
-        g=g0,
-        x_max=start,
-        f_max=f0,
-        g_max=g0,
-        eta=torch.full((n,), 2.0 * eps, device=x.device, dtype=x.dtype),
-        helped=torch.zeros(n, device=x.device, dtype=torch.int64),
-        f_max_check=f0,
-        halved_last=torch.zeros(n, dtype=torch.bool, device=x.device),
-    )
-    keep = settle(st.idx, start, fooled0)
-    if keep is not None:
-        st = st.select(keep)
+    search = _Search(clf, x, threat, loss, targeted_loss, early_stop, trace)
+    st = search.first(x, y, targets, generator)
     marks = checkpoints(steps)
     last_mark = 0
     for k in range(steps):  # computes x^(k+1)
         if st.idx.numel() == 0:
             break
-        a = 1.0 if k == 0 else MOMENTUM
-        eta = per_sample(st.eta, st.xk)
-        z = clip_to_ball(st.xk + eta * steepest_direction(st.g, norm), st.x0, norm, eps, bounds)
-        xn = st.xk + a * (z - st.xk) + (1 - a) * (st.xk - st.xprev)
-        xn = clip_to_ball(xn, st.x0, norm, eps, bounds)
-        with_grad = k + 1 < steps  # the last iterate needs its loss, not its gradient
-        fn, gn, fooled = evaluate(xn, st.y, st.t, grad=with_grad)
-        if gn is None:
-            gn = st.g  # placeholder of the right shape; never used for a step
-        keep = settle(st.idx, xn, fooled)
-        if keep is not None:
-            st, xn, fn, gn = st.select(keep), xn[keep], fn[keep], gn[keep]
-            if st.idx.numel() == 0:
-                break
-        better = fn > st.f_max
-        bx = per_sample(better, xn)
-        st.helped = st.helped + (fn > st.f).long()
-        st.x_max = torch.where(bx, xn, st.x_max)
-        st.g_max = torch.where(bx, gn, st.g_max)
-        st.f_max = torch.where(better, fn, st.f_max)
-        st.xprev, st.xk, st.f, st.g = st.xk, xn, fn, gn
+        # the last iterate needs its loss, not its gradient
+        st = search.advance(st, k, with_grad=k + 1 < steps)
+        if st.idx.numel() == 0:
+            break
         if k + 1 in marks:
-            window = k + 1 - last_mark
+            st.checkpoint(rho, k + 1 - last_mark)
             last_mark = k + 1
-            cond1 = st.helped < rho * window
-            cond2 = ~st.halved_last & (st.f_max == st.f_max_check)
-            halve = cond1 | cond2
-            hx = per_sample(halve, xn)
-            st.eta = torch.where(halve, st.eta / 2, st.eta)
-            st.xk = torch.where(hx, st.x_max, st.xk)  # x^(k+1) <- x_max; x^(k) stays
-            st.f = torch.where(halve, st.f_max, st.f)
-            st.g = torch.where(hx, st.g_max, st.g)
-            st.halved_last = halve
-            st.f_max_check = st.f_max
-            st.helped = torch.zeros_like(st.helped)
-    # samples still standing: their best point is the highest-loss iterate
-    keep_found = per_sample(out.fooled[st.idx], st.x_max)
-    out.x[st.idx] = torch.where(keep_found, out.x[st.idx], st.x_max)
-    out.loss[st.idx] = torch.where(out.fooled[st.idx], float("inf"), st.f_max)
-    return out
-
-
-@dataclass
-class _Best:
-    """The running answer over restarts and targets, for the whole batch."""
-
-    x: torch.Tensor
-    loss: torch.Tensor
-    claimed: torch.Tensor  # bool: the attack saw the model misclassify this sample's point
-
-    @staticmethod
-    def start(x: torch.Tensor) -> _Best:
-        n = int(x.shape[0])
-        return _Best(
-            x=x.clone(),
-            loss=torch.full((n,), float("-inf"), device=x.device, dtype=x.dtype),
-            claimed=torch.zeros(n, dtype=torch.bool, device=x.device),
-        )
-
-    def merge(self, idx: torch.Tensor, found: _Found) -> torch.Tensor:
-        """Keep each sample's better point (fooled beats any loss); return the idx still standing."""
-        upd = found.loss > self.loss[idx]
-        self.x[idx] = torch.where(per_sample(upd, found.x), found.x, self.x[idx])
-        self.loss[idx] = torch.where(upd, found.loss, self.loss[idx])
-        self.claimed[idx] = self.claimed[idx] | found.fooled
-        return idx[~found.fooled]
-
-    def output(self, trace: list[torch.Tensor]) -> AttackOutput:
-        loss_trace = [float(v) for v in torch.stack(trace).tolist()] if trace else None
-        return AttackOutput(x_adv=self.x, loss_trace=loss_trace, claimed=self.claimed)
+    return search.finish(st)
 
 
 @register
@@ -288,10 +326,6 @@ class APGD(Attack):
     Params = APGDParams
     cost_rank = 20
 
-    def cost(self) -> float:
-        assert isinstance(self.params, APGDParams)
-        return float(self.params.steps * self.params.restarts)
-
     def run(
         self,
         clf: Classifier,
@@ -302,17 +336,16 @@ class APGD(Attack):
     ) -> AttackOutput:
         p = self.params
         assert isinstance(p, APGDParams)
-        best = _Best.start(x)
-        standing = torch.arange(x.shape[0], device=x.device)
+        best = _Found.empty(x)
         trace: list[torch.Tensor] = []
-        for _ in range(p.restarts):
-            if standing.numel() == 0:
-                break
-            found = apgd_search(
-                clf, x[standing], y[standing], threat, generator, loss=get_loss(p.loss),
+
+        def search(s: torch.Tensor) -> _Found:
+            return apgd_search(
+                clf, x[s], y[s], threat, generator, loss=get_loss(p.loss),
                 steps=p.steps, rho=p.rho, early_stop=p.early_stop, trace=trace,
             )  # fmt: skip
-            standing = best.merge(standing, found)
+
+        best.restarts(torch.arange(x.shape[0], device=x.device), p.restarts, search)
         return best.output(trace)
 
 
@@ -327,10 +360,6 @@ class APGDT(Attack):
     Params = APGDTParams
     cost_rank = 30
 
-    def cost(self) -> float:
-        assert isinstance(self.params, APGDTParams)
-        return float(self.params.steps * self.params.restarts * self.params.targets)
-
     def run(
         self,
         clf: Classifier,
@@ -342,22 +371,21 @@ class APGDT(Attack):
         p = self.params
         assert isinstance(p, APGDTParams)
         n = int(x.shape[0])
-        best = _Best.start(x)
+        best = _Found.empty(x)
         trace: list[torch.Tensor] = []
         k = min(p.targets, clf.num_classes - 1)
         if n == 0 or k < 1:
             return best.output(trace)
         # wrong classes ranked by the clean logits, most likely first
-        ranked = clf.logits(x).scatter(1, y[:, None], float("-inf")).topk(k, dim=1).indices
+        ranked = ranked_wrong(clf.logits(x), y, k)
         standing = torch.arange(n, device=x.device)
-        for j in range(k):
-            for _ in range(p.restarts):
-                if standing.numel() == 0:
-                    break
-                found = apgd_search(
-                    clf, x[standing], y[standing], threat, generator,
-                    targeted_loss=dlr_targeted, targets=ranked[standing, j],
+        for target in ranked.unbind(dim=1):  # each sample's j-th most likely wrong class
+
+            def search(s: torch.Tensor, t: torch.Tensor = target) -> _Found:
+                return apgd_search(
+                    clf, x[s], y[s], threat, generator, targeted_loss=dlr_targeted, targets=t[s],
                     steps=p.steps, rho=p.rho, early_stop=p.early_stop, trace=trace,
                 )  # fmt: skip
-                standing = best.merge(standing, found)
+
+            standing = best.restarts(standing, p.restarts, search)
         return best.output(trace)

@@ -27,6 +27,10 @@ class AttackParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    def cost(self) -> float | None:
+        """Passes per sample these settings take, where they decide it (None: ``cost_rank``)."""
+        return None
+
 
 @dataclass
 class AttackOutput:
@@ -88,7 +92,14 @@ class Attack(ABC):
 
     def cost(self) -> float:
         """A rough number of forward+backward passes per sample, for cheap-first ordering."""
-        return float(self.cost_rank)
+        from_params = self.params.cost()
+        return float(self.cost_rank) if from_params is None else from_params
+
+    def check_norm(self, norm: str) -> None:
+        """A ValueError unless the attack declares ``norm`` (for attacks with per-norm rules)."""
+        if norm not in self.norms:
+            told = f"only the {self.norms[0]} norm" if len(self.norms) == 1 else " and ".join(self.norms)
+            raise ValueError(f"{self.name} supports {told}, not {norm!r}")
 
     @classmethod
     def config_problem(cls, params: AttackParams) -> str | None:

@@ -48,6 +48,9 @@ class CWParams(AttackParams):
         description="stop a sample's search step once its loss improved < 0.01% over steps/10",
     )
 
+    def cost(self) -> float:
+        return float(self.binary_search_steps * self.steps)
+
 
 def _cw_objective(kappa: float) -> LossFn:
     """The paper's f₆ (untargeted): ``max(z_y − max_{i≠y} z_i, −κ)``, per sample."""
@@ -63,7 +66,6 @@ def _to_tanh_space(x: torch.Tensor, lo: float, scale: float) -> torch.Tensor:
     return torch.atanh(((x - lo) / scale - 1.0).clamp(-_ATANH_LIMIT, _ATANH_LIMIT))
 
 
-
 @register
 class CarliniWagnerL2(Attack):
     """Minimal L2 perturbation by Adam in tanh space, with a per-sample binary search over c."""
@@ -76,10 +78,6 @@ class CarliniWagnerL2(Attack):
     cost_rank = 80
     minimal_norm = True
 
-    def cost(self) -> float:
-        assert isinstance(self.params, CWParams)
-        return float(self.params.binary_search_steps * self.params.steps)
-
     def run(
         self,
         clf: Classifier,
@@ -91,66 +89,88 @@ class CarliniWagnerL2(Attack):
         """Smallest-norm adversarial found per sample (or ``x`` itself); ``threat.eps`` unused."""
         p = self.params
         assert isinstance(p, CWParams)
-        if threat.norm != "l2":
-            raise ValueError(f"cw supports only the l2 norm, not {threat.norm!r}")
-        lo, hi = clf.bounds
-        scale = (hi - lo) / 2.0
+        self.check_norm(threat.norm)
         n = int(x.shape[0])
-        dev, dt = x.device, x.dtype
-        f_loss = _cw_objective(p.kappa)
-
-        def to_input(w: torch.Tensor) -> torch.Tensor:
-            return lo + scale * (torch.tanh(w) + 1.0)
-
-        w0 = _to_tanh_space(x, lo, scale)
-        best = x.clone()
         if n == 0:
-            return AttackOutput(x_adv=best)
-        best_d2 = torch.full((n,), float("inf"), device=dev, dtype=dt)
-        const = torch.full((n,), p.initial_const, device=dev, dtype=dt)
-        lower = torch.zeros(n, device=dev, dtype=dt)
-        upper = torch.full((n,), float("inf"), device=dev, dtype=dt)
-        check_every = max(1, p.steps // 10)
-        b1, b2 = _ADAM_BETAS
+            return AttackOutput(x_adv=x.clone())
+        run = _Run(clf, x, y, p)
+        const = torch.full((n,), p.initial_const, device=x.device, dtype=x.dtype)
+        lower = torch.zeros(n, device=x.device, dtype=x.dtype)
+        upper = torch.full((n,), float("inf"), device=x.device, dtype=x.dtype)
         for _ in range(p.binary_search_steps):
-            idx = torch.arange(n, device=dev)  # samples still optimizing in this search step
-            w, x0, y0, c = w0.clone(), x, y, const
-            m, v = torch.zeros_like(w), torch.zeros_like(w)
-            prev = torch.full((n,), float("inf"), device=dev, dtype=dt)
-            success = torch.zeros(n, dtype=torch.bool, device=dev)
-            for t in range(1, p.steps + 1):
-                xp = to_input(w)
-                f, grad_f, logits = clf.loss_and_grad(xp, y0, f_loss)
-                diff = xp - x0
-                d2 = diff.flatten(1).pow(2).sum(dim=1)
-                loss = d2 + c * f
-                # success of the current iterate, judged by its own logits (κ-confident)
-                won = (logits.argmax(dim=1) != y0) & (margin(logits, y0) >= p.kappa)
-                better = won & (d2 < best_d2[idx])
-                best_d2.index_copy_(0, idx, torch.where(better, d2, best_d2[idx]))
-                best.index_copy_(0, idx, torch.where(per_sample(better, xp), xp, best[idx]))
-                success.index_copy_(0, idx, success[idx] | won)
-                # chain rule through the change of variables: dx'/dw = scale·(1 − tanh²(w))
-                grad_x = 2.0 * diff + per_sample(c, grad_f) * grad_f
-                grad_w = grad_x * scale * (1.0 - torch.tanh(w).pow(2))
-                m = b1 * m + (1 - b1) * grad_w
-                v = b2 * v + (1 - b2) * grad_w.pow(2)
-                m_hat = m / (1 - b1**t)
-                v_hat = v / (1 - b2**t)
-                w = w - p.lr * m_hat / (v_hat.sqrt() + _ADAM_EPS)
-                if p.abort_early and t % check_every == 0 and t < p.steps:
-                    last = prev[idx]
-                    stalled = torch.isfinite(last) & (loss > last - 1e-4 * last.abs())
-                    prev.index_copy_(0, idx, loss)
-                    if bool(stalled.any()):
-                        keep = ~stalled
-                        idx, w, m, v = idx[keep], w[keep], m[keep], v[keep]
-                        x0, y0, c = x0[keep], y0[keep], c[keep]
-                        if idx.numel() == 0:
-                            break
+            success = run.minimize(const)
             # the paper's search over c: bisect once bracketed, ×10 while no success yet
             upper = torch.where(success, torch.minimum(upper, const), upper)
             lower = torch.where(success, lower, torch.maximum(lower, const))
             bracketed = torch.isfinite(upper)
             const = torch.where(bracketed, (lower + upper) / 2, const * 10)
-        return AttackOutput(x_adv=best.clamp(lo, hi))
+        return AttackOutput(x_adv=run.best.clamp(*clf.bounds))
+
+
+class _Adam:
+    """Adam's moments for the tanh-space variables, one row per sample still optimizing."""
+
+    def __init__(self, w: torch.Tensor, lr: float) -> None:
+        self.m, self.v, self.lr = torch.zeros_like(w), torch.zeros_like(w), lr
+
+    def step(self, w: torch.Tensor, grad: torch.Tensor, t: int) -> torch.Tensor:
+        """``w`` after Adam's ``t``-th step (from 1) along ``grad``."""
+        b1, b2 = _ADAM_BETAS
+        self.m = b1 * self.m + (1 - b1) * grad
+        self.v = b2 * self.v + (1 - b2) * grad.pow(2)
+        m_hat = self.m / (1 - b1**t)
+        v_hat = self.v / (1 - b2**t)
+        return w - self.lr * m_hat / (v_hat.sqrt() + _ADAM_EPS)
+
+    def select(self, keep: torch.Tensor) -> None:
+        self.m, self.v = self.m[keep], self.v[keep]
+
+
+class _Run:
+    """One batch: the tanh-space start and each sample's smallest success over every step."""
+
+    def __init__(self, clf: Classifier, x: torch.Tensor, y: torch.Tensor, p: CWParams) -> None:
+        self.clf, self.x, self.y, self.p = clf, x, y, p
+        self.lo, hi = clf.bounds
+        self.scale = (hi - self.lo) / 2.0
+        self.f_loss = _cw_objective(p.kappa)
+        self.w0 = _to_tanh_space(x, self.lo, self.scale)
+        self.best = x.clone()
+        self.best_d2 = torch.full((x.shape[0],), float("inf"), device=x.device, dtype=x.dtype)
+
+    def minimize(self, const: torch.Tensor) -> torch.Tensor:
+        """One binary-search step: Adam from the clean input with each sample's constant
+        ``c``; which samples some iterate fooled."""
+        p, n, dev, dt = self.p, int(self.x.shape[0]), self.x.device, self.x.dtype
+        idx = torch.arange(n, device=dev)  # samples still optimizing in this search step
+        w, x0, y0, c = self.w0.clone(), self.x, self.y, const
+        adam = _Adam(w, p.lr)
+        prev = torch.full((n,), float("inf"), device=dev, dtype=dt)
+        success = torch.zeros(n, dtype=torch.bool, device=dev)
+        check_every = max(1, p.steps // 10)
+        for t in range(1, p.steps + 1):
+            xp = self.lo + self.scale * (torch.tanh(w) + 1.0)
+            f, grad_f, logits = self.clf.loss_and_grad(xp, y0, self.f_loss)
+            diff = xp - x0
+            d2 = diff.flatten(1).pow(2).sum(dim=1)
+            loss = d2 + c * f
+            # success of the current iterate, judged by its own logits (κ-confident)
+            won = (logits.argmax(dim=1) != y0) & (margin(logits, y0) >= p.kappa)
+            better = won & (d2 < self.best_d2[idx])
+            self.best_d2.index_copy_(0, idx, torch.where(better, d2, self.best_d2[idx]))
+            self.best.index_copy_(0, idx, torch.where(per_sample(better, xp), xp, self.best[idx]))
+            success.index_copy_(0, idx, success[idx] | won)
+            # chain rule through the change of variables: dx'/dw = scale·(1 − tanh²(w))
+            grad_x = 2.0 * diff + per_sample(c, grad_f) * grad_f
+            w = adam.step(w, grad_x * self.scale * (1.0 - torch.tanh(w).pow(2)), t)
+            if p.abort_early and t % check_every == 0 and t < p.steps:
+                last = prev[idx]
+                stalled = torch.isfinite(last) & (loss > last - 1e-4 * last.abs())
+                prev.index_copy_(0, idx, loss)
+                if bool(stalled.any()):
+                    keep = ~stalled
+                    idx, w, x0, y0, c = idx[keep], w[keep], x0[keep], y0[keep], c[keep]
+                    adam.select(keep)
+                    if idx.numel() == 0:
+                        break
+        return success

@@ -15,13 +15,13 @@ import torch
 from pydantic import Field
 
 from robaudit.attacks.base import Attack, AttackOutput, AttackParams, register
+from robaudit.attacks.common import ClosestBoundary, ranked_wrong
 from robaudit.attacks.losses import logit_gap
 from robaudit.attacks.projections import per_sample
 from robaudit.classifier import Classifier
 from robaudit.norms import get as get_norm
 from robaudit.threat import Threat
 
-_TINY = 1e-12
 # the paper's code adds 1e-4 to each step's length so rounding cannot stop it on the boundary
 _PUSH = 1e-4
 
@@ -39,7 +39,9 @@ class DeepFoolParams(AttackParams):
         "capped at the number of classes",
     )
 
-
+    def cost(self) -> float:
+        """DeepFool usually converges in a handful of steps, each one backward per candidate."""
+        return float(min(self.steps, 5) * (self.candidates - 1) + 1)
 
 
 @register
@@ -54,11 +56,6 @@ class DeepFool(Attack):
     cost_rank = 30
     minimal_norm = True
 
-    def cost(self) -> float:
-        # DeepFool usually converges in a handful of steps, each one backward per candidate
-        assert isinstance(self.params, DeepFoolParams)
-        return float(min(self.params.steps, 5) * (self.params.candidates - 1) + 1)
-
     def run(
         self,
         clf: Classifier,
@@ -71,8 +68,7 @@ class DeepFool(Attack):
         p = self.params
         assert isinstance(p, DeepFoolParams)
         norm = threat.norm
-        if norm not in self.norms:
-            raise ValueError(f"deepfool supports linf and l2, not {norm!r}")
+        self.check_norm(norm)
         lo, hi = clf.bounds
         n_others = min(p.candidates, clf.num_classes) - 1
         best = x.clone()
@@ -80,14 +76,13 @@ class DeepFool(Attack):
             return AttackOutput(x_adv=best)
         # the candidate classes: the highest other logits on the clean input, fixed throughout
         clean = clf.logits(x)
-        others = clean.scatter(1, y[:, None], float("-inf")).topk(n_others, dim=1).indices
+        others = ranked_wrong(clean, y, n_others)
         idx = torch.arange(x.shape[0], device=x.device)  # samples not yet misclassified
         x0, y0, cand = x, y, others
         xa = x.clone()
         r_tot = torch.zeros_like(x)
         for _ in range(p.steps):
-            best_dist: torch.Tensor | None = None
-            best_w: torch.Tensor | None = None
+            closest = ClosestBoundary(norm)
             for j in range(n_others):
                 f, w, logits = clf.loss_and_grad(xa, y0, logit_gap(cand[:, j]))
                 if j == 0:
@@ -99,15 +94,8 @@ class DeepFool(Attack):
                         xa, r_tot, f, w = xa[keep], r_tot[keep], f[keep], w[keep]
                         if idx.numel() == 0:
                             break
-                # distance to candidate j's linearized boundary, in the attack norm
-                dual = get_norm(norm).dual(w)
-                dist = f.abs() / (dual + _TINY)
-                if best_dist is None or best_w is None:
-                    best_dist, best_w = dist, w
-                else:
-                    closer = dist < best_dist
-                    best_dist = torch.where(closer, dist, best_dist)
-                    best_w = torch.where(per_sample(closer, w), w, best_w)
+                closest.offer(f, w)  # candidate j's linearized boundary
+            best_dist, best_w = closest.dist, closest.w
             if idx.numel() == 0 or best_dist is None or best_w is None:
                 break
             direction = get_norm(norm).steepest(best_w)

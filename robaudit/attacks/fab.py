@@ -34,6 +34,7 @@ import torch
 from pydantic import Field
 
 from robaudit.attacks.base import Attack, AttackOutput, AttackParams, register
+from robaudit.attacks.common import ClosestBoundary, is_l2, random_directions, ranked_wrong
 from robaudit.attacks.losses import logit_gap
 from robaudit.attacks.projections import flat_norm, per_sample
 from robaudit.classifier import Classifier
@@ -41,7 +42,6 @@ from robaudit.norms import get as get_norm
 from robaudit.threat import Threat
 
 _TINY = 1e-12
-_IS_L2 = {"l2": True, "linf": False}  # FAB's two geometries; another norm raises KeyError
 
 
 class FABParams(AttackParams):
@@ -66,6 +66,10 @@ class FABParams(AttackParams):
         description="backward step: a misclassified iterate x becomes (1-beta)*x_orig + beta*x",
     )
 
+    def cost(self) -> float:
+        """Per step a forward pass plus one backward per other class (9 on a 10-class model)."""
+        return float(self.steps * self.restarts * 10)
+
 
 class FABTParams(FABParams):
     targets: int = Field(
@@ -80,12 +84,9 @@ class FABTParams(FABParams):
         "(AutoAttack's protocol, used by the battery: faster; norms above eps not minimal)",
     )
 
-
-
-
-def _dual_norm(w: torch.Tensor, norm: str) -> torch.Tensor:
-    """‖w‖ in the dual norm (l2 → l2, linf → l1): the distance scale of a linearized gap."""
-    return get_norm(norm).dual(w)
+    def cost(self) -> float:
+        """Per step and target a forward pass and one backward."""
+        return float(self.steps * self.restarts * self.targets * 2)
 
 
 def project_hyperplane_box(
@@ -102,7 +103,7 @@ def project_hyperplane_box(
     flip = torch.where(r < 0, -1.0, 1.0).to(w.dtype)
     w = w * flip[:, None]  # now r ≥ 0 and the root λ ≥ 0
     r = r * flip
-    v = w if _IS_L2[norm] else w.sign()
+    v = w if is_l2(norm) else w.sign()  # FAB's two geometries; another norm raises
     av = v.abs()
     room = torch.where(v > 0, high, -low)  # how far a coordinate can move in v's direction
     moving = av > 0
@@ -137,13 +138,8 @@ def _random_start(
 ) -> torch.Tensor:
     """A point at ``radius`` from each ``x0`` (drawn on CPU so seeds agree across devices)."""
     lo, hi = bounds
-    shape = x0.shape
-    if not _IS_L2[norm]:
-        d = 2 * torch.rand(shape, generator=generator, dtype=torch.float32) - 1
-        scale = d.flatten(1).abs().amax(dim=1)
-    else:
-        d = torch.randn(shape, generator=generator, dtype=torch.float32)
-        scale = d.flatten(1).norm(p=2, dim=1)
+    d = random_directions(x0.shape, norm, generator)
+    scale = flat_norm(d, norm)
     d = d.to(device=x0.device, dtype=x0.dtype)
     unit = d / per_sample(scale.to(device=x0.device, dtype=x0.dtype) + _TINY, d)
     return (x0 + unit * per_sample(radius, d)).clamp(lo, hi)
@@ -198,17 +194,11 @@ def _fab_run(
         if i == p.steps:
             break
         # the linearized gap to the closest boundary among ``others``
-        f = w = dist = None
+        closest = ClosestBoundary(norm)
         for j in range(others.shape[1]):
             fj, wj, _ = clf.loss_and_grad(xk, y, logit_gap(others[:, j]))
-            dj = fj.abs() / (_dual_norm(wj, norm) + _TINY)
-            if f is None or w is None or dist is None:
-                f, w, dist = fj, wj, dj
-            else:
-                closer = dj < dist
-                f = torch.where(closer, fj, f)
-                w = torch.where(per_sample(closer, wj), wj, w)
-                dist = torch.where(closer, dj, dist)
+            closest.offer(fj, wj)
+        f, w = closest.f, closest.w
         assert f is not None and w is not None
         wf = w.flatten(1)
         # project the current point and the original onto {z : f + w·(z − xk) = 0} ∩ box
@@ -244,8 +234,6 @@ def _fab(
 ) -> AttackOutput:
     """Shared body of ``fab`` (``n_targets`` None: all classes at once) and ``fab-t``."""
     norm = threat.norm
-    if norm not in _IS_L2:
-        raise ValueError(f"fab supports linf and l2, not {norm!r}")
     n = int(x.shape[0])
     out = x.clone()
     claimed = torch.zeros(n, dtype=torch.bool, device=x.device)
@@ -259,7 +247,7 @@ def _fab(
     if idx.numel() == 0:
         return AttackOutput(x_adv=out, claimed=claimed)
     x0, y0 = x[idx], y[idx]
-    ranked = clean[idx].scatter(1, y0[:, None], float("-inf")).topk(n_others, dim=1).indices
+    ranked = ranked_wrong(clean[idx], y0, n_others)
     best = _Best(x0)
     # untargeted: one run linearizing every other class; targeted: one run per target
     groups = [ranked] if n_targets is None else [ranked[:, j : j + 1] for j in range(n_targets)]
@@ -300,11 +288,6 @@ class FAB(Attack):
     minimal_norm = True
     strength = "strong"
 
-    def cost(self) -> float:
-        # per step a forward pass plus one backward per other class (9 on a 10-class model)
-        assert isinstance(self.params, FABParams)
-        return float(self.params.steps * self.params.restarts * 10)
-
     def run(
         self,
         clf: Classifier,
@@ -315,37 +298,24 @@ class FAB(Attack):
     ) -> AttackOutput:
         """Smallest adversarial found per sample (or ``x``); ``threat.eps`` sizes restarts."""
         assert isinstance(self.params, FABParams)
-        return _fab(clf, x, y, threat, generator, self.params, None)
+        self.check_norm(threat.norm)
+        return _fab(clf, x, y, threat, generator, self.params, self._targets(clf))
+
+    def _targets(self, clf: Classifier) -> int | None:
+        """Runs per sample, one per target class; None: one run linearizing every class."""
+        return None
 
 
 @register
-class FABT(Attack):
-    """Targeted FAB over the most likely wrong classes, keeping each sample's smallest answer."""
+class FABT(FAB):
+    """Targeted FAB over the most likely wrong classes, keeping each sample's smallest answer
+    over all targets; otherwise FAB."""
 
     name = "fab-t"
     summary = "Targeted FAB: one minimal-norm run per top-k wrong class, smallest kept"
-    paper = "Croce & Hein 2020"
-    norms = ("linf", "l2")
     Params = FABTParams
     cost_rank = 75
-    minimal_norm = True
-    strength = "strong"
 
-    def cost(self) -> float:
-        # per step and target a forward pass and one backward
+    def _targets(self, clf: Classifier) -> int | None:
         assert isinstance(self.params, FABTParams)
-        p = self.params
-        return float(p.steps * p.restarts * p.targets * 2)
-
-    def run(
-        self,
-        clf: Classifier,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        threat: Threat,
-        generator: torch.Generator,
-    ) -> AttackOutput:
-        """Smallest adversarial over all targets per sample (or ``x``); eps sizes restarts."""
-        p = self.params
-        assert isinstance(p, FABTParams)
-        return _fab(clf, x, y, threat, generator, p, min(p.targets, clf.num_classes - 1))
+        return min(self.params.targets, clf.num_classes - 1)

@@ -14,14 +14,16 @@ another wrong class counts too.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from pydantic import Field, model_validator
 
 from robaudit.attacks.base import Attack, AttackOutput, AttackParams, register
+from robaudit.attacks.common import mean_trace, most_likely_wrong
 from robaudit.attacks.losses import get_loss, get_targeted_loss, with_targets
-from robaudit.attacks.projections import clip_to_ball, random_in_ball, steepest_direction
+from robaudit.attacks.projections import clip_to_ball, random_point, steepest_direction
 from robaudit.classifier import Classifier, LossFn
 from robaudit.threat import Threat
 
@@ -91,6 +93,9 @@ class PGDParams(AttackParams):
         rel = self.rel_step_size if self.rel_step_size is not None else 2.5 / self.steps
         return rel * eps
 
+    def cost(self) -> float:
+        return float(self.steps * self.restarts)
+
 
 @register
 class PGD(Attack):
@@ -103,10 +108,6 @@ class PGD(Attack):
     Params = PGDParams
     cost_rank = 10
 
-    def cost(self) -> float:
-        assert isinstance(self.params, PGDParams)
-        return float(self.params.steps * self.params.restarts)
-
     def run(
         self,
         clf: Classifier,
@@ -118,64 +119,90 @@ class PGD(Attack):
         p = self.params
         assert isinstance(p, PGDParams)
         targets = pick_target(clf, x, y, p.target) if p.targeted else None
-
-        def loss_for(t: torch.Tensor | None) -> LossFn:
-            return get_loss(p.loss) if t is None else with_targets(get_targeted_loss(p.loss), t)
-
-        step = p.step_for(threat.eps)
-        best = x.clone()
-        best_loss = torch.full((x.shape[0],), float("-inf"), device=x.device)
+        run = _Run(p, clf, x, y, threat, generator, targets)
         standing = torch.arange(x.shape[0], device=x.device)  # samples not yet fooled
-        trace: list[torch.Tensor] = []
         for restart in range(p.restarts):
-            last = restart == p.restarts - 1
-            idx = standing
-            x0, y0 = x[idx], y[idx]
-            t0 = None if targets is None else targets[idx]
-            if p.random_start:
-                xa = clip_to_ball(
-                    x0 + random_in_ball(x0, threat.norm, threat.eps, generator),
-                    x0,
-                    threat.norm,
-                    threat.eps,
-                    clf.bounds,
-                )
-            else:
-                xa = x0.clone()
-            for _ in range(p.steps):
-                if idx.numel() == 0:
-                    break
-                loss, grad, logits = clf.loss_and_grad(xa, y0, loss_for(t0))
-                trace.append(loss.mean())
-                if p.early_stop:
-                    fooled = logits.argmax(dim=1) != y0
-                    if bool(fooled.any()):
-                        best[idx[fooled]] = xa[fooled]
-                        best_loss[idx[fooled]] = float("inf")
-                        keep = ~fooled
-                        idx, x0, y0, xa, grad = idx[keep], x0[keep], y0[keep], xa[keep], grad[keep]
-                        t0 = None if t0 is None else t0[keep]
-                xa = xa + step * steepest_direction(grad, threat.norm)
-                xa = clip_to_ball(xa, x0, threat.norm, threat.eps, clf.bounds)
-            if idx.numel() == 0:
-                standing = idx
+            a = run.ascend(standing)
+            if a.idx.numel() == 0:
                 break
-            if last:
+            if restart == p.restarts - 1:
                 # The engine verifies every candidate with a fresh forward pass, so the last
                 # restart's final iterates need no extra check here.
-                best[idx] = xa
+                run.best[a.idx] = a.xa
                 break
-            logits = clf.logits(xa)
-            loss = loss_for(t0)(logits, y0)
-            fooled = logits.argmax(dim=1) != y0
-            improved = loss > best_loss[idx]
-            upd = improved | fooled
-            best[idx[upd]] = xa[upd]
-            best_loss[idx[upd]] = torch.where(fooled[upd], float("inf"), loss[upd])
-            standing = idx[~fooled]
-        loss_trace = [float(v) for v in torch.stack(trace).tolist()] if trace else None
+            standing = run.keep_better(a)
         # samples whose iterate the attack itself saw misclassified: the engine checks this claim
-        return AttackOutput(x_adv=best, loss_trace=loss_trace, claimed=best_loss == float("inf"))
+        claimed = run.best_loss == float("inf")
+        return AttackOutput(x_adv=run.best, loss_trace=mean_trace(run.trace), claimed=claimed)
+
+
+@dataclass
+class _Active:
+    """The samples one restart still works on: batch positions, clean inputs, labels, targets,
+    current iterates."""
+
+    idx: torch.Tensor
+    x0: torch.Tensor
+    y0: torch.Tensor
+    t0: torch.Tensor | None
+    xa: torch.Tensor
+
+    def select(self, keep: torch.Tensor) -> _Active:
+        t0 = None if self.t0 is None else self.t0[keep]
+        return _Active(self.idx[keep], self.x0[keep], self.y0[keep], t0, self.xa[keep])
+
+
+class _Run:
+    """One batch's PGD: the best point per sample over the restarts, its loss (+inf once
+    fooled) and the per-step mean losses."""
+
+    def __init__(self, p: PGDParams, clf: Classifier, x: torch.Tensor, y: torch.Tensor,
+                 threat: Threat, generator: torch.Generator,
+                 targets: torch.Tensor | None) -> None:  # fmt: skip
+        self.p, self.clf, self.x, self.y, self.threat = p, clf, x, y, threat
+        self.gen, self.targets = generator, targets
+        self.best = x.clone()
+        self.best_loss = torch.full((x.shape[0],), float("-inf"), device=x.device)
+        self.trace: list[torch.Tensor] = []
+
+    def loss_for(self, t: torch.Tensor | None) -> LossFn:
+        p = self.p
+        return get_loss(p.loss) if t is None else with_targets(get_targeted_loss(p.loss), t)
+
+    def ascend(self, standing: torch.Tensor) -> _Active:
+        """One restart's steps on the samples ``standing``; those fooled on the way leave."""
+        p, norm, eps, bounds = self.p, self.threat.norm, self.threat.eps, self.clf.bounds
+        step = p.step_for(eps)
+        x0 = self.x[standing]
+        xa = random_point(x0, norm, eps, bounds, self.gen) if p.random_start else x0.clone()
+        t0 = None if self.targets is None else self.targets[standing]
+        a = _Active(standing, x0, self.y[standing], t0, xa)
+        for _ in range(p.steps):
+            if a.idx.numel() == 0:
+                break
+            loss, grad, logits = self.clf.loss_and_grad(a.xa, a.y0, self.loss_for(a.t0))
+            self.trace.append(loss.mean())
+            if p.early_stop:
+                fooled = logits.argmax(dim=1) != a.y0
+                if bool(fooled.any()):
+                    self.best[a.idx[fooled]] = a.xa[fooled]
+                    self.best_loss[a.idx[fooled]] = float("inf")
+                    keep = ~fooled
+                    a, grad = a.select(keep), grad[keep]
+            xa = a.xa + step * steepest_direction(grad, norm)
+            a.xa = clip_to_ball(xa, a.x0, norm, eps, bounds)
+        return a
+
+    def keep_better(self, a: _Active) -> torch.Tensor:
+        """Keep each sample's final iterate where fooled or of higher loss; the samples left."""
+        logits = self.clf.logits(a.xa)
+        loss = self.loss_for(a.t0)(logits, a.y0)
+        fooled = logits.argmax(dim=1) != a.y0
+        improved = loss > self.best_loss[a.idx]
+        upd = improved | fooled
+        self.best[a.idx[upd]] = a.xa[upd]
+        self.best_loss[a.idx[upd]] = torch.where(fooled[upd], float("inf"), loss[upd])
+        return a.idx[~fooled]
 
 
 def pick_target(
@@ -184,7 +211,7 @@ def pick_target(
     """One target class per sample from the clean logits: the most or least likely wrong class."""
     logits = clf.logits(x)
     if which == "most-likely":
-        return logits.scatter(1, y[:, None], float("-inf")).argmax(dim=1)
+        return most_likely_wrong(logits, y)
     if which == "least-likely":
         return logits.scatter(1, y[:, None], float("inf")).argmin(dim=1)
     raise ValueError(f"unknown target {which!r}; valid: most-likely, least-likely")

@@ -32,7 +32,8 @@ import torch
 from pydantic import Field
 
 from robaudit.attacks.base import Attack, AttackOutput, AttackParams, register
-from robaudit.attacks.projections import flat_norm, per_sample
+from robaudit.attacks.common import is_l2, random_directions
+from robaudit.attacks.projections import flat_norm, per_sample, steepest_direction
 from robaudit.classifier import Classifier
 from robaudit.threat import Threat
 
@@ -66,6 +67,10 @@ class HopSkipJumpParams(AttackParams):
         100, ge=1, le=1_000_000, description="uniform-noise draws to find an adversarial start"
     )
 
+    def cost(self) -> float:
+        """Forward passes only, about a third of a forward+backward each."""
+        return self.queries / 3
+
 
 def _checkpoints(budget: int) -> list[int]:
     """Query budgets 10, 20, 50, 100, 200, 500, ... below ``budget``, then ``budget`` itself."""
@@ -77,7 +82,6 @@ def _checkpoints(budget: int) -> list[int]:
                 return [*out, budget]
             out.append(m * scale)
         scale *= 10
-
 
 
 @register
@@ -94,10 +98,6 @@ class HopSkipJump(Attack):
     cost_rank = 70
     minimal_norm = True
 
-    def cost(self) -> float:
-        assert isinstance(self.params, HopSkipJumpParams)
-        return self.params.queries / 3
-
     def run(
         self,
         clf: Classifier,
@@ -109,8 +109,7 @@ class HopSkipJump(Attack):
         """Smallest adversarial found per sample (or ``x``); ``threat.eps`` unused."""
         p = self.params
         assert isinstance(p, HopSkipJumpParams)
-        if threat.norm not in self.norms:
-            raise ValueError(f"hopskipjump supports linf and l2, not {threat.norm!r}")
+        self.check_norm(threat.norm)
         return _Run(clf, x, y, threat.norm, p, generator).attack()
 
 
@@ -124,7 +123,7 @@ class _Run:
         self.lo, self.hi = clf.bounds
         self.d = int(x[0].numel()) if self.n else 1
         # the paper's two geometries; any other norm fails here, never silently as one of them
-        self.l2 = {"l2": True, "linf": False}[norm]
+        self.l2 = is_l2(norm)
         self.theta = p.gamma / self.d**1.5 if self.l2 else p.gamma / self.d**2
         self.used = torch.zeros(self.n, dtype=torch.long, device=self.dev)
         self.cur = x.clone()  # the current boundary point of each started sample
@@ -220,10 +219,7 @@ class _Run:
             for e0 in range(0, k, per_k):
                 e = min(k, e0 + per_k) - e0
                 shape = (s.stop - s.start, e, *base.shape[1:])
-                if self.l2:
-                    u = torch.randn(shape, generator=self.gen, dtype=torch.float32)
-                else:
-                    u = 2 * torch.rand(shape, generator=self.gen, dtype=torch.float32) - 1
+                u = random_directions(shape, self.norm, self.gen)
                 u = u.to(device=self.dev, dtype=base.dtype)
                 u = u / (u.flatten(2).norm(dim=2) + _TINY).view(*shape[:2], *([1] * (base.dim() - 1)))
                 take = torch.arange(e0, e0 + e, device=self.dev)[None, :] < evals[s, None]
@@ -244,9 +240,7 @@ class _Run:
         grad = sum_fu / per_sample(cnt, base) - per_sample(fbar, base) * mean_u
         same = fbar.abs() >= 1  # every probe answered alike: no baseline to subtract
         grad = torch.where(per_sample(same, base), per_sample(fbar.sign(), base) * mean_u, grad)
-        if self.l2:
-            return grad / per_sample(flat_norm(grad, "l2") + _TINY, grad)
-        return grad.sign()
+        return steepest_direction(grad, self.norm)  # L2: normalized; Linf: its sign
 
     def step(
         self, idx: torch.Tensor, update: torch.Tensor, size: torch.Tensor

@@ -9,6 +9,7 @@ ensemble of diverse parameter-free attacks").
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +18,7 @@ LOSSES = ("ce", "margin", "dlr")
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 TargetedLossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 _TINY = 1e-12
+_Fn = TypeVar("_Fn")
 
 
 def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -79,26 +81,28 @@ def dlr_targeted(logits: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torc
     return num / (top[:, 0] - top[:, 2:].mean(dim=1) + _TINY)
 
 
+_UNTARGETED: dict[str, LossFn] = {"ce": cross_entropy, "margin": margin, "dlr": dlr}
+_TARGETED: dict[str, TargetedLossFn] = {
+    "ce": cross_entropy_targeted,
+    "margin": margin_targeted,
+    "dlr": dlr_targeted,
+}
+
+
+def _lookup(table: dict[str, _Fn], name: str) -> _Fn:
+    if name not in table:
+        raise ValueError(f"unknown loss {name!r}; valid: {', '.join(LOSSES)}")
+    return table[name]
+
+
 def get_loss(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """Look up an untargeted loss by its config name."""
-    if name == "ce":
-        return cross_entropy
-    if name == "margin":
-        return margin
-    if name == "dlr":
-        return dlr
-    raise ValueError(f"unknown loss {name!r}; valid: {', '.join(LOSSES)}")
+    return _lookup(_UNTARGETED, name)
 
 
 def get_targeted_loss(name: str) -> TargetedLossFn:
     """Look up the targeted version of a loss by its config name."""
-    if name == "ce":
-        return cross_entropy_targeted
-    if name == "margin":
-        return margin_targeted
-    if name == "dlr":
-        return dlr_targeted
-    raise ValueError(f"unknown loss {name!r}; valid: {', '.join(LOSSES)}")
+    return _lookup(_TARGETED, name)
 
 
 def with_targets(

@@ -10,7 +10,7 @@ import torch
 from pydantic import Field
 
 from robaudit.attacks.base import Attack, AttackOutput, AttackParams, register
-from robaudit.attacks.projections import clip_to_ball, random_on_sphere
+from robaudit.attacks.projections import random_point
 from robaudit.classifier import Classifier
 from robaudit.threat import Threat
 
@@ -52,13 +52,7 @@ class Noise(Attack):
                 break
             queries[standing.cpu()] += 1
             x0 = x[standing]
-            cand = clip_to_ball(
-                x0 + random_on_sphere(x0, threat.norm, threat.eps, generator),
-                x0,
-                threat.norm,
-                threat.eps,
-                clf.bounds,
-            )
+            cand = random_point(x0, threat.norm, threat.eps, clf.bounds, generator, on_sphere=True)
             fooled = clf.predict(cand) != y[standing]
             best[standing] = cand  # keep the latest draw for samples still standing
             standing = standing[~fooled]

@@ -17,6 +17,7 @@ __all__ = [
     "project",
     "random_in_ball",
     "random_on_sphere",
+    "random_point",
     "steepest_direction",
 ]
 
@@ -55,3 +56,17 @@ def random_on_sphere(
 ) -> torch.Tensor:
     """A random perturbation of norm exactly ``eps`` (cube corners for linf)."""
     return get(norm).random_on_sphere(like, eps, generator)
+
+
+def random_point(
+    x: torch.Tensor,
+    norm: str,
+    eps: float,
+    bounds: tuple[float, float],
+    generator: torch.Generator,
+    *,
+    on_sphere: bool = False,
+) -> torch.Tensor:
+    """A random point of the ball around each ``x`` (of its sphere: ``on_sphere``), in bounds."""
+    draw = random_on_sphere if on_sphere else random_in_ball
+    return clip_to_ball(x + draw(x, norm, eps, generator), x, norm, eps, bounds)

@@ -34,11 +34,11 @@ import torch
 from pydantic import Field
 
 from robaudit.attacks.base import Attack, AttackOutput, AttackParams, register
+from robaudit.attacks.common import is_l2, thin
 from robaudit.attacks.projections import clip_to_ball
 from robaudit.classifier import Classifier
 from robaudit.threat import Threat
 
-_TRACE_POINTS = 200  # the loss trace is thinned to at most this many points
 _PAPER_STEP = 0.2  # the paper's step on [0, 1] images, as a share of the input range
 
 
@@ -64,6 +64,10 @@ class SimBAParams(AttackParams):
         "default ceil(min(H, W)/2), at most 28 (the paper's ImageNet value)",
     )
 
+    def cost(self) -> float:
+        """Forward passes only, about a third of a forward+backward each."""
+        return self.queries / 3
+
     def step_for(self, norm: str, eps: float, span: float) -> float:
         """The step length for a threat (see the module docstring for the defaults' reasons)."""
         if self.step is not None:
@@ -71,7 +75,7 @@ class SimBAParams(AttackParams):
         unbounded = _PAPER_STEP * span
         if not math.isfinite(eps):
             return unbounded
-        return eps if {"linf": True, "l2": False}[norm] else min(unbounded, eps / 2)
+        return min(unbounded, eps / 2) if is_l2(norm) else eps
 
 
 def _dct_matrix(n: int, device: torch.device) -> torch.Tensor:
@@ -91,7 +95,7 @@ class _Basis:
         self.shape = shape
         self.size = int(math.prod(shape))
         self.kind = kind if len(shape) == 3 else "pixel"  # dct needs C×H×W samples
-        self.linf = {"linf": True, "l2": False}[norm]  # another norm fails here, loudly
+        self.linf = not is_l2(norm)  # another norm fails here, loudly
         self.device, self.dtype = device, dtype
         self.band = torch.zeros(self.size)
         if self.kind == "dct":
@@ -140,11 +144,6 @@ class SimBA(Attack):
     Params = SimBAParams
     cost_rank = 60
 
-    def cost(self) -> float:
-        # forward passes only, about a third of a forward+backward each
-        assert isinstance(self.params, SimBAParams)
-        return self.params.queries / 3
-
     def run(
         self,
         clf: Classifier,
@@ -156,68 +155,95 @@ class SimBA(Attack):
         """Candidates inside the ball and bounds, per-sample queries, the mean log-odds trace."""
         p = self.params
         assert isinstance(p, SimBAParams)
-        norm, eps = threat.norm, threat.eps
-        if norm not in self.norms:
-            raise ValueError(f"simba supports linf and l2, not {norm!r}")
-        n, dev = int(x.shape[0]), x.device
-        used = torch.zeros(n, dtype=torch.long, device=dev)
-        if n == 0:
-            return AttackOutput(x_adv=x.clone(), queries=used.cpu())
+        self.check_norm(threat.norm)
+        n = int(x.shape[0])
         lo, hi = clf.bounds
-        step = p.step_for(norm, eps, hi - lo)
-        if step <= 0:  # eps = 0: nothing to search
-            return AttackOutput(x_adv=x.clone(), queries=used.cpu())
-        basis = _Basis(x.shape[1:], p.basis, p.freq_dims, norm, dev, x.dtype)
+        step = p.step_for(threat.norm, threat.eps, hi - lo) if n else 0.0
+        if step <= 0:  # no sample, or eps = 0: nothing to search
+            return AttackOutput(x_adv=x.clone(), queries=torch.zeros(n, dtype=torch.long))
+        return _Run(clf, x, y, threat, p, step, generator).search()
+
+
+class _Orders:
+    """Each sample's random order over the directions (from its own seed) and its place in it."""
+
+    def __init__(self, basis: _Basis, n: int, generator: torch.Generator) -> None:
+        self.basis = basis
         seeds = torch.randint(0, 2**62, (n,), generator=generator).tolist()
-        gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
-        order = torch.stack([basis.order(g) for g in gens])
-        pos = torch.zeros(n, dtype=torch.long)
-        idle = torch.zeros(n, dtype=torch.long, device=dev)  # directions in a row not queried
+        self.gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.order = torch.stack([basis.order(g) for g in self.gens])
+        self.pos = torch.zeros(n, dtype=torch.long)
 
-        def query(idx: torch.Tensor, pts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            """The log-odds against the true class and the fooled flag; one query each."""
-            used[idx] += 1
-            logits = clf.logits(pts)
-            return _log_odds(logits, y[idx]), logits.argmax(dim=1) != y[idx]
+    def next(self, act_cpu: torch.Tensor) -> torch.Tensor:
+        """The next direction of each sample ``act_cpu``; a sample past its last starts a pass."""
+        for i in act_cpu[self.pos[act_cpu] >= self.basis.size].tolist():
+            self.order[i] = self.basis.order(self.gens[i])
+            self.pos[i] = 0
+        k = self.order[act_cpu, self.pos[act_cpu]]
+        self.pos[act_cpu] += 1
+        return k
 
-        cur = x.clone()
-        odds, fooled = query(torch.arange(n, device=dev), x)
-        trace = [float(odds.mean())]
+
+class _Run:
+    """One batch's search: current points, their log-odds, fooled flags and queries spent."""
+
+    def __init__(self, clf: Classifier, x: torch.Tensor, y: torch.Tensor, threat: Threat,
+                 p: SimBAParams, step: float, generator: torch.Generator) -> None:  # fmt: skip
+        n, dev = int(x.shape[0]), x.device
+        self.clf, self.x, self.y, self.p, self.step = clf, x, y, p, step
+        self.norm, self.eps, self.bounds = threat.norm, threat.eps, clf.bounds
+        self.used = torch.zeros(n, dtype=torch.long, device=dev)
+        self.basis = _Basis(x.shape[1:], p.basis, p.freq_dims, threat.norm, dev, x.dtype)
+        self.orders = _Orders(self.basis, n, generator)
+        self.idle = torch.zeros(n, dtype=torch.long, device=dev)  # directions in a row not queried
+        self.cur = x.clone()
+        self.odds, self.fooled = self.query(torch.arange(n, device=dev), x)
+
+    def query(self, idx: torch.Tensor, pts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The log-odds against the true class and the fooled flag; one query each."""
+        self.used[idx] += 1
+        logits = self.clf.logits(pts)
+        return _log_odds(logits, self.y[idx]), logits.argmax(dim=1) != self.y[idx]
+
+    def search(self) -> AttackOutput:
+        trace = [float(self.odds.mean())]
         while True:
             # a whole pass without a query means clipping blocks every direction: stop there
-            active = (~fooled & (used < p.queries) & (idle < basis.size)).nonzero().flatten()
+            searching = ~self.fooled & (self.used < self.p.queries) & (self.idle < self.basis.size)
+            active = searching.nonzero().flatten()
             if active.numel() == 0:
                 break
-            act_cpu = active.cpu()
-            for i in act_cpu[pos[act_cpu] >= basis.size].tolist():  # a pass is over: reorder
-                order[i] = basis.order(gens[i])
-                pos[i] = 0
-            k = order[act_cpu, pos[act_cpu]]
-            pos[act_cpu] += 1
-            diff = step * basis.directions(k.to(dev))
-            todo = torch.ones(int(active.numel()), dtype=torch.bool, device=dev)
-            asked = torch.zeros_like(todo)
-            for sign in (1.0, -1.0):
-                j = todo.nonzero().flatten()
-                if j.numel() == 0:
-                    break
-                idx = active[j]
-                cand = clip_to_ball(cur[idx] + sign * diff[j], x[idx], norm, eps, (lo, hi))
-                changed = (cand != cur[idx]).flatten(1).any(dim=1) & (used[idx] < p.queries)
-                j, idx, cand = j[changed], idx[changed], cand[changed]
-                if idx.numel() == 0:
-                    continue
-                asked[j] = True
-                new_o, new_f = query(idx, cand)
-                better = (new_o > odds[idx]) | new_f
-                win = idx[better]
-                cur[win], odds[win], fooled[win] = cand[better], new_o[better], new_f[better]
-                todo[j[better]] = False
-            idle[active] = torch.where(asked, 0, idle[active] + 1)
-            trace.append(float(odds.mean()))
+            self.try_direction(active)
+            trace.append(float(self.odds.mean()))
         return AttackOutput(
-            x_adv=cur, loss_trace=_thin(trace), claimed=fooled.cpu(), queries=used.cpu()
-        )
+            x_adv=self.cur, loss_trace=thin(trace), claimed=self.fooled.cpu(),
+            queries=self.used.cpu(),
+        )  # fmt: skip
+
+    def try_direction(self, active: torch.Tensor) -> None:
+        """Each active sample's next direction: ``+step``, then ``−step`` where that did not
+        help; a candidate that clipping leaves unchanged is not queried."""
+        cur, x, used = self.cur, self.x, self.used
+        diff = self.step * self.basis.directions(self.orders.next(active.cpu()).to(x.device))
+        todo = torch.ones(int(active.numel()), dtype=torch.bool, device=x.device)
+        asked = torch.zeros_like(todo)
+        for sign in (1.0, -1.0):
+            j = todo.nonzero().flatten()
+            if j.numel() == 0:
+                break
+            idx = active[j]
+            cand = clip_to_ball(cur[idx] + sign * diff[j], x[idx], self.norm, self.eps, self.bounds)
+            changed = (cand != cur[idx]).flatten(1).any(dim=1) & (used[idx] < self.p.queries)
+            j, idx, cand = j[changed], idx[changed], cand[changed]
+            if idx.numel() == 0:
+                continue
+            asked[j] = True
+            new_o, new_f = self.query(idx, cand)
+            better = (new_o > self.odds[idx]) | new_f
+            win = idx[better]
+            cur[win], self.odds[win], self.fooled[win] = cand[better], new_o[better], new_f[better]
+            todo[j[better]] = False
+        self.idle[active] = torch.where(asked, 0, self.idle[active] + 1)
 
 
 def _log_odds(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -228,11 +254,3 @@ def _log_odds(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """
     others = logits.scatter(1, y[:, None], float("-inf"))
     return others.logsumexp(dim=1) - logits.gather(1, y[:, None]).squeeze(1)
-
-
-def _thin(trace: list[float]) -> list[float]:
-    """At most ``_TRACE_POINTS`` evenly spaced points, the first and the last included."""
-    if len(trace) <= _TRACE_POINTS:
-        return trace
-    last = len(trace) - 1
-    return [trace[round(i * last / (_TRACE_POINTS - 1))] for i in range(_TRACE_POINTS)]

@@ -39,6 +39,10 @@ class TransferParams(AttackParams):
         None, gt=0, le=10, description="step size as a fraction of eps (default 2.5/steps)"
     )
 
+    def cost(self) -> float:
+        """Surrogate passes only; the target is not queried."""
+        return float(self.steps) / 10
+
     @field_validator("surrogate")
     @classmethod
     def _exists(cls, v: str | None) -> str | None:
@@ -71,10 +75,6 @@ class Transfer(Attack):
         if params.surrogate is None:
             return "surrogate: required for transfer (a checkpoint of the attacker's own model)"
         return None
-
-    def cost(self) -> float:
-        assert isinstance(self.params, TransferParams)
-        return float(self.params.steps) / 10  # surrogate passes only; the target is not queried
 
     def _surrogate_module(self) -> nn.Module:
         """Load the surrogate once per attack instance (the same module for every batch)."""
