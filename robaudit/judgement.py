@@ -13,6 +13,7 @@ from typing import Any
 from robaudit.config import Config
 from robaudit.evaluation import status as evaluation_status
 from robaudit.evaluation import weak_threats, with_weak
+from robaudit.natural.run import NaturalOutcome
 from robaudit.outcomes import EngineResult
 from robaudit.plan import Plan
 from robaudit.results import AttackRow, Finding, GateResult, PartialRun, ThreatRow
@@ -49,13 +50,14 @@ def judge(
     certification: dict[str, Any] | None,
     incomplete: PartialRun | None,
     allow_partial: bool,
+    natural: NaturalOutcome | None = None,
 ) -> Verdict:
     """Score the audited model, gate every row; partial and weak evaluations fail the gate."""
     n = int(er.correct.numel())
     clean_acc = int(er.correct.sum()) / n if n else 0.0
     sc = score(model_threats, clean_acc)
     threats = (*model_threats, *variants.threats)
-    gate = evaluate_gate(cfg.gate, clean_acc, threats, sc, findings, certification)
+    gate = evaluate_gate(cfg.gate, clean_acc, threats, sc, findings, certification, natural)
     if incomplete is not None:
         gate = with_partial(gate, incomplete, allow_partial)
     keys = [t.key for t in model_threats]

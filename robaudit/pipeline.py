@@ -32,7 +32,9 @@ from robaudit.fitting import Inferred
 from robaudit.integrity import certification_findings, collect_findings
 from robaudit.judgement import VariantTables, judge
 from robaudit.loading.data import DataSet
-from robaudit.loading.model import LoadedModel
+from robaudit.loading.model import LoadedModel, load_model
+from robaudit.natural.run import NaturalOutcome
+from robaudit.natural.stage import run_natural
 from robaudit.plan import Plan, make_plan
 from robaudit.progress import Progress
 from robaudit.record import assemble, config_sha256, incomplete_state, run_meta
@@ -254,9 +256,11 @@ def audit(
     tables = build_tables(er, data.y, plan.params(), cfg.engine.cascade)
     variants = _variant_stage(clf, data, cfg, plan, settings, progress, stop)
     certification = _certification_stage(clf, data, cfg, settings, stop, findings)
+    natural = _natural_stage(clf, data, cfg, settings, stop, er.correct, config_path)
     verdict = judge(
         cfg, er, plan, tables[0], variants, findings, certification,
         incomplete_state(stop.failure, stop.unrun, stop.not_run, run.control), run.allow_partial,
+        natural,
     )
     meta = run_meta(
         clf, er, cfg, settings, data, config_path=config_path, started=started,
@@ -265,7 +269,7 @@ def audit(
     )
     result = assemble(
         loaded, data, cfg, er, tables, variants, certification, findings, verdict, meta, plan,
-        settings.samples,
+        settings.samples, natural,
     )
     if stop.failure is not None:
         raise RuntimeFailure(stop.failure, partial=result)
@@ -320,3 +324,35 @@ def _certification_stage(
     certification = run_certification(clf, data.samples, data.y, cfg.certify, settings.seed)
     findings += certification_findings(certification)
     return certification
+
+
+def _natural_stage(
+    clf: Classifier, data: DataSet, cfg: Config, settings: RunSettings, stop: _Stop,
+    correct: torch.Tensor, config_path: str | None,
+) -> NaturalOutcome | None:
+    """Corruptions, rotations and translations, occlusion, unless the run already stopped.
+
+    A reference model for mCE is loaded like the audited one (same preprocessing and bounds),
+    from a path relative to the working directory or, failing that, to the config's folder.
+    """
+    if cfg.natural is None:
+        return None
+    if stop.halted():
+        stop.not_run.append("natural robustness")
+        return None
+    reference = None
+    corr = cfg.natural.corruptions
+    if corr is not None and corr.reference is not None:
+        path = Path(corr.reference)
+        if not path.exists() and config_path is not None:
+            path = Path(config_path).parent / corr.reference
+        loaded = load_model(
+            path, arch=cfg.model.arch, arch_kwargs=cfg.model.arch_kwargs,
+            trust_model=settings.trust_model,
+        )
+        ref = clf.derive(model=loaded.module)
+        reference = (str(corr.reference), ref.verification_logits)
+    return run_natural(
+        clf, data.samples, data.y, correct, cfg.natural, seed=settings.seed, reference=reference
+    )
+

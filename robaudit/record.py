@@ -23,6 +23,7 @@ from robaudit.fitting import Inferred
 from robaudit.judgement import VariantTables, Verdict
 from robaudit.loading.data import DataSet
 from robaudit.loading.model import LoadedModel
+from robaudit.natural.run import NaturalOutcome
 from robaudit.outcomes import EngineResult
 from robaudit.plan import Plan
 from robaudit.results import (
@@ -211,6 +212,7 @@ def assemble(
     meta: RunMeta,
     plan: Plan,
     requested_samples: int | None,
+    natural: NaturalOutcome | None = None,
 ) -> RunResult:
     """The run's record; per-sample, per-class, confusion and minimal-norm rows of the
     audited model (the variants appear in the threat and attack rows and their summaries)."""
@@ -245,4 +247,5 @@ def assemble(
         per_class=per_class_rows(data.y, er.correct, model_threats, verdicts, cfg.model.classes),
         minimal_norms=minimal_norm_rows(er, norms_by_threat),
         incomplete=verdict.incomplete,
+        natural=natural,
     )

@@ -26,6 +26,8 @@ from typing import Any
 
 import pandas as pd
 
+from robaudit.natural.run import NaturalOutcome
+
 SCHEMA_VERSION = "1.0"
 VARIANT = "model"  # the bare model; defenses add variants later
 
@@ -271,6 +273,8 @@ class RunResult:
     # per threat of the bare model: the most common (true -> adversarial) class pairs
     confusions: tuple[dict[str, Any], ...] = ()
     incomplete: PartialRun | None = None  # None when the run is complete
+    # corruptions, rotations and translations, occlusion (the config's natural section)
+    natural: NaturalOutcome | None = None
 
     def table(self) -> pd.DataFrame:
         """The long results table: one row per (variant, attack, threat)."""

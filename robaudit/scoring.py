@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from robaudit.config import CertifiedThreshold, GateSection, GateThreshold
+from robaudit.natural.run import NaturalOutcome
 from robaudit.results import Finding, GateFailure, GateResult, PartialRun, ThreatRow
 from robaudit.threat import format_eps
 
@@ -57,6 +58,7 @@ def evaluate_gate(
     score_value: float,
     findings: Sequence[Finding] = (),
     certification: dict[str, Any] | None = None,
+    natural: NaturalOutcome | None = None,
 ) -> GateResult:
     """Check every configured threshold; each miss says its value, its limit and by how much."""
     checks: list[Check] = []
@@ -75,6 +77,7 @@ def evaluate_gate(
         ))
     curve = {round(c["radius"], 9): c for c in (certification or {}).get("curve", [])}
     checks.extend(_certified_check(c, curve) for c in gate.min_certified_accuracy)
+    checks.extend(natural_checks(gate, natural))
     if gate.fail_on_findings != "none":
         severities = FAILING_SEVERITIES[gate.fail_on_findings]
         checks.append(("fail_on_findings", [
@@ -84,6 +87,49 @@ def evaluate_gate(
         ]))
     failures = tuple(f for _, fs in checks for f in fs)
     return GateResult(passed=not failures, failures=failures, checked=tuple(n for n, _ in checks))
+
+
+def natural_checks(gate: GateSection, natural: NaturalOutcome | None) -> list[Check]:
+    """The natural-robustness thresholds: mean (or per-corruption) corruption accuracy, the
+    highest mCE, and accuracy under the worst rotation/translation and the worst occlusion."""
+    checks: list[Check] = []
+    summary = natural.summary if natural is not None else None
+    per = (summary or {}).get("per_corruption", {})
+    mca = gate.min_corruption_accuracy
+    if isinstance(mca, dict):
+        for name, limit in mca.items():
+            crit = f"min_corruption_accuracy[{name}]"
+            got = per.get(name, {}).get("accuracy")
+            checks.append(_measured(crit, got, limit, f"{name} accuracy (mean over severities)"))
+    elif mca is not None:
+        got = (summary or {}).get("mean_accuracy")
+        checks.append(_measured("min_corruption_accuracy", got, mca, "mean corruption accuracy"))
+    if gate.max_mce is not None:
+        mce = (summary or {}).get("mce")
+        if mce is None:
+            checks.append(("max_mce", [GateFailure("max_mce", float("nan"), gate.max_mce,
+                                                   "mCE was not measured")]))
+        else:
+            fails = mce > gate.max_mce
+            checks.append(("max_mce", [GateFailure(
+                "max_mce", mce, gate.max_mce,
+                f"mCE {mce:.1%} is above {gate.max_mce:.1%} by {100 * (mce - gate.max_mce):.1f} points",
+            )] if fails else []))
+    for crit, part in (("min_geometric_accuracy", "geometric"), ("min_occlusion_accuracy", "occlusion")):
+        limit = getattr(gate, crit)
+        if limit is not None:
+            got = (getattr(natural, part) or {}).get("robust_accuracy") if natural else None
+            checks.append(_measured(crit, got, limit, f"accuracy under the worst {part} transform"))
+    return checks
+
+
+def _measured(name: str, value: float | None, limit: float, what: str) -> Check:
+    if value is None:
+        return (name, [GateFailure(name, float("nan"), limit, f"{what} was not measured")])
+    return _at_least(
+        name, value, limit,
+        f"{what} {value:.1%} is below {limit:.1%} by {100 * (limit - value):.1f} points",
+    )
 
 
 def _at_least(name: str, value: float, limit: float, detail: str) -> Check:

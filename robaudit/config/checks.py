@@ -134,3 +134,50 @@ def check_gate(source: str, cfg: Config) -> list[str]:
                 f"eps {g._eps_label or f'{g.eps:g}'}; threats in this config at {g.norm}: {have}"
             )
     return out
+
+
+def check_natural(source: str, cfg: Config) -> list[str]:
+    """The natural-robustness section against the input and the gate's natural thresholds."""
+    out: list[str] = []
+    nat, gate = cfg.natural, cfg.gate
+    spec_in = input_spec(cfg)
+    if nat is not None and spec_in is not None and not spec_in.is_image:
+        out.append(needs_image_error("natural robustness", spec_in, f"{source}: natural"))
+    corr = nat.corruptions if nat is not None else None
+    need = {
+        "min_corruption_accuracy": (gate.min_corruption_accuracy, corr, "natural.corruptions"),
+        "max_mce": (gate.max_mce, corr, "natural.corruptions"),
+        "min_geometric_accuracy": (
+            gate.min_geometric_accuracy, nat.geometric if nat else None, "natural.geometric"
+        ),
+        "min_occlusion_accuracy": (
+            gate.min_occlusion_accuracy, nat.occlusion if nat else None, "natural.occlusion"
+        ),
+    }
+    for key, (value, section, name) in need.items():
+        if value is not None and section is None:
+            out.append(f"{source}: gate.{key}: set, but the config has no {name} section")
+    if gate.max_mce is not None and corr is not None and corr.reference is None:
+        out.append(
+            f"{source}: gate.max_mce: mCE needs a reference model "
+            "(natural.corruptions.reference: a checkpoint)"
+        )
+    if isinstance(gate.min_corruption_accuracy, dict) and corr is not None:
+        for name, value in gate.min_corruption_accuracy.items():
+            if name not in corr.chosen():
+                out.append(
+                    f"{source}: gate.min_corruption_accuracy.{name}: not among the corruptions "
+                    f"run ({', '.join(corr.chosen())})"
+                )
+            elif not 0.0 <= value <= 1.0:
+                out.append(
+                    f"{source}: gate.min_corruption_accuracy.{name}: {value} is not in [0, 1]"
+                )
+    elif isinstance(gate.min_corruption_accuracy, float) and not (
+        0.0 <= gate.min_corruption_accuracy <= 1.0
+    ):
+        out.append(
+            f"{source}: gate.min_corruption_accuracy: {gate.min_corruption_accuracy} is not in "
+            "[0, 1]"
+        )
+    return out

@@ -13,7 +13,14 @@ from pydantic import (
 )
 
 from robaudit.attacks.base import registry
-from robaudit.config.checks import check_access, check_defenses, check_eps, check_gate, input_spec
+from robaudit.config.checks import (
+    check_access,
+    check_defenses,
+    check_eps,
+    check_gate,
+    check_natural,
+    input_spec,
+)
 from robaudit.config.messages import did_you_mean, format_errors, key_str, with_others
 from robaudit.config.sections import (
     MAX_CONFIG_BYTES,
@@ -202,6 +209,7 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
         g._eps_label = raw_eps.strip() if isinstance(raw_eps, str) else ""
     problems.extend(check_defenses(source, cfg))
     problems.extend(check_gate(source, cfg))
+    problems.extend(check_natural(source, cfg))
     if problems:
         raise ConfigError(with_others(problems, source))
     return cfg

@@ -24,6 +24,7 @@ from robaudit.access import AccessName
 from robaudit.attacks.base import AttackParams, registry
 from robaudit.attacks.batteries import BATTERY_PARAMS, battery_members
 from robaudit.config.messages import did_you_mean
+from robaudit.config.natural import NaturalSection
 from robaudit.errors import ConfigError
 from robaudit.inputs import InputSpec
 from robaudit.smoothing import SmoothingParams
@@ -342,6 +343,23 @@ class GateSection(_Section):
     min_robust_accuracy: list[GateThreshold] = Field(default_factory=list)
     min_score: float | None = Field(None, ge=0.0, le=100.0)
     min_certified_accuracy: list[CertifiedThreshold] = Field(default_factory=list)
+    min_corruption_accuracy: float | dict[str, float] | None = Field(
+        None,
+        exclude_if=lambda v: v is None,
+        description="mean accuracy over the corruptions run, or a minimum per corruption name",
+    )
+    max_mce: float | None = Field(
+        None, ge=0.0, exclude_if=lambda v: v is None,
+        description="the highest mCE (needs natural.corruptions.reference)",
+    )
+    min_geometric_accuracy: float | None = Field(
+        None, ge=0.0, le=1.0, exclude_if=lambda v: v is None,
+        description="accuracy under the worst rotation/translation tried",
+    )
+    min_occlusion_accuracy: float | None = Field(
+        None, ge=0.0, le=1.0, exclude_if=lambda v: v is None,
+        description="accuracy with the occluding box at its worst position",
+    )
     allow_weak: bool = Field(
         False,
         description="pass a threat where no adversarial search ran or converged (noise only, "
@@ -418,6 +436,11 @@ class Config(_Section):
     attacks: list[AttackSpec] = Field(min_length=1)
     defenses: list[DefenseSpec] = Field(default_factory=list)
     certify: CertifySection | None = None
+    natural: NaturalSection | None = Field(
+        None,
+        exclude_if=lambda v: v is None,
+        description="natural robustness: corruptions, rotations and translations, occlusion",
+    )
     gate: GateSection = Field(default_factory=GateSection)
     report: ReportSection = Field(default_factory=ReportSection)
     engine: EngineSection = Field(default_factory=EngineSection)

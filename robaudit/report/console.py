@@ -20,6 +20,7 @@ from robaudit.report.notices import (
     evaluation_lines,
     grade_text,
     inferred_lines,
+    natural_line,
     protocol_line,
     unrun_text,
     untrusted_line,
@@ -117,6 +118,9 @@ def print_summary(doc: dict[str, Any], console: Console, written: dict[str, Path
     for line in inferred_lines(doc):
         console.print(Text(f"inferred: {line}", style="dim"))
     console.print(threat_table(doc))
+    natural = natural_line(doc)
+    if natural:
+        console.print(natural, highlight=False)
     if has_undecided(doc):
         console.print(
             Text(

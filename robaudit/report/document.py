@@ -11,6 +11,7 @@ from dataclasses import asdict
 from typing import Any
 
 from robaudit.report.images import perturbation_png_b64, to_png_b64
+from robaudit.report.natural import natural_document
 from robaudit.results import SCHEMA_VERSION, RunResult
 from robaudit.scoring import SCORE_FORMULA
 
@@ -124,6 +125,8 @@ def to_document(r: RunResult, *, incomplete: bool = False) -> dict[str, Any]:
         "config": r.config,
         "meta": r.meta.to_dict(),
     }
+    if r.natural is not None:  # only when the config asked for it: other reports are unchanged
+        doc["natural"] = natural_document(r.natural, bounds)
     out = _clean(doc)
     assert isinstance(out, dict)
     return out

@@ -16,6 +16,7 @@ from robaudit.report.notices import (
     evaluation_lines,
     grade_text,
     inferred_lines,
+    natural_line,
     protocol_line,
     unrun_text,
     untrusted_line,
@@ -256,6 +257,9 @@ def render_markdown(doc: dict[str, Any]) -> str:
     if inferred_lines(doc):
         lines.append("")
     lines += _threat_table(doc)
+    natural = natural_line(doc)
+    if natural:
+        lines += ["", f"- {md_escape(natural, start=True)}"]
     failures = (doc.get("gate") or {}).get("failures") or []
     if failures:
         lines += ["", "**Failed gate criteria**", ""]

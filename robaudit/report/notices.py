@@ -87,3 +87,27 @@ def unrun_text(partial: dict[str, Any]) -> str:
     if partial.get("not_run"):
         text += "; also not run: " + ", ".join(str(s) for s in partial["not_run"])
     return text
+
+
+def natural_line(doc: dict[str, Any]) -> str | None:
+    """Natural robustness in one line (terminal and summary.md); None when it did not run."""
+    nat = doc.get("natural")
+    if not isinstance(nat, dict):
+        return None
+    parts = []
+    s = nat.get("summary")
+    if s and s.get("mean_accuracy") is not None:
+        text = f"corruptions {100 * s['mean_accuracy']:.1f}% mean accuracy"
+        if s.get("mce") is not None:
+            text += f" (mCE {100 * s['mce']:.1f}%)"
+        parts.append(text)
+    g = nat.get("geometric")
+    if g:
+        parts.append(f"worst rotation/translation {100 * g['robust_accuracy']:.1f}%")
+    o = nat.get("occlusion")
+    if o:
+        parts.append(f"worst occlusion ({100 * o['size']:.0f}% box) {100 * o['robust_accuracy']:.1f}%")
+    skipped = [k["corruption"] for k in nat.get("skipped") or []]
+    if skipped:
+        parts.append("skipped: " + ", ".join(skipped))
+    return "natural robustness: " + "; ".join(parts) if parts else None
