@@ -12,6 +12,7 @@ records.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import TypeVar
 
@@ -99,6 +100,34 @@ def _in_batch_order(shard: Shard, mine: list[tuple[int, T]], error: str | None) 
     return [t for _, t in mine]
 
 
+def _per_clean_batch(
+    clf: Classifier,
+    n: int,
+    one: Callable[[int, int], T],
+    *,
+    seed: int | None,
+    shard: Shard,
+) -> list[T]:
+    """``one(start, stop)`` on each of the clean pass's batches this rank owns, reseeded per
+    batch with ``seed``; every rank's answers in batch order (see :func:`_in_batch_order`)."""
+    bs = max(1, clf.batch_size)
+    mine: list[tuple[int, T]] = []
+    error: str | None = None
+    for k, start in enumerate(range(0, n, bs)):
+        if not shard.owns(k):
+            continue
+        if seed is not None:
+            torch.manual_seed(cell_seed(seed, "clean", start))
+        try:  # a rank must not leave the others waiting in the gather
+            mine.append((k, one(start, start + bs)))
+        except Exception as exc:
+            if not shard.active:  # one process: the model's own exception, as it was raised
+                raise
+            error = f"the model raised on clean batch {k} (first sample {start}): {exc}"
+            break
+    return _in_batch_order(shard, mine, error)
+
+
 def clean_pass(
     clf: Classifier,
     x: Images,
@@ -121,23 +150,13 @@ def clean_pass(
     """
     if clf.verdict_test() is not None:
         return _clean_sequential(clf, x, y, seed=seed, shard=shard, alpha=alpha)
-    n, bs = int(x.shape[0]), max(1, clf.batch_size)
-    mine: list[tuple[int, torch.Tensor]] = []
-    error: str | None = None
-    for k, start in enumerate(range(0, n, bs)):
-        if not shard.owns(k):
-            continue
-        if seed is not None:
-            torch.manual_seed(cell_seed(seed, "clean", start))
-        if not shard.active:  # one process: the model's own exception, as it was raised
-            mine.append((k, clf.verification_logits(x[start : start + bs])))
-            continue
-        try:  # a rank must not leave the others waiting in the gather below
-            mine.append((k, clf.verification_logits(x[start : start + bs]).cpu()))
-        except Exception as exc:  # reported on every rank after the gather below
-            error = f"the model raised on clean batch {k} (first sample {start}): {exc}"
-            break
-    parts = _in_batch_order(shard, mine, error)
+    n = int(x.shape[0])
+
+    def logits_of(start: int, stop: int) -> torch.Tensor:
+        out = clf.verification_logits(x[start:stop])
+        return out.cpu() if shard.active else out  # ranks gather on the CPU
+
+    parts = _per_clean_batch(clf, n, logits_of, seed=seed, shard=shard)
     logits = torch.cat(parts) if parts else clf.verification_logits(x[0:0])
     if logits.dim() != 2 or logits.shape[1] != clf.num_classes:
         raise RuntimeFailure(
@@ -166,22 +185,12 @@ def _clean_sequential(
     alpha: float | None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`clean_pass` on a randomized model: sequential verdicts, batch by batch."""
-    n, bs = int(x.shape[0]), max(1, clf.batch_size)
-    mine: list[tuple[int, Verdict]] = []
-    error: str | None = None
-    for k, start in enumerate(range(0, n, bs)):
-        if not shard.owns(k):
-            continue
-        if seed is not None:
-            torch.manual_seed(cell_seed(seed, "clean", start))
-        try:
-            mine.append((k, clf.verdict(x[start : start + bs], y[start : start + bs], alpha).cpu()))
-        except Exception as exc:
-            if not shard.active:  # one process: the model's own exception, as it was raised
-                raise
-            error = f"the model raised on clean batch {k} (first sample {start}): {exc}"
-            break
-    parts = _in_batch_order(shard, mine, error)
+    n = int(x.shape[0])
+
+    def verdict_of(start: int, stop: int) -> Verdict:
+        return clf.verdict(x[start:stop], y[start:stop], alpha).cpu()
+
+    parts = _per_clean_batch(clf, n, verdict_of, seed=seed, shard=shard)
     v = Verdict.cat(parts) if parts else clf.verdict(x[0:0], y[0:0], alpha).cpu()
     if bool(v.nonfinite.any()):
         raise ModelLoadError(

@@ -68,32 +68,30 @@ def fitted_preset(
 
 def _fill_model(text: str, shape: tuple[int, ...], classes: int, data: str, model: Path) -> str:
     dims = ", ".join(str(d) for d in shape)
-    text = re.sub(
-        r"(?m)^  # input_shape: \[[^\]]*\]( *)#.*$",
+    text = _set_line(
+        text,
+        r"  # input_shape: \[[^\]]*\]",
         f"  input_shape: [{dims}]  # {InputSpec.of(shape).axes()} of one input "
         f"(read from {_safe(data)})",
-        text,
     )
-    text = re.sub(
-        r"(?m)^  # num_classes: \d+( *)#.*$",
+    text = _set_line(
+        text,
+        r"  # num_classes: \d+",
         f"  num_classes: {classes}  # logits per input (one forward pass of {_safe(str(model))})",
-        text,
     )
-    return re.sub(
-        r"(?m)^  source: \S+( *)#.*$",
-        f"  source: {_quote(data)}  # the data this config was fitted to",
-        text,
-        count=1,
-    )
+    source = f"  source: {_quote(data)}  # the data this config was fitted to"
+    return _set_line(text, r"  source: \S+", source, count=1)
 
 
 def _fill_profile(text: str, name: str, why: str) -> str:
-    return re.sub(
-        r"(?m)^profile: \S+( *)#.*$",
-        f"profile: {name}  # chosen by input size ({why}); budgets below come from it",
-        text,
-        count=1,
-    )
+    chosen = f"profile: {name}  # chosen by input size ({why}); budgets below come from it"
+    return _set_line(text, r"profile: \S+", chosen, count=1)
+
+
+def _set_line(text: str, line: str, new: str, count: int = 0) -> str:
+    """``text`` with the preset's lines that match ``line`` (a regex up to the line's comment)
+    replaced by ``new``, a ``re.sub`` template; ``count`` of them at most (0: all)."""
+    return re.sub(rf"(?m)^{line}( *)#.*$", new, text, count=count)
 
 
 def _fill_budgets(text: str, profile: Profile, span: float) -> str:

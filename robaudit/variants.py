@@ -80,7 +80,7 @@ def variant_plan(
 
 def to_the_end(attack: Attack) -> Attack:
     """The attack as a naive evaluator runs it: every step, no stop once the model is fooled."""
-    if "early_stop" not in type(attack.params).model_fields or not attack.params.early_stop:  # type: ignore[attr-defined]
+    if "early_stop" not in type(attack.params).model_fields or not attack.params.early_stop:
         return attack
     return type(attack)(attack.params.model_copy(update={"early_stop": False}))
 

@@ -315,16 +315,11 @@ def apgd_search(
     return search.finish(st)
 
 
-@register
-class APGD(Attack):
+@register("apgd")
+class APGD(Attack[APGDParams]):
     """Auto-PGD: parameter-free step sizes, momentum and restarts from the best point."""
 
-    name = "apgd"
-    summary = "Auto-PGD: PGD with adaptive step size and momentum (ce or dlr loss)"
-    paper = "Croce & Hein 2020"
-    norms = ("linf", "l2")
     Params = APGDParams
-    cost_rank = 20
 
     def run(
         self,
@@ -335,7 +330,6 @@ class APGD(Attack):
         generator: torch.Generator,
     ) -> AttackOutput:
         p = self.params
-        assert isinstance(p, APGDParams)
         best = _Found.empty(x)
         trace: list[torch.Tensor] = []
 
@@ -349,16 +343,11 @@ class APGD(Attack):
         return best.output(trace)
 
 
-@register
-class APGDT(Attack):
+@register("apgd-t")
+class APGDT(Attack[APGDTParams]):
     """Targeted Auto-PGD with the targeted DLR loss, over the most likely wrong classes."""
 
-    name = "apgd-t"
-    summary = "Targeted Auto-PGD (targeted DLR loss) against the top-k most likely wrong classes"
-    paper = "Croce & Hein 2020"
-    norms = ("linf", "l2")
     Params = APGDTParams
-    cost_rank = 30
 
     def run(
         self,
@@ -369,7 +358,6 @@ class APGDT(Attack):
         generator: torch.Generator,
     ) -> AttackOutput:
         p = self.params
-        assert isinstance(p, APGDTParams)
         n = int(x.shape[0])
         best = _Found.empty(x)
         trace: list[torch.Tensor] = []

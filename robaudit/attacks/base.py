@@ -10,12 +10,25 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from types import UnionType
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Union, get_args, get_origin
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Generic,
+    Literal,
+    TypeVar,
+    Union,
+    cast,
+    get_args,
+    get_origin,
+)
 
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from robaudit import Registry
 from robaudit.access import FOR_REQUIRES
+from robaudit.attacks.catalog import CATALOG
 
 if TYPE_CHECKING:
     from robaudit.classifier import Classifier
@@ -54,30 +67,29 @@ class AttackOutput:
     distance_trace: list[tuple[int, torch.Tensor]] | None = None
 
 
-class Attack(ABC):
-    """One algorithm. Subclasses set the class variables and implement :meth:`run`."""
+P = TypeVar("P", bound=AttackParams)
+
+
+class Attack(ABC, Generic[P]):
+    """One algorithm. Subclasses implement :meth:`run`; the type argument is their ``Params``
+    class, so ``self.params`` is typed without a check. :func:`register` sets the class
+    variables below from the attack's row in :mod:`robaudit.attacks.catalog`, which says what
+    each one means (an unregistered subclass, such as a test double, sets them itself)."""
 
     name: ClassVar[str]
     summary: ClassVar[str]
     paper: ClassVar[str]
     norms: ClassVar[tuple[str, ...]]
     requires: ClassVar[str] = "gradients"  # "gradients" | "scores" | "labels"
-    # parts that only make sense on C x H x W images say so; the config refuses them elsewhere
     needs_image: ClassVar[bool] = False
     Params: ClassVar[type[AttackParams]] = AttackParams
-    cost_rank: ClassVar[int] = 50  # cheap first in a cascade; lower runs earlier
-    # minimal-norm attacks return the smallest breaking perturbation, whatever its size; the
-    # engine runs them once per norm and derives every eps from the verified norms
+    cost_rank: ClassVar[int] = 50
     minimal_norm: ClassVar[bool] = False
-    # "strong" (multi-step, optimized), "weak" (single step) or "baseline" (noise): a weak attack
-    # breaking what strong ones missed is a sign of gradient masking (finding RA007)
     strength: ClassVar[str] = "strong"
-    # False for an attack that does not search (the noise baseline draws at random): it is no
-    # query-based black-box attack, so the report leaves it out of the black-box queries section
     search: ClassVar[bool] = True
 
-    def __init__(self, params: AttackParams | None = None) -> None:
-        self.params = params if params is not None else self.Params()
+    def __init__(self, params: P | None = None) -> None:
+        self.params: P = params if params is not None else cast(P, self.Params())
 
     @abstractmethod
     def run(
@@ -111,22 +123,16 @@ class Attack(ABC):
 # the access level an attack needs: the engine hands it a Classifier view of exactly this level
 ACCESS_FOR_REQUIRES: dict[str, str] = FOR_REQUIRES  # defined in robaudit.access
 
-_REGISTRY: dict[str, type[Attack]] = {}
+_ATTACKS: Registry[Attack] = Registry("attack", CATALOG.values(), "robaudit.attacks")
 
-
-def register(cls: type[Attack]) -> type[Attack]:
-    """Class decorator: make an attack available by its ``name`` to configs and the CLI."""
-    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise ValueError(f"attack name {cls.name!r} registered twice")
-    _REGISTRY[cls.name] = cls
-    return cls
+# class decorator: ``@register("name")`` gives an attack its catalogue row and makes it available
+# by that name to configs and the CLI
+register = _ATTACKS.register
 
 
 def registry() -> dict[str, type[Attack]]:
     """All registered attacks by name (importing the built-in families first)."""
-    import robaudit.attacks  # noqa: F401  (registers the built-in attacks)
-
-    return dict(sorted(_REGISTRY.items()))
+    return _ATTACKS.classes()
 
 
 def get_attack(name: str) -> type[Attack]:

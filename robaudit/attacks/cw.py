@@ -66,17 +66,11 @@ def _to_tanh_space(x: torch.Tensor, lo: float, scale: float) -> torch.Tensor:
     return torch.atanh(((x - lo) / scale - 1.0).clamp(-_ATANH_LIMIT, _ATANH_LIMIT))
 
 
-@register
-class CarliniWagnerL2(Attack):
+@register("cw")
+class CarliniWagnerL2(Attack[CWParams]):
     """Minimal L2 perturbation by Adam in tanh space, with a per-sample binary search over c."""
 
-    name = "cw"
-    summary = "Carlini & Wagner L2: minimal-norm attack (tanh box, Adam, binary search over c)"
-    paper = "Carlini & Wagner 2017"
-    norms = ("l2",)
     Params = CWParams
-    cost_rank = 80
-    minimal_norm = True
 
     def run(
         self,
@@ -88,7 +82,6 @@ class CarliniWagnerL2(Attack):
     ) -> AttackOutput:
         """Smallest-norm adversarial found per sample (or ``x`` itself); ``threat.eps`` unused."""
         p = self.params
-        assert isinstance(p, CWParams)
         self.check_norm(threat.norm)
         n = int(x.shape[0])
         if n == 0:

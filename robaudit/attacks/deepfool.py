@@ -44,17 +44,11 @@ class DeepFoolParams(AttackParams):
         return float(min(self.steps, 5) * (self.candidates - 1) + 1)
 
 
-@register
-class DeepFool(Attack):
+@register("deepfool")
+class DeepFool(Attack[DeepFoolParams]):
     """Iterated steps onto the closest linearized decision boundary, with a small overshoot."""
 
-    name = "deepfool"
-    summary = "DeepFool: minimal-norm attack stepping onto the closest linearized boundary"
-    paper = "Moosavi-Dezfooli, Fawzi & Frossard 2016"
-    norms = ("linf", "l2")
     Params = DeepFoolParams
-    cost_rank = 30
-    minimal_norm = True
 
     def run(
         self,
@@ -66,7 +60,6 @@ class DeepFool(Attack):
     ) -> AttackOutput:
         """Smallest-norm adversarial found per sample (or ``x`` itself); ``threat.eps`` unused."""
         p = self.params
-        assert isinstance(p, DeepFoolParams)
         norm = threat.norm
         self.check_norm(norm)
         lo, hi = clf.bounds

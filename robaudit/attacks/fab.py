@@ -275,18 +275,11 @@ def _fab(
     return AttackOutput(x_adv=out, claimed=claimed)
 
 
-@register
-class FAB(Attack):
+@register("fab")
+class FAB(Attack[FABParams]):
     """Untargeted FAB: steps towards the closest linearized boundary, biased to the original."""
 
-    name = "fab"
-    summary = "FAB: minimal-norm attack tracking the closest linearized boundary (all classes)"
-    paper = "Croce & Hein 2020"
-    norms = ("linf", "l2")
     Params = FABParams
-    cost_rank = 70
-    minimal_norm = True
-    strength = "strong"
 
     def run(
         self,
@@ -297,7 +290,6 @@ class FAB(Attack):
         generator: torch.Generator,
     ) -> AttackOutput:
         """Smallest adversarial found per sample (or ``x``); ``threat.eps`` sizes restarts."""
-        assert isinstance(self.params, FABParams)
         self.check_norm(threat.norm)
         return _fab(clf, x, y, threat, generator, self.params, self._targets(clf))
 
@@ -306,15 +298,12 @@ class FAB(Attack):
         return None
 
 
-@register
+@register("fab-t")
 class FABT(FAB):
     """Targeted FAB over the most likely wrong classes, keeping each sample's smallest answer
     over all targets; otherwise FAB."""
 
-    name = "fab-t"
-    summary = "Targeted FAB: one minimal-norm run per top-k wrong class, smallest kept"
     Params = FABTParams
-    cost_rank = 75
 
     def _targets(self, clf: Classifier) -> int | None:
         assert isinstance(self.params, FABTParams)

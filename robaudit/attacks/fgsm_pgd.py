@@ -32,17 +32,11 @@ class FGSMParams(AttackParams):
     loss: Literal["ce", "margin"] = Field("ce", description="loss to ascend: ce or margin (C&W)")
 
 
-@register
-class FGSM(Attack):
+@register("fgsm")
+class FGSM(Attack[FGSMParams]):
     """One full-size step along the gradient's steepest direction."""
 
-    name = "fgsm"
-    summary = "Fast Gradient Sign Method: one gradient step of size eps"
-    paper = "Goodfellow, Shlens & Szegedy 2015"
-    norms = ("linf", "l2")
-    strength = "weak"
     Params = FGSMParams
-    cost_rank = 1
 
     def run(
         self,
@@ -52,7 +46,6 @@ class FGSM(Attack):
         threat: Threat,
         generator: torch.Generator,
     ) -> AttackOutput:
-        assert isinstance(self.params, FGSMParams)
         _, grad, _ = clf.loss_and_grad(x, y, get_loss(self.params.loss))
         x_adv = x + threat.eps * steepest_direction(grad, threat.norm)
         return AttackOutput(x_adv=clip_to_ball(x_adv, x, threat.norm, threat.eps, clf.bounds))
@@ -97,16 +90,11 @@ class PGDParams(AttackParams):
         return float(self.steps * self.restarts)
 
 
-@register
-class PGD(Attack):
+@register("pgd")
+class PGD(Attack[PGDParams]):
     """Projected gradient ascent from random starts; the workhorse first-order attack."""
 
-    name = "pgd"
-    summary = "Projected Gradient Descent with random restarts and per-sample early stopping"
-    paper = "Madry, Makelov, Schmidt, Tsipras & Vladu 2018"
-    norms = ("linf", "l2")
     Params = PGDParams
-    cost_rank = 10
 
     def run(
         self,
@@ -117,7 +105,6 @@ class PGD(Attack):
         generator: torch.Generator,
     ) -> AttackOutput:
         p = self.params
-        assert isinstance(p, PGDParams)
         targets = pick_target(clf, x, y, p.target) if p.targeted else None
         run = _Run(p, clf, x, y, threat, generator, targets)
         standing = torch.arange(x.shape[0], device=x.device)  # samples not yet fooled

@@ -84,19 +84,11 @@ def _checkpoints(budget: int) -> list[int]:
         scale *= 10
 
 
-@register
-class HopSkipJump(Attack):
+@register("hopskipjump")
+class HopSkipJump(Attack[HopSkipJumpParams]):
     """Boundary walk: Monte-Carlo normal estimates, geometric steps, binary searches back."""
 
-    name = "hopskipjump"
-    summary = "HopSkipJump: decision-based minimal-norm attack from top-1 labels only"
-    paper = "Chen, Jordan & Wainwright 2020, 'HopSkipJumpAttack: a query-efficient decision-based attack'"
-    norms = ("linf", "l2")
-    requires = "labels"
-    strength = "strong"
     Params = HopSkipJumpParams
-    cost_rank = 70
-    minimal_norm = True
 
     def run(
         self,
@@ -108,7 +100,6 @@ class HopSkipJump(Attack):
     ) -> AttackOutput:
         """Smallest adversarial found per sample (or ``x``); ``threat.eps`` unused."""
         p = self.params
-        assert isinstance(p, HopSkipJumpParams)
         self.check_norm(threat.norm)
         return _Run(clf, x, y, threat.norm, p, generator).attack()
 

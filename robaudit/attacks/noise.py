@@ -21,19 +21,11 @@ class NoiseParams(AttackParams):
     )
 
 
-@register
-class Noise(Attack):
+@register("noise")
+class Noise(Attack[NoiseParams]):
     """Uniform sign noise at the Linf ball's corners, or Gaussian directions on the L2 sphere."""
 
-    name = "noise"
-    summary = "Random noise at the full budget (baseline, not an attack)"
-    paper = "baseline (Carlini et al. 2019, 'On Evaluating Adversarial Robustness')"
-    norms = ("linf", "l2")
-    requires = "labels"
-    strength = "baseline"
-    search = False  # random draws, not a query-based search
     Params = NoiseParams
-    cost_rank = 0
 
     def run(
         self,
@@ -43,7 +35,6 @@ class Noise(Attack):
         threat: Threat,
         generator: torch.Generator,
     ) -> AttackOutput:
-        assert isinstance(self.params, NoiseParams)
         best = x.clone()
         standing = torch.arange(x.shape[0], device=x.device)
         queries = torch.zeros(x.shape[0], dtype=torch.long)

@@ -131,18 +131,11 @@ class _Basis:
         return out
 
 
-@register
-class SimBA(Attack):
+@register("simba")
+class SimBA(Attack[SimBAParams]):
     """Greedy coordinate search on the true class's probability over a random orthonormal basis."""
 
-    name = "simba"
-    summary = "SimBA: score-based greedy search over random pixel or low-frequency DCT directions"
-    paper = "Guo, Gardner, You, Wilson & Weinberger 2019, 'Simple Black-box Adversarial Attacks'"
-    norms = ("linf", "l2")
-    requires = "scores"
-    strength = "strong"
     Params = SimBAParams
-    cost_rank = 60
 
     def run(
         self,
@@ -154,7 +147,6 @@ class SimBA(Attack):
     ) -> AttackOutput:
         """Candidates inside the ball and bounds, per-sample queries, the mean log-odds trace."""
         p = self.params
-        assert isinstance(p, SimBAParams)
         self.check_norm(threat.norm)
         n = int(x.shape[0])
         lo, hi = clf.bounds

@@ -156,19 +156,11 @@ def _scorer(loss: str) -> _Score:
     return score
 
 
-@register
-class Square(Attack):
+@register("square")
+class Square(Attack[SquareParams]):
     """Score-based random search over squares; immune to gradient masking by construction."""
 
-    name = "square"
-    summary = "Square Attack: score-based random search over square patches (black-box)"
-    paper = "Andriushchenko, Croce, Flammarion & Hein 2020"
-    norms = ("linf", "l2")
-    requires = "scores"
-    needs_image = True  # square windows of pixels
-    strength = "strong"
     Params = SquareParams
-    cost_rank = 60
 
     def run(
         self,
@@ -179,7 +171,6 @@ class Square(Attack):
         generator: torch.Generator,
     ) -> AttackOutput:
         p = self.params
-        assert isinstance(p, SquareParams)
         self.check_norm(threat.norm)
         n = int(x.shape[0])
         dev = x.device
@@ -233,7 +224,6 @@ class Square(Attack):
         Returns the targets (chosen from the first starting point when targeted).
         """
         p = self.params
-        assert isinstance(p, SquareParams)
         norm, bounds = threat.norm, clf.bounds
         eps = _effective_eps(norm, threat.eps, x, bounds)
         prop = proposer(norm, x[idx], eps, bounds)

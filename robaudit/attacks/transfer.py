@@ -51,20 +51,14 @@ class TransferParams(AttackParams):
         return v
 
 
-@register
-class Transfer(Attack):
+@register("transfer")
+class Transfer(Attack[TransferParams]):
     """PGD on a surrogate checkpoint; the target model is never differentiated or queried."""
 
-    name = "transfer"
-    summary = "Transfer from a surrogate model: white-box on the surrogate, no target queries"
-    paper = "Papernot et al. 2017, 'Practical Black-Box Attacks against Machine Learning'"
-    norms = ("linf", "l2")
-    requires = "labels"
     Params = TransferParams
-    cost_rank = 5
 
     def __init__(
-        self, params: AttackParams | None = None, *, surrogate_module: nn.Module | None = None
+        self, params: TransferParams | None = None, *, surrogate_module: nn.Module | None = None
     ) -> None:
         super().__init__(params)
         self._surrogate = surrogate_module
@@ -82,7 +76,6 @@ class Transfer(Attack):
             from robaudit.loading.model import load_model
 
             p = self.params
-            assert isinstance(p, TransferParams)
             if p.surrogate is None:
                 raise ConfigError("transfer: give `surrogate:` (a checkpoint of a surrogate model)")
             loaded = load_model(
@@ -105,7 +98,6 @@ class Transfer(Attack):
         generator: torch.Generator,
     ) -> AttackOutput:
         p = self.params
-        assert isinstance(p, TransferParams)
         surrogate = clf.derive(  # white-box on the surrogate, whatever the target allows
             model=self._surrogate_module(), access="white-box", eot=1, votes=1, sequential=None,
             transform=None,

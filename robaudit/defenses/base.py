@@ -18,6 +18,9 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from robaudit import Registry
+from robaudit.defenses.catalog import CATALOG
+
 Backward = Literal["auto", "exact", "bpda", "eot"]
 
 
@@ -31,8 +34,9 @@ P = TypeVar("P", bound=DefenseParams)
 
 
 class Defense(ABC, Generic[P]):
-    """One defense. Subclasses set the class variables and implement :meth:`apply`; the type
-    argument is their ``Params`` class, so ``self.params`` is typed without a cast.
+    """One defense. Subclasses implement :meth:`apply`; the type argument is their ``Params``
+    class, so ``self.params`` is typed without a cast. :func:`register` sets the class
+    variables below from the defense's row in :mod:`robaudit.defenses.catalog`.
 
     ``needs_image`` marks a defense that only works on images: inputs of rank 3 (C x H x W,
     batches N x C x H x W), e.g. JPEG or a spatial filter. Read it from the class, as in
@@ -113,20 +117,14 @@ class Transform:
         return straight_through(real, self.defense.approx(x))
 
 
-_REGISTRY: dict[str, type[Defense]] = {}
+_DEFENSES: Registry[Defense] = Registry("defense", CATALOG.values(), "robaudit.defenses")
 
-
-def register(cls: type[Defense]) -> type[Defense]:
-    """Class decorator: make a defense available by its ``name`` to configs."""
-    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise ValueError(f"defense name {cls.name!r} registered twice")
-    _REGISTRY[cls.name] = cls
-    return cls
+# class decorator: ``@register("name")`` gives a defense its catalogue row and makes it available
+# by that name to configs and the CLI
+register = _DEFENSES.register
 
 
 def defense_registry() -> dict[str, type[Defense]]:
     """All registered defenses by name (importing the built-in ones first)."""
-    import robaudit.defenses  # noqa: F401  (registers the built-in defenses)
-
-    return dict(sorted(_REGISTRY.items()))
+    return _DEFENSES.classes()
 

@@ -58,13 +58,10 @@ class EnsembleModule(nn.Module):
         return straight_through(votes, smooth)
 
 
-@register
+@register("ensemble")
 class Ensemble(Defense[EnsembleParams]):
     """The audited model plus ``members``, combined by mean logits, mean probabilities or vote."""
 
-    name = "ensemble"
-    summary = "Ensemble with other checkpoints (attacked as a whole; vote via BPDA)"
-    paper = "Tramèr et al. 2018 (ensembles); Athalye et al. 2018 (attacking the whole)"
     Params = EnsembleParams
 
     def __init__(self, params: EnsembleParams | None = None, **kw: Any) -> None:

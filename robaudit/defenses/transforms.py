@@ -16,16 +16,11 @@ class JpegParams(DefenseParams):
     quality: int = Field(75, ge=1, le=100, description="JPEG quality (lower = stronger squeeze)")
 
 
-@register
+@register("jpeg")
 class Jpeg(Defense[JpegParams]):
     """JPEG compression of the input: quantizes DCT coefficients, not differentiable."""
 
-    name = "jpeg"
-    summary = "JPEG compression of the input (BPDA with the identity backward)"
-    paper = "Guo et al. 2018, 'Countering Adversarial Images using Input Transformations'"
     Params = JpegParams
-    differentiable = False
-    needs_image = True
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         # Pillow's codec, image by image on the CPU (torchvision's JPEG I/O is deprecated);
@@ -52,15 +47,11 @@ class BitDepthParams(DefenseParams):
     bits: int = Field(3, ge=1, le=16, description="bits per pixel kept (feature squeezing)")
 
 
-@register
+@register("bit-depth")
 class BitDepth(Defense[BitDepthParams]):
     """Rounds each pixel to 2**bits levels: zero gradients almost everywhere."""
 
-    name = "bit-depth"
-    summary = "Bit-depth reduction (feature squeezing; BPDA with the identity backward)"
-    paper = "Xu, Evans & Qi 2018, 'Feature Squeezing'"
     Params = BitDepthParams
-    differentiable = False
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         levels = 2**self.params.bits - 1
@@ -71,15 +62,11 @@ class MedianParams(DefenseParams):
     kernel: int = Field(3, ge=1, le=15, description="odd kernel size of the median filter")
 
 
-@register
+@register("median")
 class Median(Defense[MedianParams]):
     """Spatial median filter (reflect padding); gradients flow to the selected pixels."""
 
-    name = "median"
-    summary = "Median filter (spatial smoothing; exact gradients through the selected pixels)"
-    paper = "Xu, Evans & Qi 2018, 'Feature Squeezing'"
     Params = MedianParams
-    needs_image = True
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         k = self.params.kernel
@@ -96,15 +83,11 @@ class BlurParams(DefenseParams):
     sigma: float = Field(1.0, gt=0, le=20, description="Gaussian blur standard deviation (px)")
 
 
-@register
+@register("gaussian-blur")
 class GaussianBlur(Defense[BlurParams]):
     """Gaussian blur by a separable convolution: differentiable, attacked exactly."""
 
-    name = "gaussian-blur"
-    summary = "Gaussian blur (differentiable: exact gradients)"
-    paper = "spatial smoothing baseline (Xu, Evans & Qi 2018)"
     Params = BlurParams
-    needs_image = True
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         s = self.params.sigma
@@ -127,17 +110,12 @@ class ResizePadParams(DefenseParams):
     )
 
 
-@register
+@register("random-resize-pad")
 class RandomResizePad(Defense[ResizePadParams]):
     """Random upscaling then random zero padding to a fixed size, resized back: random and
     differentiable, so an adaptive attacker uses EOT (Athalye et al. 2018)."""
 
-    name = "random-resize-pad"
-    summary = "Random resize and pad (randomized: EOT over the draws)"
-    paper = "Xie et al. 2018, 'Mitigating Adversarial Effects Through Randomization'"
     Params = ResizePadParams
-    randomized = True
-    needs_image = True
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
@@ -155,15 +133,11 @@ class NoiseParams(DefenseParams):
     sigma: float = Field(0.1, gt=0, le=10, description="std of the Gaussian noise added")
 
 
-@register
+@register("gaussian-noise")
 class GaussianNoise(Defense[NoiseParams]):
     """Fresh Gaussian noise on every forward pass (clipped to [0, 1]): randomized."""
 
-    name = "gaussian-noise"
-    summary = "Gaussian input noise (randomized: EOT over the draws, majority-vote verdicts)"
-    paper = "randomized input defense; see Cohen et al. 2019 for the certified version"
     Params = NoiseParams
-    randomized = True
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         return (x + self.params.sigma * torch.randn_like(x)).clamp(0, 1)

@@ -1,0 +1,137 @@
+"""The catalogue of the built-in attacks: what each one is, in one table.
+
+One row per attack: its name, a one-line summary, the paper, the norms it supports, the access
+it needs, how strong and how costly it is. :func:`robaudit.attacks.base.register` copies a row
+onto its class, so ``cls.norms``, ``cls.requires`` and the rest read the same for every reader
+(the config checks, the engine, the reports, ``robaudit attacks``), while the attack modules
+hold only the algorithms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class AttackInfo:
+    """What the rest of robaudit knows about an attack without running it."""
+
+    name: str
+    summary: str
+    paper: str
+    # cheap first in a cascade; lower runs earlier
+    cost_rank: int = 50
+    norms: tuple[str, ...] = ("linf", "l2")
+    # the query access it needs: "gradients" | "scores" | "labels"
+    requires: str = "gradients"
+    # "strong" (multi-step, optimized), "weak" (single step) or "baseline" (noise): a weak attack
+    # breaking what strong ones missed is a sign of gradient masking (finding RA007)
+    strength: str = "strong"
+    # minimal-norm attacks return the smallest breaking perturbation, whatever its size; the
+    # engine runs them once per norm and derives every eps from the verified norms
+    minimal_norm: bool = False
+    # parts that only make sense on C x H x W images say so; the config refuses them elsewhere
+    needs_image: bool = False
+    # False for an attack that does not search (the noise baseline draws at random): it is no
+    # query-based black-box attack, so the report leaves it out of the black-box queries section
+    search: bool = True
+
+
+_ROWS = (
+    AttackInfo(
+        name="noise",
+        summary="Random noise at the full budget (baseline, not an attack)",
+        paper="baseline (Carlini et al. 2019, 'On Evaluating Adversarial Robustness')",
+        cost_rank=0,
+        requires="labels",
+        strength="baseline",
+        search=False,  # random draws, not a query-based search
+    ),
+    AttackInfo(
+        name="fgsm",
+        summary="Fast Gradient Sign Method: one gradient step of size eps",
+        paper="Goodfellow, Shlens & Szegedy 2015",
+        cost_rank=1,
+        strength="weak",
+    ),
+    AttackInfo(
+        name="transfer",
+        summary="Transfer from a surrogate model: white-box on the surrogate, no target queries",
+        paper="Papernot et al. 2017, 'Practical Black-Box Attacks against Machine Learning'",
+        cost_rank=5,
+        requires="labels",
+    ),
+    AttackInfo(
+        name="pgd",
+        summary="Projected Gradient Descent with random restarts and per-sample early stopping",
+        paper="Madry, Makelov, Schmidt, Tsipras & Vladu 2018",
+        cost_rank=10,
+    ),
+    AttackInfo(
+        name="apgd",
+        summary="Auto-PGD: PGD with adaptive step size and momentum (ce or dlr loss)",
+        paper="Croce & Hein 2020",
+        cost_rank=20,
+    ),
+    AttackInfo(
+        name="apgd-t",
+        summary="Targeted Auto-PGD (targeted DLR loss) against the top-k most likely wrong classes",
+        paper="Croce & Hein 2020",
+        cost_rank=30,
+    ),
+    AttackInfo(
+        name="deepfool",
+        summary="DeepFool: minimal-norm attack stepping onto the closest linearized boundary",
+        paper="Moosavi-Dezfooli, Fawzi & Frossard 2016",
+        cost_rank=30,
+        minimal_norm=True,
+    ),
+    AttackInfo(
+        name="simba",
+        summary="SimBA: score-based greedy search over random pixel or low-frequency DCT directions",
+        paper="Guo, Gardner, You, Wilson & Weinberger 2019, 'Simple Black-box Adversarial Attacks'",
+        cost_rank=60,
+        requires="scores",
+    ),
+    AttackInfo(
+        name="square",
+        summary="Square Attack: score-based random search over square patches (black-box)",
+        paper="Andriushchenko, Croce, Flammarion & Hein 2020",
+        cost_rank=60,
+        requires="scores",
+        needs_image=True,  # square windows of pixels
+    ),
+    AttackInfo(
+        name="fab",
+        summary="FAB: minimal-norm attack tracking the closest linearized boundary (all classes)",
+        paper="Croce & Hein 2020",
+        cost_rank=70,
+        minimal_norm=True,
+    ),
+    AttackInfo(
+        name="fab-t",
+        summary="Targeted FAB: one minimal-norm run per top-k wrong class, smallest kept",
+        paper="Croce & Hein 2020",
+        cost_rank=75,
+        minimal_norm=True,
+    ),
+    AttackInfo(
+        name="hopskipjump",
+        summary="HopSkipJump: decision-based minimal-norm attack from top-1 labels only",
+        paper="Chen, Jordan & Wainwright 2020, 'HopSkipJumpAttack: a query-efficient decision-based attack'",
+        cost_rank=70,
+        requires="labels",
+        minimal_norm=True,
+    ),
+    AttackInfo(
+        name="cw",
+        summary="Carlini & Wagner L2: minimal-norm attack (tanh box, Adam, binary search over c)",
+        paper="Carlini & Wagner 2017",
+        cost_rank=80,
+        norms=("l2",),
+        minimal_norm=True,
+    ),
+)
+
+# the rows by attack name, cheapest first
+CATALOG: dict[str, AttackInfo] = {row.name: row for row in _ROWS}
