@@ -140,8 +140,15 @@ class GateResult:
     checked: tuple[str, ...]
 
 
+class _Record:
+    """A record the report writes as a JSON object, field by field in declaration order."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+
 @dataclass(frozen=True)
-class ModelInfo:
+class ModelInfo(_Record):
     """report.model: the checkpoint's identity and what the model expects."""
 
     path: str
@@ -155,12 +162,10 @@ class ModelInfo:
     mean: list[float] | None
     std: list[float] | None
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
-class DataInfo:
+class DataInfo(_Record):
     """report.data: where the evaluated samples came from."""
 
     source: str
@@ -168,12 +173,10 @@ class DataInfo:
     samples: int
     requested_samples: int | None
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
-class SkippedAttack:
+class SkippedAttack(_Record):
     """An attack the run's access level did not allow, at the threats it would have run at."""
 
     attack: str
@@ -181,12 +184,10 @@ class SkippedAttack:
     threats: list[str]
     reason: str
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
-class PartialRun:
+class PartialRun(_Record):
     """A run that stopped early: why (``kind``: interrupted, time-budget or failure, and the
     reason), the planned cells that did not run or finish (``unrun``, each with
     ``samples_left`` when it kept a part), and the later steps skipped (``not_run``)."""
@@ -196,8 +197,6 @@ class PartialRun:
     unrun: list[dict[str, Any]]
     not_run: list[str]
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

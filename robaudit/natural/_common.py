@@ -266,3 +266,8 @@ def quantize8(x: Tensor) -> Tensor:
 
 def next_power_of_2(n: int) -> int:
     return 1 if n <= 1 else 2 ** (n - 1).bit_length()
+
+
+def rng_for(rng: Rng | None, x: Tensor) -> Rng:
+    """The given draws, or seeds 0..N-1 for a raw function called without any (tests)."""
+    return rng if rng is not None else Rng(range(x.shape[0]), x.device)

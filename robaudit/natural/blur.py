@@ -14,12 +14,9 @@ from ._common import (
     filter2d,
     gaussian_blur,
     motion_line_blur,
+    rng_for,
     separable_filter,
 )
-
-
-def _rng(rng: Rng | None, x: Tensor) -> Rng:
-    return rng if rng is not None else Rng(range(x.shape[0]), x.device)
 
 
 def disk_kernel(radius: float, alias_blur: float) -> Tensor:
@@ -71,7 +68,7 @@ def glass_blur_fn(
     positions = [(r, col) for r in range(h - d, d, -1) for col in range(w - d, d, -1)]
     if positions:
         pos = np.array([r * w + col for r, col in positions], dtype=np.int64)
-        offsets = _rng(rng, x).randint(-d, d, (iterations, len(positions), 2)).cpu().numpy()
+        offsets = rng_for(rng, x).randint(-d, d, (iterations, len(positions), 2)).cpu().numpy()
         targets = pos[None, None, :] + offsets[..., 1] * w + offsets[..., 0]  # [N, it, P]
         perm = np.tile(np.arange(h * w, dtype=np.int64), (n, 1))
         rows = np.arange(n)
@@ -93,7 +90,7 @@ def motion_blur_fn(
     if radius <= 0:
         return x
     if angles is None:
-        angles = _rng(rng, x).uniform((), -45.0, 45.0)
+        angles = rng_for(rng, x).uniform((), -45.0, 45.0)
     return motion_line_blur(x, radius, sigma, angles).clamp(0, 1)
 
 

@@ -11,18 +11,14 @@ import math
 import torch
 from torch import Tensor
 
-from ._common import Rng
-
-
-def _rng(rng: Rng | None, x: Tensor) -> Rng:
-    return rng if rng is not None else Rng(range(x.shape[0]), x.device)
+from ._common import Rng, rng_for
 
 
 def gaussian_noise_fn(x: Tensor, sigma: float, rng: Rng | None = None) -> Tensor:
     """``clip(x + N(0, sigma^2))``, independent per pixel and channel."""
     if sigma == 0:
         return x
-    noise = _rng(rng, x).normal(x.shape[1:])
+    noise = rng_for(rng, x).normal(x.shape[1:])
     return (x + sigma * noise.to(x.dtype)).clamp(0, 1)
 
 
@@ -30,7 +26,7 @@ def shot_noise_fn(x: Tensor, photons: float, rng: Rng | None = None) -> Tensor:
     """``clip(Poisson(photons * x) / photons)``; ``photons = inf`` is the identity."""
     if math.isinf(photons):
         return x
-    counts = _rng(rng, x).poisson(x * photons)
+    counts = rng_for(rng, x).poisson(x * photons)
     return (counts / photons).clamp(0, 1)
 
 
@@ -39,7 +35,7 @@ def impulse_noise_fn(x: Tensor, amount: float, rng: Rng | None = None) -> Tensor
     ``amount``, by 1 or 0 with equal chance."""
     if amount == 0:
         return x
-    draws = _rng(rng, x).uniform((2, *x.shape[1:]))
+    draws = rng_for(rng, x).uniform((2, *x.shape[1:]))
     flipped = draws[:, 0] < amount
     salted = draws[:, 1] < 0.5
     return torch.where(flipped, salted.to(x.dtype), x)
@@ -49,5 +45,5 @@ def speckle_noise_fn(x: Tensor, sigma: float, rng: Rng | None = None) -> Tensor:
     """``clip(x + x * N(0, sigma^2))``."""
     if sigma == 0:
         return x
-    noise = _rng(rng, x).normal(x.shape[1:])
+    noise = rng_for(rng, x).normal(x.shape[1:])
     return (x + x * sigma * noise.to(x.dtype)).clamp(0, 1)

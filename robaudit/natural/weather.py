@@ -25,12 +25,8 @@ from ._common import (
     motion_line_blur,
     next_power_of_2,
     quantize8,
+    rng_for,
 )
-
-
-def _rng(rng: Rng | None, x: Tensor) -> Rng:
-    return rng if rng is not None else Rng(range(x.shape[0]), x.device)
-
 
 # ---------------------------------------------------------------------------------------------
 # snow
@@ -45,7 +41,7 @@ def snow_fn(
     and rounded to 8 bits, added twice (once turned by 180 degrees) to the image, itself
     brightened towards ``max(x, 1.5 gray + 0.5)`` with weight ``1 - blend``."""
     _n, _, h, w = x.shape
-    r = _rng(rng, x)
+    r = rng_for(rng, x)
     layer = r.normal((h, w), loc, scale)
     layer = clipped_zoom(layer, float(zoom)) if zoom != 1 else layer
     layer = torch.where(layer < threshold, torch.zeros_like(layer), layer).clamp(0, 1)
@@ -138,7 +134,7 @@ def frost_fn(
     if amount == 0:
         return (keep * x).clamp(0, 1)
     n, c, h, w = x.shape
-    u = _rng(rng, x).uniform((3,)).cpu() if crops is None else None
+    u = rng_for(rng, x).uniform((3,)).cpu() if crops is None else None
     if crops is not None:
         which = crops[:, 0].long().cpu()
     else:
@@ -212,7 +208,7 @@ def fog_fn(x: Tensor, amount: float, decay: float, rng: Rng | None = None) -> Te
     if amount == 0:
         return x
     _n, _, h, w = x.shape
-    plasma = plasma_fractal(_rng(rng, x), next_power_of_2(max(h, w)), decay)
+    plasma = plasma_fractal(rng_for(rng, x), next_power_of_2(max(h, w)), decay)
     plasma = plasma[:, None, :h, :w].to(x.dtype)
     top = x.amax(dim=(1, 2, 3), keepdim=True)
     return ((x + amount * plasma) * top / (top + amount)).clamp(0, 1)
