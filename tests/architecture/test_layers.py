@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "robaudit.attacks", "robaudit.classifier", "robaudit.config", "robaudit.defenses",
         "robaudit.loading", "robaudit.models", "robaudit.straight_through", "robaudit.guard",
         "robaudit.checkpoint", "robaudit.distributed", "robaudit.fitting", "robaudit.presets",
-        "robaudit.natural",
+        "robaudit.natural", "robaudit.tabular",
     )),
     ("engine", (
         "robaudit.verification", "robaudit.outcomes", "robaudit.stored_cells", "robaudit.cell",
