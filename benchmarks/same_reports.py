@@ -1,7 +1,7 @@
 """Do two commits write the same report? Fixed-seed scans of both sample models with each preset.
 
     .venv/bin/python benchmarks/same_reports.py BEFORE [AFTER] [--presets quick,standard]
-        [--models plain,robust] [--samples 100] [--keep DIR]
+        [--models plain,robust] [--samples 100] [--keep DIR] [--presets-from REV]
 
 Why: a refactor (issue 15, architecture v2) must not change a single number. Each commit is
 checked out in its own ``git worktree`` and scanned with the real CLI from there (``python -m
@@ -62,7 +62,7 @@ def scan(tree: Path, model: str, preset: str, samples: int, out: Path) -> tuple[
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(tree)}
     proc = subprocess.run(
         [sys.executable, "-m", "robaudit", "scan", str(tree / MODELS[model]), "--config",
-         f"{preset}.yaml", "--samples", str(samples), "--seed", "0", "--out", str(out),
+         preset if preset.endswith(".yaml") else f"{preset}.yaml", "--samples", str(samples), "--seed", "0", "--out", str(out),
          "--quiet", "--device", "cpu"],
         cwd=tree, env=env, capture_output=True, text=True,
     )
@@ -80,8 +80,24 @@ def main() -> None:
     parser.add_argument("--models", default="plain,robust")
     parser.add_argument("--samples", type=int, default=100)
     parser.add_argument("--keep", type=Path, default=None, help="keep the reports here")
+    parser.add_argument(
+        "--presets-from", default=None, metavar="REV",
+        help="both sides scan with the preset files as they were at REV (a later commit may "
+        "have changed a preset on purpose; this checks the code alone)",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="same-reports-"))
+    configs: dict[str, str] = {}
+    for preset in args.presets.split(","):
+        configs[preset] = preset
+        if args.presets_from:
+            text = subprocess.run(
+                ["git", "-C", str(ROOT), "show", f"{args.presets_from}:robaudit/presets/{preset}.yaml"],
+                check=True, capture_output=True, text=True,
+            ).stdout
+            (work / "presets").mkdir(exist_ok=True)
+            (work / "presets" / f"{preset}.yaml").write_text(text)
+            configs[preset] = str(work / "presets" / f"{preset}.yaml")
     trees = {"before": checkout(args.before, work / "before")}
     trees["after"] = checkout(args.after, work / "after") if args.after else ROOT
     failed = 0
@@ -89,7 +105,7 @@ def main() -> None:
         for model in args.models.split(","):
             for preset in args.presets.split(","):
                 got = {
-                    side: scan(tree, model, preset, args.samples,
+                    side: scan(tree, model, configs[preset], args.samples,
                                (args.keep or work) / side / f"{model}-{preset}")
                     for side, tree in trees.items()
                 }
