@@ -110,7 +110,36 @@ def render_csv(doc: dict[str, Any]) -> str:
             lo, hi = row.get(name) or (None, None)
             flat[f"{name}_low"], flat[f"{name}_high"] = lo, hi
         w.writerow({k: ("" if flat.get(k) is None else flat.get(k)) for k in CSV_COLUMNS})
+    for row in natural_rows(doc):
+        w.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in CSV_COLUMNS})
     return buf.getvalue()
+
+
+def natural_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Natural robustness as rows of the same table, ``access`` ``natural``: one per
+    corruption and severity (``eps`` is the severity), one for geometric, one for occlusion
+    (``eps`` is the box's share of the image); ``broken`` counts the samples it got wrong."""
+    nat = doc.get("natural")
+    if not isinstance(nat, dict):
+        return []
+    n = nat["n"]
+    rows = [
+        {"variant": "model", "attack": c["corruption"], "access": "natural", "norm": "corruption",
+         "eps": c["severity"], "eps_label": str(c["severity"]),
+         "threat_key": f"natural/{c['corruption']}/{c['severity']}", "attacked": n,
+         "broken": n - c["correct"], "robust_accuracy": c["accuracy"]}
+        for c in nat.get("corruptions") or []
+    ]
+    for part, eps in (("geometric", None), ("occlusion", "size")):
+        r = nat.get(part)
+        if r:
+            rows.append({
+                "variant": "model", "attack": r.get("search", part), "access": "natural",
+                "norm": part, "eps": r[eps] if eps else None, "threat_key": f"natural/{part}",
+                "attacked": nat["clean_correct"], "broken": nat["clean_correct"] - r["robust"],
+                "robust_accuracy": r["robust_accuracy"],
+            })
+    return rows
 
 
 def renderers() -> dict[str, Callable[[dict[str, Any]], str]]:

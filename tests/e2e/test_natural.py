@@ -123,6 +123,8 @@ def test_gate_schema_html_and_terminal(tmp_path: Path, validate_report: Any) -> 
     validate_report(doc)
     html = Path(paths["html"]).read_text()
     assert 'id="natural"' in html and "Sensitivity maps" in html and "mCE" in html
+    csv_rows = [r for r in Path(paths["csv"]).read_text().splitlines() if ",natural," in r]
+    assert len(csv_rows) == 2 * 2 + 2  # fog and gaussian noise at 2 severities, geometric, occlusion
     md = Path(paths["md"]).read_text()
     assert "natural robustness" in md and "mCE" in md and "worst occlusion" in md
 
