@@ -44,6 +44,7 @@ if importlib.util.find_spec("imagecorruptions") is None:
 
 def load_oracle() -> Any:
     """``imagecorruptions.corruptions`` with compatibility shims for current libraries."""
+    shim = None
     if importlib.util.find_spec("pkg_resources") is None and "pkg_resources" not in sys.modules:
         shim = types.ModuleType("pkg_resources")
 
@@ -57,6 +58,11 @@ def load_oracle() -> Any:
         np.float_ = np.float64  # type: ignore[attr-defined]
     import imagecorruptions.corruptions as ic
     from skimage.filters import gaussian as sk_gaussian
+
+    if shim is not None and sys.modules.get("pkg_resources") is shim:
+        # imagecorruptions keeps its own reference; other code (pytest's monkeypatch of
+        # sys.path) must not find this partial stand-in under the real name
+        del sys.modules["pkg_resources"]
 
     def gaussian(image: Any, sigma: Any = 1, multichannel: Any = None, **kw: Any) -> Any:
         if multichannel:
