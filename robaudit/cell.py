@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from robaudit.attacks.feasible import constrained_to
 from robaudit.classifier import Classifier
 from robaudit.control import INTERRUPTED, RunControl, StopRequested, interruptible
 from robaudit.errors import RuntimeFailure
@@ -55,6 +56,7 @@ class _Part:
     seconds: float
     error: tuple[int, str] | None = None  # (batch number, message)
     stopped: bool = False
+    broken_constraints: tuple[str, ...] = ()  # of the first infeasible candidate
 
 
 def _merge(parts: list[_Part], room: int) -> _Part:
@@ -80,6 +82,7 @@ def _merge(parts: list[_Part], room: int) -> _Part:
             out.counts[k] = out.counts.get(k, 0) + v
         out.seconds = max(out.seconds, p.seconds)
         out.owned = out.owned | m
+        out.broken_constraints = out.broken_constraints or p.broken_constraints
     # a single process keeps the first new breaks in sample order; so does the merge
     out.shown = sorted(out.shown, key=lambda e: e.sample)[:room]
     return out
@@ -146,7 +149,9 @@ def _empty_part(n: int, black_box: bool) -> _Part:
         shown=[],
         trace=None,
         counts=dict.fromkeys(
-            ("budget", "bounds", "nonfinite", "silent", "mismatch", "queries", "grad_evals"), 0
+            ("budget", "bounds", "nonfinite", "silent", "mismatch", "queries", "grad_evals",
+             "constraint"),
+            0,
         ),
         seconds=0.0,
     )
@@ -265,6 +270,9 @@ def _settle(
     ctx.progress.finish()
     attacked = left & merged.owned if stopped else left.clone()
     cell = _outcome(st, merged, attacked, int((left & ~attacked).sum()))
+    if ctl.constraints is not None:
+        cell.constraint_violations = merged.counts["constraint"]
+        cell.broken_constraints = merged.broken_constraints
     if prior is not None:
         return combine(prior, (cell, merged.shown), st.room)
     return cell, merged.shown
@@ -339,7 +347,10 @@ def _attack_batch(ctx: CellContext, st: _Cell, number: int, idx: torch.Tensor) -
     vq_batch = st.view.counters.queries
     try:
         # CPU convolutions in channels-last order; a stop lands within one model call
-        with st.view.fast_layout(), interruptible(ctx.ctl.control):
+        # tabular runs: constrained attacks search inside the constraints (attacks.feasible)
+        with st.view.fast_layout(), interruptible(ctx.ctl.control), constrained_to(
+            ctx.ctl.constraints
+        ):
             out = attack.run(st.view, xb, yb, threat, gen)
     except RuntimeError as exc:
         if _is_oom(exc):
@@ -359,13 +370,17 @@ def _attack_batch(ctx: CellContext, st: _Cell, number: int, idx: torch.Tensor) -
     # a long sequential test stops promptly too
     with interruptible(ctx.ctl.control):
         checked = verify_batch(
-            clf, xb, out.x_adv, yb, threat, minimal=st.minimal, alpha=ctx.res.verdict_alpha
+            clf, xb, out.x_adv, yb, threat, minimal=st.minimal, alpha=ctx.res.verdict_alpha,
+            constraints=ctx.ctl.constraints, repair=not attack.constrained,
         )
     st.verify_queries += clf.counters.queries - q_before
     verdict, b = checked.verdict, checked.broken
     part.counts["nonfinite"] += checked.nonfinite
     part.counts["bounds"] += checked.bounds
     part.counts["budget"] += checked.budget
+    if checked.infeasible is not None:
+        part.counts["constraint"] += int(checked.infeasible.sum())
+        part.broken_constraints = part.broken_constraints or checked.broken_constraints
     broken_out = verdict.nonfinite
     if bool(broken_out.any()):  # never count a NaN output as a break (or as robust)
         first = int(idx[broken_out][0])

@@ -164,6 +164,18 @@ CATALOG: dict[str, FindingDoc] = {
             "deployed model are the same",
         ),
         FindingDoc(
+            "RA019", "warning", "Attack returned candidates that break the feature constraints",
+            "on a tabular model (a feature schema), an attack that searches inside the "
+            "constraints (PGD, APGD) returned candidates that break one: an immutable feature "
+            "moved, a fractional integer, two categories at once, a broken relation",
+            "such a row describes a record that cannot exist, so the engine never counts it as "
+            "a break (the numbers stay sound), but the attack failed to stay feasible and may "
+            "have searched less than it should",
+            "report the attack and parameters; check the schema's bounds and relations (a "
+            "constraint nothing can satisfy near the clean rows forces every repair back to "
+            "the clean row)",
+        ),
+        FindingDoc(
             "RA016", "error", "Query accounting mismatch",
             "a black-box attack's own per-sample query counts disagree with robaudit's counter",
             "queries-per-success and the queries-vs-accuracy curve come from the per-sample "

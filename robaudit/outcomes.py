@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -19,6 +20,9 @@ from robaudit.classifier import Classifier
 from robaudit.control import RunControl
 from robaudit.distributed import SINGLE, Shard
 from robaudit.threat import Threat
+
+if TYPE_CHECKING:
+    from robaudit.tabular import Constraints
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,10 @@ class CellOutcome:
     undecided: torch.Tensor | None = None
     # targeted samples not attacked because the run stopped mid-cell (a partial cell)
     unfinished: int = 0
+    # tabular runs: candidates that broke a feature constraint (never counted as breaks) and
+    # the constraints the first one broke; None for a run without a feature schema
+    constraint_violations: int | None = None
+    broken_constraints: tuple[str, ...] = ()
 
 
 @dataclass
@@ -160,13 +168,15 @@ def describe(item: PlannedAttack) -> dict[str, object]:
 class EngineControl:
     """What a run may add to the engine: stopping early, saved cells, sharding.
 
-    ``variant`` names the model variant in the saved cells' identities.
+    ``variant`` names the model variant in the saved cells' identities; ``constraints``: the
+    run's feature constraints (tabular data), which every candidate must satisfy to count.
     """
 
     control: RunControl | None = None
     store: CellStore | None = None
     shard: Shard = SINGLE
     variant: str = "model"
+    constraints: Constraints | None = None
 
 
 Unit = tuple[CellOutcome, list[Example]]

@@ -240,7 +240,9 @@ def audit(
     torch.manual_seed(settings.seed)  # for models that draw randomness from the global generator
     plan = make_plan(clf, data, cfg, access_reason(loaded, settings), config_path)
     store = _open_store(run, cfg, loaded, data, settings)  # only now: a refused plan leaves none
-    ctl = EngineControl(run.control, store, run.shard)
+    # a table's feature constraints: every candidate must satisfy them to count as a break
+    constraints = data.tabular.constraints if data.tabular is not None else None
+    ctl = EngineControl(run.control, store, run.shard, constraints=constraints)
     er = run_plan(
         clf, data.samples, data.y, list(plan.cells), seed=settings.seed,
         batch_size=settings.batch_size, cascade=cfg.engine.cascade,

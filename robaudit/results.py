@@ -121,6 +121,9 @@ class AttackRow:
     # 95% Wilson intervals of robust_accuracy (None when undefined) and of the cumulative one
     robust_ci: tuple[float, float] | None = None
     cumulative_ci: tuple[float, float] = (0.0, 1.0)
+    # tabular runs: candidates that broke a feature constraint (not counted as breaks);
+    # None without a feature schema, and then left out of report.json and the tables
+    constraint_violations: int | None = None
 
 
 @dataclass(frozen=True)
@@ -277,9 +280,15 @@ class RunResult:
 
     def table(self) -> pd.DataFrame:
         """The long results table: one row per (variant, attack, threat)."""
-        return pd.DataFrame(
-            [{k: v for k, v in asdict(r).items() if k != "params"} for r in self.attacks]
-        )
+        return pd.DataFrame([_row(r) for r in self.attacks])
 
     def threat_table(self) -> pd.DataFrame:
         return pd.DataFrame([asdict(r) for r in self.threats])
+
+
+def _row(r: AttackRow) -> dict[str, Any]:
+    """One attack row for the long table; ``constraint_violations`` only on tabular runs."""
+    out = {k: v for k, v in asdict(r).items() if k != "params"}
+    if out["constraint_violations"] is None:
+        del out["constraint_violations"]
+    return out

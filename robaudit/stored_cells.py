@@ -50,9 +50,15 @@ def combine(prior: Unit, new: Unit, room: int) -> Unit:
         silent_failures=old.silent_failures + new_cell.silent_failures,
         query_mismatch=old.query_mismatch + new_cell.query_mismatch,
         loss_trace=old.loss_trace if old.loss_trace is not None else new_cell.loss_trace,
+        constraint_violations=_sum_or_none(old.constraint_violations, new_cell.constraint_violations),
+        broken_constraints=old.broken_constraints or new_cell.broken_constraints,
     )
     shown = sorted(prior[1] + new[1], key=lambda e: e.sample)[:room]
     return cell, shown
+
+
+def _sum_or_none(a: int | None, b: int | None) -> int | None:
+    return None if a is None and b is None else (a or 0) + (b or 0)
 
 
 def stored_or_run(
@@ -84,4 +90,5 @@ def _unit_from_dict(d: dict[str, object]) -> Unit:
     raw = dict(d["cell"])  # type: ignore[call-overload]
     raw["threat"] = Threat(**raw["threat"])
     shown = [Example(**e) for e in d["shown"]]  # type: ignore[attr-defined]
+    raw["broken_constraints"] = tuple(raw.get("broken_constraints") or ())
     return CellOutcome(**raw), shown

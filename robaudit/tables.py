@@ -201,6 +201,7 @@ def _attack_row(
         adaptive=c.index not in non_adaptive,
         robust_ci=wilson_interval(alone, n) if full else None,
         cumulative_ci=wilson_interval(cumul, n),
+        constraint_violations=c.constraint_violations,
         **qs,
     )
 

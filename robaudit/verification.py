@@ -8,11 +8,18 @@ input, counts (and then removes) every excursion outside the input box and outsi
 ball, projects onto ball ∩ box, and judges the result with a fresh forward pass of the model
 (on a randomized model, the sequential test of robaudit.verdicts). Attacks are never trusted
 to do any of this themselves; the report's violation counts say when one did not.
+
+On a tabular model (a feature schema, :mod:`robaudit.tabular`) the candidate must also be a
+real record: a candidate that breaks a constraint (an immutable feature moved, a fractional
+count, two categories at once, a broken relation) is never a break. Candidates of attacks that
+do not search inside the constraints themselves are first repaired onto them (within the
+ball), the engine's projection for constraints, as norm.clip is for the ball.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -20,6 +27,9 @@ from robaudit.classifier import Classifier
 from robaudit.norms import get as get_norm
 from robaudit.threat import Threat
 from robaudit.verdicts import Verdict
+
+if TYPE_CHECKING:
+    from robaudit.tabular import Constraints
 
 TOLERANCE = 1e-6  # float slack on the budget and the bounds
 
@@ -35,11 +45,17 @@ class Verification:
     nonfinite: int  # candidates with NaN/inf entries (replaced by the clean input)
     bounds: int  # candidates outside the input box
     budget: int  # candidates outside the ball (never for minimal-norm attacks)
+    # tabular runs: candidates that break a feature constraint (never breaks), and the names
+    # of the constraints the first of them breaks; None without a schema
+    infeasible: torch.Tensor | None = None
+    broken_constraints: tuple[str, ...] = ()
 
     @property
     def adversarial(self) -> torch.Tensor:
-        """Misclassified at any size (what a minimal-norm attack claims)."""
-        return self.verdict.wrong
+        """Misclassified at any size (what a minimal-norm attack claims), and feasible."""
+        if self.infeasible is None:
+            return self.verdict.wrong
+        return self.verdict.wrong & ~self.infeasible
 
 
 def verify_batch(
@@ -51,12 +67,17 @@ def verify_batch(
     *,
     minimal: bool = False,
     alpha: float | None = None,
+    constraints: Constraints | None = None,
+    repair: bool = False,
 ) -> Verification:
     """Check and judge an attack's candidates ``x_adv`` for clean inputs ``x`` with labels ``y``.
 
     ``minimal``: the attack answers with a norm, not a point in one ball, so only the box
     applies and ``broken`` also needs the size to fit ``threat.eps``. ``alpha``: the error
-    level of each randomized verdict. A shape mismatch is the caller's to report.
+    level of each randomized verdict. ``constraints``: the run's feature constraints; every
+    candidate that breaks one is not a break (``repair``: first repair the candidates onto
+    them, for attacks that do not search inside them). A shape mismatch is the caller's to
+    report.
     """
     lo, hi = clf.bounds
     norm = get_norm(threat.norm)
@@ -72,7 +93,22 @@ def verify_batch(
     else:
         budget = int((norm.measure(xa - x) > threat.eps + TOLERANCE).sum())
         xa = norm.clip(xa, x, threat.eps, clf.bounds)
+    infeasible: torch.Tensor | None = None
+    names: tuple[str, ...] = ()
+    if constraints is not None:
+        if repair:
+            eps = None if minimal else threat.eps
+            xa = constraints.repair(xa, x, norm=threat.norm, eps=eps).to(x.device)
+        bad = constraints.violated(xa, x)
+        if bool(bad.any()):
+            first = int(bad.nonzero()[0])
+            names = tuple(constraints.violations(xa[first : first + 1], x[first : first + 1])[0])
+        infeasible = bad.cpu()
     size = norm.measure(xa - x).cpu()
     verdict = clf.verdict(xa, y, alpha).cpu()
     broken = verdict.wrong & (size <= threat.eps + TOLERANCE) if minimal else verdict.wrong
-    return Verification(xa, size, verdict, broken, nonfinite, bounds, budget)
+    if infeasible is not None:
+        broken = broken & ~infeasible
+    return Verification(
+        xa, size, verdict, broken, nonfinite, bounds, budget, infeasible, names
+    )

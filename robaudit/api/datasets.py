@@ -21,6 +21,7 @@ from robaudit.loading.data import (
     load_data,
     peek_input_shape,
 )
+from robaudit.loading.tabular import is_tabular, read_tabular
 
 DataInput: TypeAlias = (
     "str | os.PathLike[str] | tuple[Any, Any] | torch.utils.data.Dataset[Any] | "
@@ -28,10 +29,21 @@ DataInput: TypeAlias = (
 )
 
 
-def data_shape(data: DataInput, source: str, split: str) -> tuple[tuple[int, ...], str]:
-    """The input shape the data implies, and how the report names where it came from."""
+def data_shape(
+    data: DataInput,
+    source: str,
+    split: str,
+    *,
+    cfg: Config | None = None,
+    config_path: str | None = None,
+) -> tuple[tuple[int, ...], str]:
+    """The input shape the data implies, and how the report names where it came from (a
+    CSV/Parquet source: its schema's columns, which needs ``cfg``'s data section)."""
     if data is None or isinstance(data, (str, os.PathLike)):
         src = source if data is None else str(data)
+        if cfg is not None and is_tabular(src):
+            info, _, _ = read_tabular(src, cfg.data.label, cfg.data.schema_, config_path)
+            return (len(info.columns),), f"the data's schema ({src})"
         return peek_input_shape(src, split), f"the data ({src})"
     if isinstance(data, (tuple, list)) and len(data) == 2:
         return array_input_shape(data[0], "data x"), "the data arrays"
@@ -92,9 +104,15 @@ def _stack(pairs: Iterable[Any], what: str, batched: bool) -> tuple[np.ndarray, 
 
 
 def resolve_data(
-    data: DataInput, cfg: Config, samples: int | None, data_seed: int, source: str
+    data: DataInput,
+    cfg: Config,
+    samples: int | None,
+    data_seed: int,
+    source: str,
+    config_path: str | None = None,
 ) -> DataSet:
-    """Every accepted data form, through the loaders' own checks."""
+    """Every accepted data form, through the loaders' own checks (a CSV/Parquet source with its
+    feature schema: :mod:`robaudit.loading.tabular`)."""
     target: dict[str, Any] = {
         "input_shape": cfg.model.shape,
         "bounds": cfg.model.bounds,
@@ -103,7 +121,11 @@ def resolve_data(
     }
     if data is None or isinstance(data, (str, os.PathLike)):
         src = source if data is None else str(data)
+        if is_tabular(src):
+            return _tabular(src, cfg, samples, data_seed, config_path, target)
+        _no_tabular_keys(cfg, src)
         return load_data(src, split=cfg.data.split, samples=samples, seed=data_seed, **target)
+    _no_tabular_keys(cfg, "in-memory data")
     if isinstance(data, (tuple, list)) and len(data) == 2:
         x, y = _numpy(data[0], "data x"), _numpy(data[1], "data y")
         return dataset_from_arrays(
@@ -135,6 +157,35 @@ def resolve_data(
             ds = replace(ds, indices=tuple(int(i) for i in chosen))
         return ds
     raise _not_data(data)
+
+
+def _tabular(
+    src: str, cfg: Config, samples: int | None, data_seed: int, config_path: str | None,
+    target: dict[str, Any],
+) -> DataSet:
+    """A CSV/Parquet table, scaled to [0, 1] with its schema, which travels with the data set
+    (the engine checks every candidate against its constraints)."""
+    lo, hi = (float(b) for b in cfg.model.bounds)
+    if (lo, hi) != (0.0, 1.0):
+        raise DataError(
+            f"{src}: tabular features are min-max scaled to [0, 1]; model.bounds must be "
+            f"[0, 1], not [{lo:g}, {hi:g}]"
+        )
+    info, x, y = read_tabular(src, cfg.data.label, cfg.data.schema_, config_path)
+    ds = dataset_from_arrays(
+        x, y, samples=samples, seed=data_seed, source=src, split=cfg.data.split,
+        name=f"data file '{src}'", **target,
+    )
+    return replace(ds, tabular=info)
+
+
+def _no_tabular_keys(cfg: Config, src: str) -> None:
+    """data.label and data.schema describe a table; elsewhere they would be silently unused."""
+    keys = [k for k, v in (("data.label", cfg.data.label), ("data.schema", cfg.data.schema_)) if v]
+    if keys:
+        raise DataError(
+            f"{' and '.join(keys)} apply to a CSV or Parquet source; {src} is not one"
+        )
 
 
 def _not_data(data: Any) -> DataError:

@@ -117,7 +117,7 @@ def fit_to(
     shape, shape_from = (
         (cfg.model.input_shape, "")
         if cfg.model.input_shape is not None
-        else data_shape(data, settings.source, cfg.data.split)
+        else data_shape(data, settings.source, cfg.data.split, cfg=cfg, config_path=config_path)
     )
     classes = cfg.model.num_classes
     if classes is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from operator import attrgetter
 from pathlib import Path
 from typing import Any
@@ -108,9 +108,16 @@ class Report:
 
     __module__ = "robaudit.api"  # where users import it from (see the module docstring)
 
-    def __init__(self, result: RunResult, *, adversarial: AdversarialExamples | None = None) -> None:
+    def __init__(
+        self,
+        result: RunResult,
+        *,
+        adversarial: AdversarialExamples | None = None,
+        files: Mapping[str, str] | None = None,
+    ) -> None:
         self._result = result
         self._adversarial = adversarial
+        self._files = dict(files or {})
         self._doc: dict[str, Any] | None = None
         self._paths: dict[str, Path] = {}
 
@@ -140,6 +147,12 @@ class Report:
     def adversarial(self) -> AdversarialExamples | None:
         """Exported examples when the scan ran with ``save_adversarial=True``."""
         return self._adversarial
+
+    @property
+    def files(self) -> dict[str, str]:
+        """Text files :meth:`save` writes beside the report (name -> text): a table's inferred
+        feature schema, ``schema.inferred.yaml``."""
+        return dict(self._files)
 
     @property
     def paths(self) -> dict[str, Path]:
@@ -226,6 +239,9 @@ class Report:
             images = self._adversarial.save_images(folder / ADVERSARIAL_FOLDER, bounds)
             if images is not None:
                 written["adversarial_images"] = images
+        for name, text in self._files.items():
+            (folder / name).write_text(text, encoding="utf-8")
+            written[name] = folder / name
         self._paths = dict(written)
         return dict(written)
 

@@ -36,8 +36,11 @@ from robaudit.config import Config
 from robaudit.control import RunControl
 from robaudit.distributed import SINGLE, Shard
 from robaudit.export import AdversarialCollector
+from robaudit.fitting import Inferred
 from robaudit.guard import train_eval_gap, untouched
+from robaudit.loading.data import DataSet
 from robaudit.loading.model import LoadedModel
+from robaudit.loading.tabular import INFERRED_SCHEMA_FILE
 from robaudit.pipeline import (
     RunOptions,
     RunSettings,
@@ -173,7 +176,8 @@ def run_scan(
     if inputs.baseline is not None:
         base, path = inputs.baseline
         report = Report(
-            _apply_baseline(report.result, base, path, inputs.max_drop), adversarial=report.adversarial
+            _apply_baseline(report.result, base, path, inputs.max_drop),
+            adversarial=report.adversarial, files=report.files,
         )
     return report
 
@@ -209,7 +213,10 @@ def _scan_module(
     ``save``: (save_adversarial, save_unbroken).
     """
     cfg, inferred = fit_to(cfg, config_path, loaded, given_clf, data, settings)
-    dataset = resolve_data(data, cfg, settings.samples, settings.data_seed, settings.source)
+    dataset = resolve_data(
+        data, cfg, settings.samples, settings.data_seed, settings.source, config_path
+    )
+    inferred, files = _inferred_schema(dataset, inferred)
     check_model_output(loaded, cfg, dataset)
     with home_kept(loaded, given_clf, model) as home:
         gap = None
@@ -228,7 +235,21 @@ def _scan_module(
             train_eval_gap=gap,
         )
     adversarial = collector.finish(result) if collector is not None else None
-    return Report(result, adversarial=adversarial)
+    return Report(result, adversarial=adversarial, files=files)
+
+
+def _inferred_schema(dataset: DataSet, inferred: Inferred) -> tuple[Inferred, dict[str, str]]:
+    """A table without ``data.schema``: its inferred schema is written beside the report for
+    the user to check, and the report says so."""
+    tab = dataset.tabular
+    if tab is None or tab.inferred_yaml is None:
+        return inferred, {}
+    item = (
+        "data.schema", INFERRED_SCHEMA_FILE,
+        "the data (every feature mutable, no relations: check it beside the report, then set "
+        "data.schema)",
+    )
+    return replace(inferred, items=(*inferred.items, item)), {INFERRED_SCHEMA_FILE: tab.inferred_yaml}
 
 
 def _apply_baseline(result: RunResult, base: dict[str, Any], path: str, max_drop: float) -> RunResult:

@@ -30,9 +30,9 @@ from pydantic import Field
 
 from robaudit.attacks.base import Attack, AttackOutput, AttackParams, register
 from robaudit.attacks.common import mean_trace, ranked_wrong
+from robaudit.attacks.feasible import mask_gradient, project, restrict
 from robaudit.attacks.losses import TargetedLossFn, dlr_targeted, get_loss, with_targets
 from robaudit.attacks.projections import (
-    clip_to_ball,
     per_sample,
     random_point,
     steepest_direction,
@@ -242,6 +242,7 @@ class _Search:
               generator: torch.Generator) -> _State:  # fmt: skip
         """The state at a random start in the ball, less the samples it already fools."""
         start = random_point(x, self.norm, self.eps, self.bounds, generator)
+        start = restrict(start, x, self.norm, self.eps)
         f0, g0, fooled0 = self.evaluate(start, y, targets, grad=True)
         assert g0 is not None
         st = _State.start(x, y, targets, start, f0, g0, self.eps)
@@ -254,9 +255,10 @@ class _Search:
         norm, eps, bounds = self.norm, self.eps, self.bounds
         a = 1.0 if k == 0 else MOMENTUM
         eta = per_sample(st.eta, st.xk)
-        z = clip_to_ball(st.xk + eta * steepest_direction(st.g, norm), st.x0, norm, eps, bounds)
+        step = eta * steepest_direction(mask_gradient(st.g), norm)
+        z = project(st.xk + step, st.x0, norm, eps, bounds)
         xn = st.xk + a * (z - st.xk) + (1 - a) * (st.xk - st.xprev)
-        xn = clip_to_ball(xn, st.x0, norm, eps, bounds)
+        xn = project(xn, st.x0, norm, eps, bounds)
         fn, gn, fooled = self.evaluate(xn, st.y, st.t, grad=with_grad)
         if gn is None:
             gn = st.g  # placeholder of the right shape; never used for a step
@@ -317,9 +319,11 @@ def apgd_search(
 
 @register("apgd")
 class APGD(Attack[APGDParams]):
-    """Auto-PGD: parameter-free step sizes, momentum and restarts from the best point."""
+    """Auto-PGD: parameter-free step sizes, momentum and restarts from the best point (inside
+    the active tabular constraints too, as CAPGD: :mod:`robaudit.attacks.feasible`)."""
 
     Params = APGDParams
+    constrained = True
 
     def run(
         self,
@@ -348,6 +352,7 @@ class APGDT(Attack[APGDTParams]):
     """Targeted Auto-PGD with the targeted DLR loss, over the most likely wrong classes."""
 
     Params = APGDTParams
+    constrained = True
 
     def run(
         self,

@@ -87,6 +87,9 @@ class Attack(ABC, Generic[P]):
     minimal_norm: ClassVar[bool] = False
     strength: ClassVar[str] = "strong"
     search: ClassVar[bool] = True
+    # projects its iterates onto the active feasible set itself (robaudit.attacks.feasible);
+    # the engine repairs the candidates of the others once, at the end
+    constrained: ClassVar[bool] = False
 
     def __init__(self, params: P | None = None) -> None:
         self.params: P = params if params is not None else cast(P, self.Params())

@@ -22,6 +22,7 @@ from pydantic import Field, model_validator
 
 from robaudit.attacks.base import Attack, AttackOutput, AttackParams, register
 from robaudit.attacks.common import mean_trace, most_likely_wrong
+from robaudit.attacks.feasible import mask_gradient, project, restrict
 from robaudit.attacks.losses import get_loss, get_targeted_loss, with_targets
 from robaudit.attacks.projections import clip_to_ball, random_point, steepest_direction
 from robaudit.classifier import Classifier, LossFn
@@ -92,9 +93,13 @@ class PGDParams(AttackParams):
 
 @register("pgd")
 class PGD(Attack[PGDParams]):
-    """Projected gradient ascent from random starts; the workhorse first-order attack."""
+    """Projected gradient ascent from random starts; the workhorse first-order attack.
+
+    With active tabular constraints every iterate is projected onto the feasible set as well
+    (:mod:`robaudit.attacks.feasible`) and immutable features get no gradient."""
 
     Params = PGDParams
+    constrained = True
 
     def run(
         self,
@@ -162,6 +167,7 @@ class _Run:
         step = p.step_for(eps)
         x0 = self.x[standing]
         xa = random_point(x0, norm, eps, bounds, self.gen) if p.random_start else x0.clone()
+        xa = restrict(xa, x0, norm, eps)
         t0 = None if self.targets is None else self.targets[standing]
         a = _Active(standing, x0, self.y[standing], t0, xa)
         for _ in range(p.steps):
@@ -176,8 +182,8 @@ class _Run:
                     self.best_loss[a.idx[fooled]] = float("inf")
                     keep = ~fooled
                     a, grad = a.select(keep), grad[keep]
-            xa = a.xa + step * steepest_direction(grad, norm)
-            a.xa = clip_to_ball(xa, a.x0, norm, eps, bounds)
+            xa = a.xa + step * steepest_direction(mask_gradient(grad), norm)
+            a.xa = project(xa, a.x0, norm, eps, bounds)
         return a
 
     def keep_better(self, a: _Active) -> torch.Tensor:

@@ -140,6 +140,13 @@ class ModelSection(_Section):
 class DataSection(_Section):
     """Where the evaluation samples come from."""
 
+    # ``schema`` is the YAML key (the attribute is ``schema_``: pydantic's BaseModel has a
+    # ``schema`` method); unset tabular keys stay out of the dump, so other reports are unchanged
+    model_config = ConfigDict(
+        extra="forbid", allow_inf_nan=False, validate_by_name=True, validate_by_alias=True,
+        serialize_by_alias=True,
+    )
+
     source: str = "builtin:digits"
     split: str = "test"
     samples: int | None = Field(None, ge=1, description="seeded random subset; null = all")
@@ -153,6 +160,15 @@ class DataSection(_Section):
         le=1 << 30,
         description="keep the decoded images if they fit in this many MB, else decode each "
         "batch when needed (memory bounded by the batch); 0 always streams",
+    )
+    label: str | None = Field(
+        None, min_length=1, exclude_if=lambda v: v is None,
+        description="CSV/Parquet sources: the label column (classes 0..K-1)",
+    )
+    schema_: str | dict[str, Any] | None = Field(
+        None, alias="schema", exclude_if=lambda v: v is None,
+        description="CSV/Parquet sources: the feature schema, a YAML path or inline; omitted: "
+        "inferred from the data and written beside the report as schema.inferred.yaml",
     )
 
 

@@ -1,7 +1,8 @@
 """Findings about the run itself, beside integrity's findings about the evaluation.
 
 The clean pass and the engine's own checks (RA001 implausible clean accuracy, RA002 attacks
-returning points outside the ball or the box, RA016 misreported queries), a battery without
+returning points outside the ball or the box, RA016 misreported queries, RA019
+candidates that break the feature constraints), a battery without
 some members (RA014), skipped attacks (RA015), a model handed over in training mode (RA018)
 and certificates the attack contradicts (RA017). The pipeline only collects them.
 """
@@ -47,6 +48,15 @@ def preflight_findings(er: EngineResult, cfg: Config) -> list[Finding]:
                     f"{c.attack} at {c.threat.key}: {c.budget_violations} outside the eps ball, "
                     f"{c.bounds_violations} outside the bounds, {c.nonfinite} non-finite; the "
                     "engine projected them back before verifying",
+                )
+            )
+        if c.constraint_violations:
+            out.append(
+                finding(
+                    "RA019",
+                    f"{c.attack} at {c.threat.key}: {c.constraint_violations} candidate(s) broke "
+                    f"the feature constraints (first: {', '.join(c.broken_constraints)}); none "
+                    "was counted as a break",
                 )
             )
     return out

@@ -34,7 +34,7 @@ import functools
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -52,6 +52,9 @@ from robaudit.loading.checks import (
 from robaudit.loading.image_sources import folder_shape, image_folder, torchvision_source
 from robaudit.loading.raw import TORCHVISION_DATASETS, Raw, layout, one_line, to_float
 from robaudit.loading.samples import Samples
+
+if TYPE_CHECKING:
+    from robaudit.loading.tabular import TabularInput
 
 __all__ = [
     "DIGITS_TEST_SIZE",
@@ -84,6 +87,7 @@ class DataSet:
     source: str
     split: str
     class_names: tuple[str, ...] | None
+    tabular: TabularInput | None = None  # CSV/Parquet: schema, scaler, constraints
 
     @property
     def x(self) -> torch.Tensor:

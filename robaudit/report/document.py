@@ -12,7 +12,7 @@ from typing import Any
 
 from robaudit.report.images import perturbation_png_b64, to_png_b64
 from robaudit.report.natural import natural_document
-from robaudit.results import SCHEMA_VERSION, RunResult
+from robaudit.results import SCHEMA_VERSION, AttackRow, RunResult
 from robaudit.scoring import SCORE_FORMULA
 
 DEFINITIONS = {
@@ -39,6 +39,15 @@ def _clean(v: Any) -> Any:
     if isinstance(v, (list, tuple)):
         return [_clean(x) for x in v]
     return v
+
+
+def _attack_row(a: AttackRow) -> dict[str, Any]:
+    """An attack row; ``constraint_violations`` only when the run had a feature schema (so
+    reports of other runs are unchanged)."""
+    row = asdict(a)
+    if row["constraint_violations"] is None:
+        del row["constraint_violations"]
+    return row
 
 
 def _example(e: dict[str, Any], bounds: tuple[float, float]) -> dict[str, Any]:
@@ -104,7 +113,7 @@ def to_document(r: RunResult, *, incomplete: bool = False) -> dict[str, Any]:
         "threats": [
             {**asdict(t), "ci": [t.ci_low, t.ci_high], "attacks": list(t.attacks)} for t in r.threats
         ],
-        "attacks": [asdict(a) for a in r.attacks],
+        "attacks": [_attack_row(a) for a in r.attacks],
         "samples": list(r.samples),
         "per_class": list(r.per_class),
         "minimal_norms": list(r.minimal_norms),

@@ -92,6 +92,11 @@ class Constraints:
     def columns(self) -> tuple[str, ...]:
         return self._base.columns
 
+    def mutable(self, device: torch.device) -> torch.Tensor:
+        """F bools: the columns an attacker may change (constrained attacks mask the others'
+        gradient, so a step's budget goes where it can count)."""
+        return self.layout(device).mutable
+
     def layout(self, device: torch.device) -> Layout:
         if device not in self._on:
             self._on[device] = self._base.to(device)

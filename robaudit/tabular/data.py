@@ -70,15 +70,20 @@ def read_frame(source: str | Path) -> pd.DataFrame:
 
 
 def read_table(
-    source: str | Path | pd.DataFrame, label: str, columns: Sequence[str] | None = None
+    source: str | Path | pd.DataFrame,
+    label: str,
+    columns: Sequence[str] | None = None,
+    *,
+    name: str | None = None,
 ) -> TabularData:
     """Features and labels from a file (or a DataFrame already read).
 
     ``columns`` picks the features and their order (give ``schema.columns()`` so the model sees
     the columns the schema describes); by default every column but ``label``, in file order.
+    ``name``: how errors name a DataFrame (the file it was read from); default ``data``.
     """
     frame = source if isinstance(source, pd.DataFrame) else read_frame(source)
-    where = "data" if isinstance(source, pd.DataFrame) else str(source)
+    where = (name or "data") if isinstance(source, pd.DataFrame) else str(source)
     if label not in frame.columns:
         raise DataError(
             f"{where}: label column {label!r} is missing (columns: {_few(frame.columns)})"
