@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -74,7 +75,9 @@ def _config(schema: object = None, **data: object) -> dict[str, object]:
             "gate": {"fail_on_findings": "none"}}  # fmt: skip
 
 
-def test_every_counted_break_is_a_real_record(fraud_model: nn.Module, tmp_path: Path) -> None:
+def test_every_counted_break_is_a_real_record(
+    fraud_model: nn.Module, tmp_path: Path, validate_report: Any
+) -> None:
     report = robaudit.scan(
         fraud_model, config=_config(str(SCHEMA)), samples=120, seed=0, save_adversarial=True
     )
@@ -102,6 +105,7 @@ def test_every_counted_break_is_a_real_record(fraud_model: nn.Module, tmp_path: 
 
     written = report.save(tmp_path)
     doc = json.loads(Path(written["json"]).read_text())
+    validate_report(doc)
     assert all(a["constraint_violations"] == 0 for a in doc["attacks"])
     assert doc["config"]["data"]["schema"] == str(SCHEMA)
     assert not (tmp_path / "schema.inferred.yaml").exists()
@@ -124,7 +128,7 @@ class Unconstrained(Attack):
 
 
 def test_attack_breaking_the_constraints_is_caught() -> None:
-    info, x, y = read_tabular(str(CSV), "is_fraud", str(SCHEMA))
+    info, x, _ = read_tabular(str(CSV), "is_fraud", str(SCHEMA))
     age = nn.Linear(13, 2)  # a model that decides on age alone: moving it fools the model
     with torch.no_grad():
         age.weight.zero_()
@@ -159,10 +163,8 @@ def test_attack_breaking_the_constraints_is_caught() -> None:
 def _fitted() -> robaudit.Config:
     from robaudit.config import config_from_dict
 
-    return config_from_dict(
-        {"model": {"input_shape": [13], "num_classes": 2},
-         "attacks": [{"name": "pgd", "eps": [0.1]}]}  # fmt: skip
-    )
+    model = {"input_shape": [13], "num_classes": 2}
+    return config_from_dict({"model": model, "attacks": [{"name": "pgd", "eps": [0.1]}]})
 
 
 def test_value_outside_the_schema_is_one_line_naming_feature_and_row(
@@ -212,5 +214,5 @@ def test_schema_keys_need_a_table(fraud_model: nn.Module) -> None:
     cfg = {"model": {"input_shape": [13]}, "data": {"label": "y"},
            "attacks": [{"name": "pgd", "eps": [0.1]}]}  # fmt: skip
     x, y = torch.rand(8, 13), torch.zeros(8, dtype=torch.long)
-    with pytest.raises(DataError, match="data.label apply to a CSV or Parquet source"):
+    with pytest.raises(DataError, match=r"data\.label apply to a CSV or Parquet source"):
         robaudit.scan(fraud_model, (x, y), config=cfg)
