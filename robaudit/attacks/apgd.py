@@ -323,7 +323,6 @@ class APGD(Attack[APGDParams]):
     the active tabular constraints too, as CAPGD: :mod:`robaudit.attacks.feasible`)."""
 
     Params = APGDParams
-    constrained = True
 
     def run(
         self,
@@ -352,7 +351,6 @@ class APGDT(Attack[APGDTParams]):
     """Targeted Auto-PGD with the targeted DLR loss, over the most likely wrong classes."""
 
     Params = APGDTParams
-    constrained = True
 
     def run(
         self,

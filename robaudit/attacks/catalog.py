@@ -35,6 +35,9 @@ class AttackInfo:
     # False for an attack that does not search (the noise baseline draws at random): it is no
     # query-based black-box attack, so the report leaves it out of the black-box queries section
     search: bool = True
+    # projects its iterates onto the active tabular feasible set itself
+    # (robaudit.attacks.feasible); the engine repairs the others' candidates once, at the end
+    constrained: bool = False
 
 
 _ROWS = (
@@ -66,18 +69,21 @@ _ROWS = (
         summary="Projected Gradient Descent with random restarts and per-sample early stopping",
         paper="Madry, Makelov, Schmidt, Tsipras & Vladu 2018",
         cost_rank=10,
+        constrained=True,
     ),
     AttackInfo(
         name="apgd",
         summary="Auto-PGD: PGD with adaptive step size and momentum (ce or dlr loss)",
         paper="Croce & Hein 2020",
         cost_rank=20,
+        constrained=True,
     ),
     AttackInfo(
         name="apgd-t",
         summary="Targeted Auto-PGD (targeted DLR loss) against the top-k most likely wrong classes",
         paper="Croce & Hein 2020",
         cost_rank=30,
+        constrained=True,
     ),
     AttackInfo(
         name="deepfool",

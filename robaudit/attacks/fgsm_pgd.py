@@ -99,7 +99,6 @@ class PGD(Attack[PGDParams]):
     (:mod:`robaudit.attacks.feasible`) and immutable features get no gradient."""
 
     Params = PGDParams
-    constrained = True
 
     def run(
         self,
