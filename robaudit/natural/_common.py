@@ -149,12 +149,28 @@ def gaussian_blur(
 
 
 def filter2d(x: Tensor, kernel: Tensor, mode: str = "reflect101") -> Tensor:
-    """Correlate every channel of ``x`` with the odd-sized 2-D ``kernel`` (OpenCV filter2D)."""
+    """Correlate every channel of ``x`` with the odd-sized 2-D ``kernel`` (OpenCV filter2D).
+
+    A border of zero taps is cut off first (ImageNet-C's defocus disk sits on a 17x17 grid
+    whatever its radius): the same sums over fewer taps, several times faster on small radii.
+    """
     n, c, h, w = x.shape
+    kernel = _trim(kernel)
     kh, kw = kernel.shape
     flat = pad2d(x.reshape(n * c, 1, h, w), kh // 2, kw // 2, mode)
     out = F.conv2d(flat, kernel.to(x).view(1, 1, kh, kw))
     return out.reshape(n, c, h, w)
+
+
+def _trim(kernel: Tensor) -> Tensor:
+    """The kernel without the rings of zeros around its support (kept odd and centred)."""
+    kh, kw = kernel.shape
+    nz = kernel.nonzero()
+    if nz.numel() == 0:
+        return kernel[kh // 2 : kh // 2 + 1, kw // 2 : kw // 2 + 1]
+    ry = int((nz[:, 0] - kh // 2).abs().max())
+    rx = int((nz[:, 1] - kw // 2).abs().max())
+    return kernel[kh // 2 - ry : kh // 2 + ry + 1, kw // 2 - rx : kw // 2 + rx + 1]
 
 
 # ---------------------------------------------------------------------------------------------
