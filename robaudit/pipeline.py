@@ -10,6 +10,7 @@ name would shadow it once imported.)
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import time
 from dataclasses import dataclass, field
@@ -89,10 +90,17 @@ class RunOptions:
 
 
 def run_fingerprint(cfg: Config, loaded: LoadedModel, data: DataSet, settings: RunSettings) -> str:
-    """Everything that decides a cell's numbers; a resumed run must match it exactly."""
+    """Everything that decides a cell's numbers; a resumed run must match it exactly.
+
+    A data file's bytes and a table's schema count too: ``--resume`` after editing the data
+    or the schema file (whose path alone is in the config) must not reuse the old cells.
+    """
+    schema = data.tabular.schema.to_yaml() if data.tabular is not None else None
     return fingerprint(
         config=config_sha256(cfg),
         model=loaded.sha256,
+        data_file=_file_sha256(data.source),
+        schema=schema,
         source=data.source,
         split=data.split,
         indices=[int(i) for i in data.indices],
@@ -101,6 +109,18 @@ def run_fingerprint(cfg: Config, loaded: LoadedModel, data: DataSet, settings: R
         access=settings.access,
         robaudit=robaudit.__version__,
     )
+
+
+def _file_sha256(source: str) -> str | None:
+    """SHA-256 of a data file's bytes (None for builtin sets, folders, torchvision roots)."""
+    path = Path(source).expanduser()
+    if not path.is_file():
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def resolve_settings(cfg: Config, options: ScanOptions | None = None) -> RunSettings:

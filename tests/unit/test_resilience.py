@@ -118,6 +118,26 @@ def test_resume_refuses_cells_of_a_different_run(
         _scan(plain_model_path, tiny_config(tmp_path), checkpoint_dir=state, resume=True, seed=1)
 
 
+def test_resume_refuses_cells_of_edited_data(
+    tmp_path: Path, plain_model_path: Path, tiny_config
+) -> None:
+    """The data file's bytes are part of the run: the same path with other samples in it is
+    another run, and --resume must not reuse its cells."""
+    import numpy as np
+
+    from robaudit.loading.data import digits_arrays
+
+    xs, ys = digits_arrays("test")
+    data = tmp_path / "d.npz"
+    np.savez(data, x=xs[:40], y=ys[:40])
+    cfg = tiny_config(tmp_path, data={"source": str(data)})
+    state = tmp_path / ".robaudit"
+    _scan(plain_model_path, cfg, checkpoint_dir=state)
+    np.savez(data, x=xs[40:80], y=ys[40:80])
+    with pytest.raises(UserInputError, match="holds cells of a different run"):
+        _scan(plain_model_path, cfg, checkpoint_dir=state, resume=True)
+
+
 def test_time_budget_stops_and_fails_the_gate_unless_partial_is_allowed(
     tmp_path: Path, plain_model_path: Path, tiny_config
 ) -> None:
