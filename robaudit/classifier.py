@@ -95,11 +95,15 @@ class Classifier:
     # a defense variant: a pixel-space transform applied before preprocessing (with BPDA or
     # exact gradients, see robaudit.defenses.Transform)
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None
+    # a deployed decision rule (robaudit.config.decision): added to the logits, so argmax,
+    # every attack and every verification apply the threshold the model is used with
+    logit_offset: Sequence[float] | None = None
 
     def __post_init__(self) -> None:
         self.model = self.model.to(self.device).eval()
         self._mean = self._stat(self.mean)
         self._std = self._stat(self.std)
+        self._offset = self._stat(self.logit_offset)
 
     def _stat(self, values: Sequence[float] | None) -> torch.Tensor | None:
         if values is None:
@@ -165,6 +169,8 @@ class Classifier:
                 f"model returned {type(out).__name__}, expected a logits tensor of shape N x "
                 f"{self.num_classes}"
             )
+        if self._offset is not None:
+            out = out + self._offset
         return out
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:

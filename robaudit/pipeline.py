@@ -197,6 +197,11 @@ def make_classifier(loaded: LoadedModel, cfg: Config, settings: RunSettings) -> 
         device=resolve_device(settings.device),
         batch_size=settings.batch_size,
         access=access,
+        logit_offset=(
+            cfg.model.decision.logit_offset(cfg.model.classes)
+            if cfg.model.decision is not None
+            else None
+        ),
     )
 
 

@@ -23,11 +23,12 @@ from pydantic import (
 from robaudit.access import AccessName
 from robaudit.attacks.base import AttackParams, registry
 from robaudit.attacks.batteries import BATTERY_PARAMS, battery_members
+from robaudit.config.certification import CertifiedThreshold, CertifySection
+from robaudit.config.decision import DecisionRule
 from robaudit.config.messages import did_you_mean
 from robaudit.config.natural import NaturalSection
 from robaudit.errors import ConfigError
 from robaudit.inputs import InputSpec
-from robaudit.smoothing import SmoothingParams
 from robaudit.threat import Threat, _short_repr, parse_eps
 
 PRESETS_DIR = Path(__file__).parent.parent / "presets"
@@ -79,6 +80,10 @@ class ModelSection(_Section):
     mean: list[float] | None = None
     std: list[float] | None = None
     arch: str | None = Field(None, description="'package.module:Class' for state_dict files")
+    decision: DecisionRule | None = Field(
+        None, exclude_if=lambda v: v is None,
+        description="a binary model's threshold rule: positive when p(positive) >= threshold",
+    )
     arch_kwargs: dict[str, Any] = Field(default_factory=dict)
 
     @property
@@ -116,6 +121,16 @@ class ModelSection(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelSection:
+        if self.decision is not None and self.num_classes is not None and self.num_classes != 2:
+            raise ValueError(
+                f"decision: a threshold rule needs a binary model (2 classes); this one has "
+                f"{self.num_classes}"
+            )
+        if self.decision is not None and self.decision.positive_class > 1:
+            raise ValueError(
+                f"decision.positive_class: {self.decision.positive_class} is not a class of a "
+                "binary model (0 or 1)"
+            )
         spec = InputSpec.of(self.input_shape) if self.input_shape is not None else None
         for name in ("mean", "std"):
             vals = getattr(self, name)
@@ -314,28 +329,6 @@ class GateThreshold(_Section):
         if self.eps is None:
             raise ConfigError(f"gate threshold at {self.norm} has no eps yet: a run fits it")
         return self.eps
-
-
-class CertifySection(SmoothingParams):
-    """Randomized-smoothing certification of the model, and an adaptive attack on the smoothed
-    classifier at each radius (its robust accuracy must not be below the certificate)."""
-
-    attack_steps: int = Field(
-        20, ge=0, le=10_000, description="PGD-L2 steps on the smoothed classifier (0: no attack)"
-    )
-    attack_draws: int = Field(
-        16, ge=1, le=10_000, description="noise draws per gradient of the smoothed classifier"
-    )
-    attack_n: int = Field(
-        1000, ge=1, le=10**9, description="PREDICT draws judging each attacked point"
-    )
-
-
-class CertifiedThreshold(_Section):
-    """A minimum certified accuracy at one L2 radius."""
-
-    radius: float = Field(ge=0.0)
-    value: float = Field(ge=0.0, le=1.0)
 
 
 class GateSection(_Section):
