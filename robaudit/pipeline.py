@@ -34,7 +34,7 @@ from robaudit.integrity import certification_findings, collect_findings
 from robaudit.judgement import VariantTables, judge
 from robaudit.loading.data import DataSet
 from robaudit.loading.model import LoadedModel, load_model
-from robaudit.natural.run import NaturalOutcome
+from robaudit.natural.run import NaturalOutcome, Predict
 from robaudit.natural.stage import run_natural
 from robaudit.plan import Plan, make_plan
 from robaudit.progress import Progress
@@ -263,6 +263,7 @@ def audit(
     started = started or datetime.now(timezone.utc)
     t0 = time.perf_counter() if t0 is None else t0
     torch.manual_seed(settings.seed)  # for models that draw randomness from the global generator
+    reference = _natural_reference(clf, cfg, settings, config_path)
     plan = make_plan(clf, data, cfg, access_reason(loaded, settings), config_path)
     store = _open_store(run, cfg, loaded, data, settings)  # only now: a refused plan leaves none
     # a table's feature constraints: every candidate must satisfy them to count as a break
@@ -283,7 +284,7 @@ def audit(
     tables = build_tables(er, data.y, plan.params(), cfg.engine.cascade)
     variants = _variant_stage(clf, data, cfg, plan, settings, progress, stop)
     certification = _certification_stage(clf, data, cfg, settings, stop, findings)
-    natural = _natural_stage(clf, data, cfg, settings, stop, er.correct, config_path)
+    natural = _natural_stage(clf, data, cfg, settings, stop, er.correct, reference)
     verdict = judge(
         cfg, er, plan, tables[0], variants, findings, certification,
         incomplete_state(stop.failure, stop.unrun, stop.not_run, run.control), run.allow_partial,
@@ -353,33 +354,36 @@ def _certification_stage(
     return certification
 
 
+def _natural_reference(
+    clf: Classifier, cfg: Config, settings: RunSettings, config_path: str | None
+) -> tuple[str, Predict] | None:
+    """The reference model for mCE, loaded before any attack runs (a wrong path is a one-line
+    error then, not after hours of attacks): same preprocessing and bounds as the audited
+    model, its path relative to the working directory or, failing that, the config's folder."""
+    corr = cfg.natural.corruptions if cfg.natural is not None else None
+    if corr is None or corr.reference is None:
+        return None
+    path = Path(corr.reference)
+    if not path.exists() and config_path is not None:
+        path = Path(config_path).parent / corr.reference
+    loaded = load_model(
+        path, arch=cfg.model.arch, arch_kwargs=cfg.model.arch_kwargs,
+        trust_model=settings.trust_model,
+    )
+    return str(corr.reference), clf.derive(model=loaded.module).verification_logits
+
+
 def _natural_stage(
     clf: Classifier, data: DataSet, cfg: Config, settings: RunSettings, stop: _Stop,
-    correct: torch.Tensor, config_path: str | None,
+    correct: torch.Tensor, reference: tuple[str, Predict] | None,
 ) -> NaturalOutcome | None:
-    """Corruptions, rotations and translations, occlusion, unless the run already stopped.
-
-    A reference model for mCE is loaded like the audited one (same preprocessing and bounds),
-    from a path relative to the working directory or, failing that, to the config's folder.
-    """
+    """Corruptions, rotations and translations, occlusion, unless the run already stopped."""
     if cfg.natural is None:
         return None
     if stop.halted():
         stop.not_run.append("natural robustness")
         return None
-    reference = None
-    corr = cfg.natural.corruptions
-    if corr is not None and corr.reference is not None:
-        path = Path(corr.reference)
-        if not path.exists() and config_path is not None:
-            path = Path(config_path).parent / corr.reference
-        loaded = load_model(
-            path, arch=cfg.model.arch, arch_kwargs=cfg.model.arch_kwargs,
-            trust_model=settings.trust_model,
-        )
-        ref = clf.derive(model=loaded.module)
-        reference = (str(corr.reference), ref.verification_logits)
     return run_natural(
-        clf, data.samples, data.y, correct, cfg.natural, seed=settings.seed, reference=reference
+        clf, data.samples, data.y, correct, cfg.natural, seed=settings.seed,
+        reference=reference, indices=[int(i) for i in data.indices],
     )
-

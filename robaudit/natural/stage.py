@@ -29,13 +29,19 @@ def run_natural(
     *,
     seed: int,
     reference: tuple[str, Predict] | None = None,
+    indices: list[int] | None = None,
 ) -> NaturalOutcome:
     """Every part of ``section`` on ``x``; ``clean_correct`` comes from the audit's clean pass
-    (geometric and occlusion robustness count only samples the model gets right clean)."""
+    (geometric and occlusion robustness count only samples the model gets right clean).
+
+    ``indices``: each sample's position in its source; the random draws of a corruption or a
+    transform are seeded by it, so an image gets the same corruption whatever subset or batch
+    it is evaluated in.
+    """
     n = int(y.numel())
     y = y.cpu()
     clean_correct = clean_correct.cpu()
-    indices = list(range(n))
+    indices = list(range(n)) if indices is None else indices
     out = NaturalOutcome(n=n, clean_correct=int(clean_correct.sum()))
     common: dict[str, Any] = {
         "bounds": clf.bounds, "batch_size": max(1, clf.batch_size), "device": clf.device,

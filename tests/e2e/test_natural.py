@@ -136,6 +136,11 @@ def test_bad_natural_configs_are_one_line_errors() -> None:
         robaudit.scan(MODELS["plain"], config=_cfg({"corruptions": {"severities": [0, 6]}}))
     with pytest.raises(ConfigError, match=r"gate\.max_mce: mCE needs a reference model"):
         robaudit.scan(MODELS["plain"], config=_cfg({"corruptions": {}}, max_mce=1.0))
+    from robaudit.errors import ModelLoadError
+
+    # a missing reference model is named before any attack runs
+    with pytest.raises(ModelLoadError, match=r"nowhere\.pt' not found"):
+        robaudit.scan(MODELS["plain"], config=_cfg({"corruptions": {"reference": "nowhere.pt"}}))
     vec = _cfg({"geometric": {}})
     vec["model"] = {"input_shape": [30], "num_classes": 2}
     with pytest.raises(ConfigError, match=r"natural robustness works on images \(\[C, H, W\]\) only"):
