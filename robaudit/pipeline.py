@@ -25,7 +25,7 @@ from robaudit.certify import run_certification
 from robaudit.checkpoint import CellStore, fingerprint
 from robaudit.classifier import ACCESS_RANK, Classifier, resolve_device
 from robaudit.config import Config
-from robaudit.control import RunControl
+from robaudit.control import RunControl, StopRequested, interruptible
 from robaudit.distributed import SINGLE, Shard
 from robaudit.engine import BatchSink, EngineControl, run_plan
 from robaudit.errors import ModelLoadError, RuntimeFailure
@@ -383,7 +383,12 @@ def _natural_stage(
     if stop.halted():
         stop.not_run.append("natural robustness")
         return None
-    return run_natural(
-        clf, data.samples, data.y, correct, cfg.natural, seed=settings.seed,
-        reference=reference, indices=[int(i) for i in data.indices],
-    )
+    try:  # every forward pass polls the stop flag: SIGINT or --time-budget land at once
+        with interruptible(stop.run.control):
+            return run_natural(
+                clf, data.samples, data.y, correct, cfg.natural, seed=settings.seed,
+                reference=reference, indices=[int(i) for i in data.indices],
+            )
+    except StopRequested:  # a part-done natural section is no number: it is listed as not run
+        stop.not_run.append("natural robustness")
+        return None

@@ -55,6 +55,10 @@ class Rng:
         draws = [torch.rand(tuple(shape), generator=g, dtype=torch.float64) for g in self.gens]
         return self._to(low + (high - low) * torch.stack(draws), torch.float64)
 
+    def uniform32(self, shape: Sequence[int]) -> Tensor:
+        """``[N, *shape]`` uniform on ``[0, 1)`` in float32 (for draws no reference replays)."""
+        return self._to(torch.stack([torch.rand(tuple(shape), generator=g) for g in self.gens]))
+
     def normal(self, shape: Sequence[int], mean: float = 0.0, std: float = 1.0) -> Tensor:
         """``[N, *shape]`` normal draws, float32."""
         draws = [torch.randn(tuple(shape), generator=g) for g in self.gens]

@@ -32,13 +32,13 @@ def shot_noise_fn(x: Tensor, photons: float, rng: Rng | None = None) -> Tensor:
 
 def impulse_noise_fn(x: Tensor, amount: float, rng: Rng | None = None) -> Tensor:
     """skimage's ``random_noise(mode='s&p', amount)``: each value is replaced with probability
-    ``amount``, by 1 or 0 with equal chance."""
+    ``amount``, by 1 or 0 with equal chance. One uniform draw ``u`` per value decides both
+    (replaced when ``u < amount``, by 1 when ``u < amount / 2``): the same distribution as
+    two draws, at half the cost."""
     if amount == 0:
         return x
-    draws = rng_for(rng, x).uniform((2, *x.shape[1:]))
-    flipped = draws[:, 0] < amount
-    salted = draws[:, 1] < 0.5
-    return torch.where(flipped, salted.to(x.dtype), x)
+    u = rng_for(rng, x).uniform32(x.shape[1:])
+    return torch.where(u < amount, (u < amount / 2).to(x.dtype), x)
 
 
 def speckle_noise_fn(x: Tensor, sigma: float, rng: Rng | None = None) -> Tensor:

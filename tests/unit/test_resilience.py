@@ -345,3 +345,30 @@ def test_a_stop_inside_a_batch_drops_it_and_resume_gives_the_uninterrupted_repor
         resumed = _scan(model, cfg, checkpoint_dir=state, resume=True)
         assert resumed.incomplete is None
         assert without_timing(resumed.to_dict()) == without_timing(full.to_dict())
+
+
+def test_a_stop_during_the_natural_stage_lands_in_it_and_lists_it_as_not_run(
+    tmp_path: Path, plain_model_path: Path, tiny_config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The natural stage's forward passes poll the stop flag like an attack's: a stop that
+    comes while it runs ends it at the next model call, and the report says it did not run."""
+    import robaudit.pipeline as pipeline
+
+    control = RunControl()
+    real = pipeline.run_natural
+    calls: list[int] = []
+
+    def stop_then_run(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        control.request_stop(INTERRUPTED, "interrupted by a test")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline, "run_natural", stop_then_run)
+    cfg = tiny_config(tmp_path, natural={"corruptions": {"names": ["gaussian_noise"], "severities": [1]}})
+    part = _scan(plain_model_path, cfg, control=control)
+    assert calls == [1]
+    assert part.result.natural is None
+    inc = part.incomplete
+    assert inc is not None and inc.kind == "interrupted"
+    assert "natural robustness" in inc.not_run
+    assert not part.passed
