@@ -25,13 +25,16 @@ install: $(BASE_STAMP)          ## runtime install into .venv
 
 install-dev: $(DEV_STAMP)       ## runtime + tests, linters and peer libraries
 
-# The plain model is expected to FAIL the gate (exit 1) and the robust twin to pass it.
+# The plain model is expected to FAIL the gate (exit 1) and the robust twin to pass it; the
+# third scan audits the tabular fraud sample (a CSV with its feature schema).
 demo: install
 	@$(BIN)/robaudit scan sample_models/digits_cnn.pt --config configs/quick.yaml --out $(DEMO_OUT)/plain; \
 	  rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 1 ] || exit $$rc
 	@$(BIN)/robaudit scan sample_models/digits_cnn_robust.pt --config configs/quick.yaml --out $(DEMO_OUT); \
 	  rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 1 ] || exit $$rc
-	@echo "demo reports: $(DEMO_OUT)/report.html (robust model), $(DEMO_OUT)/plain/report.html (plain model)"
+	@$(BIN)/robaudit scan sample_models/fraud_mlp.pt --config configs/examples/fraud.yaml --out $(DEMO_OUT)/fraud; \
+	  rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 1 ] || exit $$rc
+	@echo "demo reports: $(DEMO_OUT)/report.html (robust model), $(DEMO_OUT)/plain/report.html (plain model), $(DEMO_OUT)/fraud/report.html (tabular fraud model)"
 
 test: install-dev
 	$(BIN)/python -m pytest -q
@@ -45,6 +48,7 @@ lint: install-dev
 
 sample-models: install
 	$(BIN)/python sample_models/train.py
+	$(BIN)/python sample_models/train_fraud.py
 
 bench: install-dev
 	$(BIN)/python benchmarks/pgd_throughput.py
