@@ -66,6 +66,53 @@ def fitted_preset(
     return Starter(text, tuple(shape), int(classes), profile.name)
 
 
+def fitted_table(
+    starter_text: str,
+    starter: Config,
+    model: Path,
+    data: str,
+    label: str | None,
+    schema: str | None,
+    *,
+    trust_model: bool = False,
+) -> Starter:
+    """The tabular starter filled in for one model and one table: shape (the schema's feature
+    count), classes, source, label column and schema. Without ``schema`` robaudit infers one
+    from the table and writes it inline, commented, for the user to check."""
+    from robaudit.loading.tabular import read_tabular
+    from robaudit.tabular.data import read_frame
+
+    if label is None:
+        columns = ", ".join(str(c) for c in read_frame(Path(data).expanduser()).columns)
+        raise ConfigError(f"{data}: a table needs --label, the label column (columns: {columns})")
+    info, x, _ = read_tabular(data, label, schema)
+    loaded = load_model(
+        model, arch=starter.model.arch, arch_kwargs=starter.model.arch_kwargs,
+        trust_model=trust_model,
+    )
+    shape = (int(x.shape[1]),)
+    classes = starter.model.num_classes or probe_num_classes(
+        loaded.module, shape, starter.model.bounds, str(model)
+    )
+    text = _fill_model(starter_text, shape, classes, data, model)
+    text = _set_line(text, r"  label: \S+", f"  label: {_quote(label)}  # the label column", 1)
+    if schema is not None:
+        line = f"  schema: {_quote(schema)}  # feature types, bounds, immutable features, relations"
+    else:
+        assert info.inferred_yaml is not None
+        body = "\n".join(
+            ("    " + ln) if ln.strip() else "" for ln in info.inferred_yaml.splitlines()
+        )
+        line = (
+            "  schema:  # inferred from the data: CHECK every entry; the bounds scale the "
+            "features, so they must be the ones the model was trained with\n"
+        )
+        line += body.replace("\\", "\\\\")
+    text = _set_line(text, r"  schema: \S+", line, 1)
+    config_from_yaml(text, source=f"config fitted to {model}")  # it must read back
+    return Starter(text, shape, int(classes), "tabular")
+
+
 def _fill_model(text: str, shape: tuple[int, ...], classes: int, data: str, model: Path) -> str:
     dims = ", ".join(str(d) for d in shape)
     text = _set_line(
@@ -153,4 +200,4 @@ def _safe(value: str) -> str:
     return value if len(value) <= 60 else "..." + value[-57:]
 
 
-__all__ = ["Starter", "fitted_preset"]
+__all__ = ["Starter", "fitted_preset", "fitted_table"]

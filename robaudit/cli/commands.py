@@ -23,9 +23,10 @@ from robaudit.cli.options import (
     JsonOption,
     TrustModelOption,
 )
-from robaudit.config import PRESET_NAMES, load_config, preset_path
+from robaudit.config import PRESET_NAMES, STARTER_NAMES, load_config, preset_path
 from robaudit.documents import load_document
 from robaudit.errors import EXIT_GATE_FAILED, UserInputError
+from robaudit.loading.tabular import is_tabular
 from robaudit.report.terminal import (
     catalog_lines,
     catalogue_tables,
@@ -175,8 +176,12 @@ def diff(
 @handle_errors
 def init(
     preset: Annotated[
-        str, typer.Option(help=f"Starter preset: {', '.join(PRESET_NAMES)}.")
-    ] = "standard",
+        str | None,
+        typer.Option(
+            help=f"Starter preset: {', '.join(PRESET_NAMES)} for images (default standard); "
+            f"{', '.join(STARTER_NAMES)} for tables (picked when --data is a CSV or Parquet)."
+        ),
+    ] = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write to a file instead of stdout.")
     ] = None,
@@ -192,26 +197,47 @@ def init(
         str | None,
         typer.Option(help="The data the fitted config evaluates on (with --model)."),
     ] = None,
+    label: Annotated[
+        str | None, typer.Option(help="A table's label column (with a CSV/Parquet --data).")
+    ] = None,
+    schema: Annotated[
+        str | None,
+        typer.Option(help="A table's feature schema YAML; omitted: inferred and written inline."),
+    ] = None,
     trust_model: TrustModelOption = False,
 ) -> None:
     """Print a commented starter config (a preset) to stdout or a file; with --model and
     --data, one already fitted to that model."""
-    path = preset_path(preset)
-    text = path.read_text(encoding="utf-8")
     if (model is None) != (data is None):
         raise UserInputError("--model and --data go together: give both to fit the config, or neither")
+    table = data is not None and is_tabular(data)
+    name = preset or ("tabular" if table else "standard")
+    if (label is not None or schema is not None) and not table:
+        raise UserInputError("--label and --schema describe a table: give a CSV or Parquet --data")
+    if table and name not in STARTER_NAMES:
+        raise UserInputError(
+            f"--preset {name} is for images; {data} is a table: use --preset tabular (the default "
+            "for CSV and Parquet data)"
+        )
+    path = preset_path(name)
+    text = path.read_text(encoding="utf-8")
     if output is not None and output.exists():
         raise UserInputError(f"{output}: already exists; not overwriting it")
     if output is not None and not output.parent.is_dir():
         raise UserInputError(f"{output}: folder {output.parent} does not exist")
     if model is not None and data is not None:
-        from robaudit.starter import fitted_preset
+        from robaudit.starter import fitted_preset, fitted_table
 
         if not model.exists():
             raise UserInputError(f"{model}: model file not found")
-        fit = fitted_preset(text, load_config(path), model, data, trust_model=trust_model)
+        if table:
+            fit = fitted_table(
+                text, load_config(path), model, data, label, schema, trust_model=trust_model
+            )
+        else:
+            fit = fitted_preset(text, load_config(path), model, data, trust_model=trust_model)
         text = fit.text
-        err_console().print(fitted_line(preset, model, fit), highlight=False)
+        err_console().print(fitted_line(name, model, fit), highlight=False)
     if output is None:
         sys.stdout.write(text)
         return

@@ -28,6 +28,7 @@ from robaudit.config.sections import (
     MAX_CONFIG_NODES,
     PRESET_NAMES,
     PRESETS_DIR,
+    STARTER_NAMES,
     Config,
 )
 from robaudit.errors import ConfigError
@@ -217,9 +218,9 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
 
 def preset_path(name: str) -> Path:
     """Path of a bundled preset; unknown names are a ConfigError listing the valid ones."""
-    if name not in PRESET_NAMES:
+    names = [*PRESET_NAMES, *STARTER_NAMES]
+    if name not in names:
         raise ConfigError(
-            f"unknown preset {name!r}{did_you_mean(name, list(PRESET_NAMES))}; "
-            f"valid: {', '.join(PRESET_NAMES)}"
+            f"unknown preset {name!r}{did_you_mean(name, names)}; valid: {', '.join(names)}"
         )
     return PRESETS_DIR / f"{name}.yaml"

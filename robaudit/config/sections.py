@@ -33,6 +33,8 @@ from robaudit.threat import Threat, _short_repr, parse_eps
 
 PRESETS_DIR = Path(__file__).parent.parent / "presets"
 PRESET_NAMES = ("quick", "standard", "strict", "autoattack")
+# starters for inputs that are not images: `robaudit init` picks one from the data
+STARTER_NAMES = ("tabular",)
 # what each named protocol is for; the report, the terminal and report.json quote it
 PROTOCOLS: dict[str, str] = {
     "quick": "smoke test (noise, FGSM, PGD-10): NOT for security claims",
