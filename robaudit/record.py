@@ -213,6 +213,7 @@ def assemble(
     plan: Plan,
     requested_samples: int | None,
     natural: NaturalOutcome | None = None,
+    positive: dict[str, Any] | None = None,
 ) -> RunResult:
     """The run's record; per-sample, per-class, confusion and minimal-norm rows of the
     audited model (the variants appear in the threat and attack rows and their summaries)."""
@@ -248,4 +249,5 @@ def assemble(
         minimal_norms=minimal_norm_rows(er, norms_by_threat),
         incomplete=verdict.incomplete,
         natural=natural,
+        positive_class=positive,
     )

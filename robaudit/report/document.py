@@ -134,6 +134,8 @@ def to_document(r: RunResult, *, incomplete: bool = False) -> dict[str, Any]:
         "config": r.config,
         "meta": r.meta.to_dict(),
     }
+    if r.positive_class is not None:  # only with a positive class: other reports unchanged
+        doc["positive_class"] = r.positive_class
     if r.natural is not None:  # only when the config asked for it: other reports are unchanged
         doc["natural"] = natural_document(r.natural, bounds)
     out = _clean(doc)
