@@ -124,3 +124,43 @@ def test_bad_attack_only_class_and_recall_gate_without_class(model: nn.Module) -
     cfg["gate"]["min_robust_recall"] = 0.5
     with pytest.raises(ConfigError, match=r"gate\.min_robust_recall: needs a positive class"):
         robaudit.scan(model, config=cfg, samples=8)
+
+
+def test_feature_changes_and_before_after_tables(
+    model: nn.Module, tmp_path: Path, validate_report: Any
+) -> None:
+    report = robaudit.scan(
+        model, config=config(attack_only_class=1), samples=240, seed=0, save_adversarial=True
+    )
+    fc = report.result.feature_changes
+    assert fc is not None
+    assert fc["breaks"] == sum(a.broken for a in report.result.attacks) > 0
+    # recount from the saved adversarial examples: the same breaks, the same features
+    ex = report.adversarial
+    assert ex is not None
+    hit = ex.broken.astype(bool)
+    moved = abs(ex.x_adv[hit].astype("float64") - ex.x_clean[hit].astype("float64")) > 1e-5
+    info, _, _ = read_tabular(str(CSV), "is_fraud", str(SCHEMA))
+    counts = dict(zip(info.columns, moved.sum(axis=0).tolist(), strict=True))
+    assert {f["feature"]: f["changed"] for f in fc["features"]} == counts
+    by = {f["feature"]: f for f in fc["features"]}
+    assert by["age"]["changed"] == 0 and by["account_age_days"]["changed"] == 0  # immutable
+    assert [f["changed"] for f in fc["features"]] == sorted(counts.values(), reverse=True)
+    changed = next(f for f in fc["features"] if f["changed"])
+    assert 0 < changed["mean_abs_change"] <= changed["max_abs_change"]
+    assert sum(t["breaks"] for t in fc["by_threat"].values()) == fc["breaks"]
+
+    written = report.save(tmp_path)
+    doc = json.loads(Path(written["json"]).read_text())
+    validate_report(doc)
+    e = doc["examples"][0]
+    assert [f["feature"] for f in e["features"]] == list(info.columns)
+    assert any(f["changed"] for f in e["features"]) and e["clean_png"] is None
+    raw = {f["feature"]: f["clean"] for f in e["features"]}
+    assert 18 <= raw["age"] <= 90 and float(raw["age"]).is_integer()  # the data's own units
+    html = Path(written["html"]).read_text()
+    gallery = html[html.index('id="gallery"') : html.index('id="findings"')]
+    assert "Before / after" in gallery and "<img" not in gallery
+    section = html[html.index('id="feature-changes"') : html.index('id="gallery"')]
+    assert "<svg" in section and "Share of verified breaks" in section
+    assert section.count("<rect") == sum(1 for f in fc["features"] if f["changed"])
