@@ -233,6 +233,8 @@ def run_plan(
     ctl = ctl or EngineControl()
     progress = progress or NullProgress()
     result = _clean_result(clf, x, y, seed, ctl, clean, verdicts or len(plan))
+    if ctl.attack_only is not None:
+        result.attack_mask = y.cpu() == ctl.attack_only
     ordered = order_plan(plan)
     ctx = CellContext(clf, x, y, seed, batch_size, progress, result, on_batch, search, ctl)
     walk = _CascadeWalk(ctx, plan, cascade, examples)
@@ -308,7 +310,7 @@ class _CascadeWalk:
                 return []
             cell, shown = derive_minimal(unit[0], threat, unit[1], done, room)
         else:
-            targets = result.correct.clone()
+            targets = result.targets().clone()
             if self.cascade or item.cascade:
                 targets &= ~done
             ctl = self.ctx.ctl
@@ -340,7 +342,7 @@ class _CascadeWalk:
         if first:
             # a cascade skips samples already broken at this (the smallest) eps of the
             # family: the balls are nested, so they stay broken at every larger eps
-            correct = self.result.correct
+            correct = self.result.targets()
             targets = correct & ~done if (self.cascade or item.cascade) else correct.clone()
             unit = run_minimal(self.ctx, item, self.plan, targets, self.examples)
             if unit is None:

@@ -51,13 +51,16 @@ def judge(
     incomplete: PartialRun | None,
     allow_partial: bool,
     natural: NaturalOutcome | None = None,
+    positive: dict[str, Any] | None = None,
 ) -> Verdict:
     """Score the audited model, gate every row; partial and weak evaluations fail the gate."""
     n = int(er.correct.numel())
     clean_acc = int(er.correct.sum()) / n if n else 0.0
     sc = score(model_threats, clean_acc)
     threats = (*model_threats, *variants.threats)
-    gate = evaluate_gate(cfg.gate, clean_acc, threats, sc, findings, certification, natural)
+    gate = evaluate_gate(
+        cfg.gate, clean_acc, threats, sc, findings, certification, natural, positive
+    )
     if incomplete is not None:
         gate = with_partial(gate, incomplete, allow_partial)
     keys = [t.key for t in model_threats]

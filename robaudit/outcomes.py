@@ -114,6 +114,13 @@ class EngineResult:
     # and the level of each verdict (robaudit.verdicts); None for a deterministic model
     clean_undecided: torch.Tensor | None = None
     verdict_alpha: float | None = None
+    # data.attack_only_class: bool[N], the samples of that true class (only they are attacked;
+    # the others keep their clean verdict); None: every sample may be attacked
+    attack_mask: torch.Tensor | None = None
+
+    def targets(self) -> torch.Tensor:
+        """The samples the attacks run on: correct clean and, with ``attack_mask``, in it."""
+        return self.correct if self.attack_mask is None else self.correct & self.attack_mask
 
 
 @dataclass(frozen=True)
@@ -169,7 +176,8 @@ class EngineControl:
     """What a run may add to the engine: stopping early, saved cells, sharding.
 
     ``variant`` names the model variant in the saved cells' identities; ``constraints``: the
-    run's feature constraints (tabular data), which every candidate must satisfy to count.
+    run's feature constraints (tabular data), which every candidate must satisfy to count;
+    ``attack_only``: the one true class whose samples are attacked ("can a fraud pass?").
     """
 
     control: RunControl | None = None
@@ -177,6 +185,7 @@ class EngineControl:
     shard: Shard = SINGLE
     variant: str = "model"
     constraints: Constraints | None = None
+    attack_only: int | None = None  # data.attack_only_class: attack samples of this class only
 
 
 Unit = tuple[CellOutcome, list[Example]]

@@ -27,7 +27,7 @@ from robaudit.classifier import ACCESS_RANK, Classifier, resolve_device
 from robaudit.config import Config
 from robaudit.control import RunControl, StopRequested, interruptible
 from robaudit.distributed import SINGLE, Shard
-from robaudit.engine import BatchSink, EngineControl, run_plan
+from robaudit.engine import BatchSink, EngineControl, EngineResult, VerifiedBatch, run_plan
 from robaudit.errors import ModelLoadError, RuntimeFailure
 from robaudit.fitting import Inferred
 from robaudit.integrity import certification_findings, collect_findings
@@ -38,9 +38,10 @@ from robaudit.natural.run import NaturalOutcome, Predict
 from robaudit.natural.stage import run_natural
 from robaudit.plan import Plan, make_plan
 from robaudit.progress import Progress
-from robaudit.record import assemble, config_sha256, incomplete_state, run_meta
+from robaudit.record import Tables, assemble, config_sha256, incomplete_state, run_meta
 from robaudit.results import Finding, RunResult
-from robaudit.tables import build_tables
+from robaudit.tables import build_tables, positive_class_row
+from robaudit.tabular.changes import FeatureChanges
 from robaudit.threads import ThreadChoice
 from robaudit.variants import run_variants
 
@@ -268,11 +269,16 @@ def audit(
     store = _open_store(run, cfg, loaded, data, settings)  # only now: a refused plan leaves none
     # a table's feature constraints: every candidate must satisfy them to count as a break
     constraints = data.tabular.constraints if data.tabular is not None else None
-    ctl = EngineControl(run.control, store, run.shard, constraints=constraints)
+    ctl = EngineControl(
+        run.control, store, run.shard, constraints=constraints,
+        attack_only=cfg.data.attack_only_class,
+    )
+    changes = FeatureChanges(data.samples, data.tabular.scaler) if data.tabular else None
     er = run_plan(
         clf, data.samples, data.y, list(plan.cells), seed=settings.seed,
         batch_size=settings.batch_size, cascade=cfg.engine.cascade,
-        examples=cfg.report.examples, progress=progress, on_batch=on_batch, ctl=ctl,
+        examples=cfg.report.examples, progress=progress, on_batch=_both(on_batch, changes),
+        ctl=ctl,
     )
     stop = _Stop(er.failure, list(er.unrun), run, ctl)
     findings, left_out = collect_findings(
@@ -282,13 +288,14 @@ def audit(
     )
     stop.not_run += left_out
     tables = build_tables(er, data.y, plan.params(), cfg.engine.cascade)
+    positive = _positive_class(cfg, er, data, tables)
     variants = _variant_stage(clf, data, cfg, plan, settings, progress, stop)
     certification = _certification_stage(clf, data, cfg, settings, stop, findings)
     natural = _natural_stage(clf, data, cfg, settings, stop, er.correct, reference)
     verdict = judge(
         cfg, er, plan, tables[0], variants, findings, certification,
         incomplete_state(stop.failure, stop.unrun, stop.not_run, run.control), run.allow_partial,
-        natural,
+        natural, positive,
     )
     meta = run_meta(
         clf, er, cfg, settings, data, config_path=config_path, started=started,
@@ -297,11 +304,34 @@ def audit(
     )
     result = assemble(
         loaded, data, cfg, er, tables, variants, certification, findings, verdict, meta, plan,
-        settings.samples, natural,
+        settings.samples, natural, positive, changes.to_dict() if changes else None,
     )
     if stop.failure is not None:
         raise RuntimeFailure(stop.failure, partial=result)
     return result
+
+
+def _both(first: BatchSink | None, second: BatchSink | None) -> BatchSink | None:
+    """One sink that hands each verified batch to both (either may be absent)."""
+    if first is None or second is None:
+        return first or second
+
+    def sink(batch: VerifiedBatch) -> None:
+        first(batch)
+        second(batch)
+
+    return sink
+
+
+def _positive_class(
+    cfg: Config, er: EngineResult, data: DataSet, tables: Tables
+) -> dict[str, Any] | None:
+    """The positive class's recall and pass rate (with data.attack_only_class or a decision)."""
+    positive = cfg.positive_class()
+    if positive is None:
+        return None
+    attacked_only = cfg.data.attack_only_class is not None
+    return positive_class_row(data.y, er.correct, tables[0], tables[2], positive, attacked_only)
 
 
 def _open_store(

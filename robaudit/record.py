@@ -39,6 +39,7 @@ from robaudit.results import (
     wilson_interval,
 )
 from robaudit.tables import confusion_rows, minimal_norm_rows, per_class_rows
+from robaudit.tabular.changes import feature_table
 
 Tables = tuple[
     tuple[ThreatRow, ...], tuple[AttackRow, ...], dict[str, dict[int, dict[str, Any]]]
@@ -79,10 +80,12 @@ def sample_rows(
     )
 
 
-def example_rows(er: EngineResult) -> tuple[dict[str, Any], ...]:
-    """The gallery's examples as the report's records."""
+def example_rows(er: EngineResult, scaler: Any = None) -> tuple[dict[str, Any], ...]:
+    """The gallery's examples as the report's records; a table's (``scaler``: its
+    MinMaxScaler) with a before/after feature table in the data's own units."""
     return tuple(
         {
+            **({"features": feature_table(e.x, e.x_adv, scaler)} if scaler is not None else {}),
             "sample": e.sample,
             "threat_key": e.threat_key,
             "attack": e.attack,
@@ -213,6 +216,8 @@ def assemble(
     plan: Plan,
     requested_samples: int | None,
     natural: NaturalOutcome | None = None,
+    positive: dict[str, Any] | None = None,
+    changes: dict[str, Any] | None = None,
 ) -> RunResult:
     """The run's record; per-sample, per-class, confusion and minimal-norm rows of the
     audited model (the variants appear in the threat and attack rows and their summaries)."""
@@ -233,7 +238,7 @@ def assemble(
         threats=(*model_threats, *variants.threats),
         attacks=(*attacks, *variants.attacks),
         samples=sample_rows(data, er, verdicts, model_threats),
-        examples=example_rows(er),
+        examples=example_rows(er, data.tabular.scaler if data.tabular else None),
         findings=tuple(findings),
         score=verdict.score,
         grade=verdict.grade,
@@ -248,4 +253,6 @@ def assemble(
         minimal_norms=minimal_norm_rows(er, norms_by_threat),
         incomplete=verdict.incomplete,
         natural=natural,
+        positive_class=positive,
+        feature_changes=changes,
     )

@@ -277,6 +277,11 @@ class RunResult:
     incomplete: PartialRun | None = None  # None when the run is complete
     # corruptions, rotations and translations, occlusion (the config's natural section)
     natural: NaturalOutcome | None = None
+    # data.attack_only_class / model.decision: the positive class's recall and pass rate, clean
+    # and per threat of the audited model (robaudit.tables.positive_class_row)
+    positive_class: dict[str, Any] | None = None
+    # tabular runs: the features the verified breaks changed (robaudit.tabular.changes)
+    feature_changes: dict[str, Any] | None = None
 
     def table(self) -> pd.DataFrame:
         """The long results table: one row per (variant, attack, threat)."""

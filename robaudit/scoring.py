@@ -59,6 +59,7 @@ def evaluate_gate(
     findings: Sequence[Finding] = (),
     certification: dict[str, Any] | None = None,
     natural: NaturalOutcome | None = None,
+    positive: dict[str, Any] | None = None,
 ) -> GateResult:
     """Check every configured threshold; each miss says its value, its limit and by how much."""
     checks: list[Check] = []
@@ -78,6 +79,8 @@ def evaluate_gate(
     curve = {round(c["radius"], 9): c for c in (certification or {}).get("curve", [])}
     checks.extend(_certified_check(c, curve) for c in gate.min_certified_accuracy)
     checks.extend(natural_checks(gate, natural))
+    if gate.min_robust_recall is not None:
+        checks.append(_recall_check(gate.min_robust_recall, positive))
     if gate.fail_on_findings != "none":
         severities = FAILING_SEVERITIES[gate.fail_on_findings]
         checks.append(("fail_on_findings", [
@@ -158,6 +161,21 @@ def _robust_check(g: GateThreshold, threats: tuple[ThreatRow, ...]) -> Check:
         name, row.robust_accuracy, g.value,
         f"robust accuracy {row.robust_accuracy:.1%} at {g.norm} eps {row.eps_label} is "
         f"below {g.value:.1%} by {100 * (g.value - row.robust_accuracy):.1f} points",
+    )
+
+
+def _recall_check(limit: float, positive: dict[str, Any] | None) -> Check:
+    """``min_robust_recall``: the positive class's recall at its worst threat of the model."""
+    name = "min_robust_recall"
+    rows = (positive or {}).get("threats", {})
+    if not rows:
+        return (name, [GateFailure(name, float("nan"), limit, "robust recall was not measured")])
+    key, worst = min(rows.items(), key=lambda kv: kv[1]["robust_recall"])
+    got = float(worst["robust_recall"])
+    return _at_least(
+        name, got, limit,
+        f"robust recall of class {positive['class'] if positive else '?'} {got:.1%} at {key} "
+        f"is below {limit:.1%} by {100 * (limit - got):.1f} points",
     )
 
 

@@ -101,7 +101,7 @@ def build_tables(
         for c in by_key[key]:
             attack_rows.append(
                 _attack_row(c, t, label, walk, prev.broken, er.correct, params, variant,
-                            non_adaptive)
+                            non_adaptive, er.targets())
             )
         now = _carry(walk, prev, er.correct)
         carried[(t.access, t.norm)] = now
@@ -158,8 +158,10 @@ def _attack_row(
     params: dict[int, dict[str, Any]],
     variant: str,
     non_adaptive: frozenset[int],
+    targets: torch.Tensor,
 ) -> AttackRow:
-    """One cell's row; adds the cell's breaks to ``walk`` (the cumulative columns need them)."""
+    """One cell's row; adds the cell's breaks to ``walk`` (the cumulative columns need them).
+    ``targets``: the samples every attack may run on (data.attack_only_class narrows them)."""
     n = int(correct.numel())
     walk.add(c, t.eps)
     qs = query_stats(c, correct, walk.own | prev_mask, n)
@@ -170,7 +172,7 @@ def _attack_row(
     alone = int(correct.sum()) - broken
     cumul = int((correct & ~(own | c.broken | prev_mask)).sum())
     norms_b = c.norms[c.broken]
-    full = bool(torch.equal(c.attacked, correct))
+    full = bool(torch.equal(c.attacked, targets))
     return AttackRow(
         variant=variant,
         attack=c.attack,
@@ -238,7 +240,7 @@ def _threat_row(
     robust = int(correct.sum()) - int(now.broken.sum()) - int(now.open.sum())
     upper = robust + int(now.open.sum()) + int(clean_open.sum())
     lo, hi = wilson_interval(robust, n)
-    nc = int(correct.sum())
+    nc = int(er.targets().sum())  # success rate: of the samples the attacks may run on
     return ThreatRow(
         variant=variant,
         access=t.access,
@@ -358,3 +360,36 @@ def confusion_rows(
             }
         )
     return tuple(rows)
+
+
+def positive_class_row(
+    y: torch.Tensor,
+    correct: torch.Tensor,
+    threats: tuple[ThreatRow, ...],
+    verdicts: dict[str, dict[int, dict[str, Any]]],
+    positive: int,
+    attacked_only: bool,
+) -> dict[str, Any]:
+    """The positive class (fraud) clean and under each threat: its recall, the rate of its
+    samples that pass as another class (1 - recall), and the evasion rate, the share of those
+    caught clean that an attack lets pass (TabularBench's success rate on the attacked class)."""
+    members = y.cpu() == positive
+    n = int(members.sum())
+    caught = int((correct & members).sum())
+    row: dict[str, Any] = {
+        "class": positive, "n": n, "attacked_only": attacked_only,
+        "clean_recall": caught / n if n else 0.0,
+        "clean_pass_rate": (n - caught) / n if n else 0.0,
+        "clean_ci": list(wilson_interval(caught, n)),
+        "threats": {},
+    }
+    for t in threats:
+        broken = verdicts[t.key]
+        left = sum(1 for i in (correct & members).nonzero().flatten().tolist() if i not in broken)
+        row["threats"][t.key] = {
+            "robust_recall": left / n if n else 0.0,
+            "pass_rate": (n - left) / n if n else 0.0,
+            "evasion_rate": (caught - left) / caught if caught else 0.0,
+            "ci": list(wilson_interval(left, n)),
+        }
+    return row

@@ -57,3 +57,16 @@ def without_timing(doc: object) -> object:
     if isinstance(doc, list):
         return [without_timing(v) for v in doc]
     return doc
+
+
+def fraud_mlp(x: torch.Tensor, y: torch.Tensor, steps: int = 200) -> nn.Module:
+    """A 32-unit MLP on the scaled fraud features (sample_models/data/fraud.csv), fraud
+    weighted 4:1 against the 10:1 imbalance; about a second on one thread."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(x.shape[1], 32), nn.ReLU(), nn.Linear(32, 2))
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    for _ in range(steps):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y, weight=torch.tensor([1.0, 4.0])).backward()
+        opt.step()
+    return model.eval()

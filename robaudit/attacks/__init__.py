@@ -2,6 +2,7 @@
 
 from robaudit.attacks import (  # noqa: F401  (imported to register)
     apgd,
+    constrained_search,
     cw,
     deepfool,
     fab,

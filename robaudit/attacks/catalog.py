@@ -108,6 +108,16 @@ _ROWS = (
         needs_image=True,  # square windows of pixels
     ),
     AttackInfo(
+        name="constrained-search",
+        summary="Score-based random search over the mutable features, typed moves repaired "
+        "onto the feature constraints (tabular, gradient-free)",
+        paper="in the spirit of Square (Andriushchenko et al. 2020) and MOEVA (Simonetto et al. "
+        "2022)",
+        cost_rank=60,
+        requires="scores",
+        constrained=True,
+    ),
+    AttackInfo(
         name="fab",
         summary="FAB: minimal-norm attack tracking the closest linearized boundary (all classes)",
         paper="Croce & Hein 2020",

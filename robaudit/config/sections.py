@@ -187,6 +187,11 @@ class DataSection(_Section):
         description="CSV/Parquet sources: the feature schema, a YAML path or inline; omitted: "
         "inferred from the data and written beside the report as schema.inferred.yaml",
     )
+    attack_only_class: int | None = Field(
+        None, ge=0, exclude_if=lambda v: v is None,
+        description="attack only samples of this true class (fraud: can a fraud pass as "
+        "legitimate?); the others keep their clean verdict; the report adds its robust recall",
+    )
 
 
 class AttackSpec(BaseModel):
@@ -371,6 +376,11 @@ class GateSection(_Section):
         None, ge=0.0, le=1.0, exclude_if=lambda v: v is None,
         description="accuracy with the occluding box at its worst position",
     )
+    min_robust_recall: float | None = Field(
+        None, ge=0.0, le=1.0, exclude_if=lambda v: v is None,
+        description="the positive class's robust recall at every threat of the audited model "
+        "(needs data.attack_only_class or model.decision)",
+    )
     allow_weak: bool = Field(
         False,
         description="pass a threat where no adversarial search ran or converged (noise only, "
@@ -488,6 +498,27 @@ class Config(_Section):
             for t in spec.threats():
                 seen.setdefault((t.access, t.norm, t.eps), t)
         return sorted(seen.values(), key=lambda t: (t.access, t.norm, t.eps))
+
+    @model_validator(mode="after")
+    def _positive_class(self) -> Config:
+        """attack_only_class must be a class of the model; a recall gate needs a positive class."""
+        only, k = self.data.attack_only_class, self.model.num_classes
+        if only is not None and k is not None and only >= k:
+            raise ValueError(
+                f"data.attack_only_class: {only} is not a class of this model (0..{k - 1})"
+            )
+        if self.gate.min_robust_recall is not None and self.positive_class() is None:
+            raise ValueError(
+                "gate.min_robust_recall: needs a positive class (data.attack_only_class or "
+                "model.decision.positive_class)"
+            )
+        return self
+
+    def positive_class(self) -> int | None:
+        """The class whose recall the report follows: the attacked class, else the decision's."""
+        if self.data.attack_only_class is not None:
+            return self.data.attack_only_class
+        return self.model.decision.positive_class if self.model.decision is not None else None
 
     @property
     def data_seed(self) -> int:

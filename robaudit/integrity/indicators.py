@@ -175,7 +175,7 @@ def _loss_gap(
     n = int(er.correct.numel())
     ce = [c for c in cells if _loss(c, attacks) == "ce" and _strength(c, attacks) == "strong"]
     mg = [c for c in cells if _loss(c, attacks) in ("margin", "dlr")]
-    full = [c for c in ce + mg if torch.equal(c.attacked, er.correct)]
+    full = [c for c in ce + mg if torch.equal(c.attacked, er.targets())]
     ce_f, mg_f = [c for c in full if c in ce], [c for c in full if c in mg]
     if not (ce_f and mg_f):
         return []

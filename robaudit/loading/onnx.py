@@ -37,15 +37,43 @@ class OnnxModule(nn.Module):
         self._session = session
         self._input = session.get_inputs()[0].name
         self._path = path
+        self._output, self._log = scores_output(session.get_outputs(), path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         arr = x.detach().to("cpu", torch.float32).contiguous().numpy()
         try:
-            (out, *_) = self._session.run(None, {self._input: arr})
+            (out,) = self._session.run([self._output], {self._input: arr})
         except Exception as exc:  # onnxruntime raises its own types; say which input failed
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise RuntimeError(f"ONNX model {self._path} failed on input {list(arr.shape)}: {first}") from None
-        return torch.from_numpy(np.asarray(out, dtype=np.float32)).to(x.device)
+        scores = torch.from_numpy(np.asarray(out, dtype=np.float32))
+        if self._log:  # probabilities: their logs are logits with the same softmax
+            scores = scores.clamp_min(torch.finfo(torch.float32).tiny).log()
+        return scores.to(x.device)
+
+
+def scores_output(outputs: list[Any], path: str) -> tuple[str, bool]:
+    """The output holding the class scores, and whether it holds probabilities.
+
+    Converted scikit-learn, XGBoost and LightGBM classifiers (skl2onnx, onnxmltools) have two
+    outputs, the predicted ``label`` (int64 [N]) and ``probabilities`` (float [N, K]); the
+    attacks need the scores, as logits: robaudit takes log p, whose softmax is p again, so the
+    decision threshold and every margin read the same. A model with one output is taken as it
+    is (logits). A ZipMap output (a list of dicts) is refused by name.
+    """
+    if len(outputs) == 1:
+        return outputs[0].name, False
+    floats = [o for o in outputs if str(o.type).startswith("tensor(float")]
+    probs = [o for o in floats if "prob" in o.name.lower()]
+    if probs:
+        return probs[0].name, True
+    if floats:
+        return floats[0].name, False
+    kinds = ", ".join(f"{o.name}: {o.type}" for o in outputs)
+    raise ModelLoadError(
+        f"model file '{path}': no float score output among {kinds}; export the classifier "
+        "with its probabilities as a tensor (skl2onnx: options={id(model): {'zipmap': False}})"
+    )
 
 
 def load_onnx(p: Path) -> nn.Module:
@@ -66,6 +94,6 @@ def load_onnx(p: Path) -> nn.Module:
         names = ", ".join(i.name for i in inputs)
         raise ModelLoadError(
             f"model file '{p}': ONNX model has {len(inputs)} inputs ({names}); robaudit needs "
-            "exactly one image batch input"
+            "exactly one input (the batch of samples)"
         )
     return OnnxModule(session, str(p)).eval()

@@ -21,6 +21,9 @@ from robaudit.report.notices import (
     grade_text,
     inferred_lines,
     natural_line,
+    positive_cells,
+    positive_columns,
+    positive_note,
     protocol_line,
     unrun_text,
     untrusted_line,
@@ -68,14 +71,17 @@ def threat_table(doc: dict[str, Any]) -> Table:
     # a randomized model's open verdicts: robust accuracy as an interval, and their count
     open_cols = ("interval", "undecided") if has_undecided(doc) else ()
     lead = ("variant",) if show_variant else ()
-    for col in (*lead, "threat", "robust acc.", "95% CI", *open_cols, "success rate", "attacks"):
+    pos = positive_columns(doc)
+    for col in (*lead, "threat", "robust acc.", "95% CI", *open_cols, *pos, "success rate",
+                "attacks"):
         left = col in ("attacks", "threat", "variant")
         table.add_column(col, justify="left" if left else "right")
     lo, hi = doc["clean_ci"]
     blank = ("",) * len(open_cols)
     first = (VARIANT,) if show_variant else ()
     table.add_row(
-        *first, "clean", _pct(doc["clean_accuracy"]), f"{_pct(lo)}–{_pct(hi)}", *blank, "", ""
+        *first, "clean", _pct(doc["clean_accuracy"]), f"{_pct(lo)}–{_pct(hi)}", *blank,
+        *positive_cells(doc, None), "", "",
     )
     clean = doc["clean_accuracy"] or 1.0
     for t in doc["threats"]:
@@ -89,6 +95,7 @@ def threat_table(doc: dict[str, Any]) -> Table:
             Text(_pct(t["robust_accuracy"]), style=style),
             f"{_pct(t['ci'][0])}–{_pct(t['ci'][1])}",
             *extra[: len(open_cols)],
+            *positive_cells(doc, t["key"]),
             _pct(t["success_rate"]),
             ", ".join(t["attacks"]),
         )
@@ -97,7 +104,7 @@ def threat_table(doc: dict[str, Any]) -> Table:
             *((variant,) if show_variant else ()),
             f"{access} {norm} ε={eps}",
             Text("not run", style="yellow"),
-            "", *blank, "", "",
+            "", *blank, *("",) * len(pos), "", "",
         )
     return table
 
@@ -118,6 +125,9 @@ def print_summary(doc: dict[str, Any], console: Console, written: dict[str, Path
     for line in inferred_lines(doc):
         console.print(Text(f"inferred: {line}", style="dim"))
     console.print(threat_table(doc))
+    note = positive_note(doc)
+    if note:
+        console.print(Text(note, style="dim"))
     natural = natural_line(doc)
     if natural:
         console.print(natural, highlight=False)

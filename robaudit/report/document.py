@@ -62,7 +62,9 @@ def _example(e: dict[str, Any], bounds: tuple[float, float]) -> dict[str, Any]:
         "linf": float((x_adv - x).abs().max()),
         "l2": float((x_adv - x).norm()),
     }
-    if x.dim() == 3:
+    if "features" in e:  # a table's row: the before/after feature table stands for a picture
+        out["clean_png"] = out["adv_png"] = out["perturbation_png"] = None
+    elif x.dim() == 3:
         out["clean_png"] = to_png_b64(x, bounds)
         out["adv_png"] = to_png_b64(x_adv, bounds)
         out["perturbation_png"] = perturbation_png_b64(x, x_adv)
@@ -134,6 +136,10 @@ def to_document(r: RunResult, *, incomplete: bool = False) -> dict[str, Any]:
         "config": r.config,
         "meta": r.meta.to_dict(),
     }
+    if r.positive_class is not None:  # only with a positive class: other reports unchanged
+        doc["positive_class"] = r.positive_class
+    if r.feature_changes is not None:  # tabular runs only
+        doc["feature_changes"] = r.feature_changes
     if r.natural is not None:  # only when the config asked for it: other reports are unchanged
         doc["natural"] = natural_document(r.natural, bounds)
     out = _clean(doc)

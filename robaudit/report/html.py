@@ -24,7 +24,7 @@ from robaudit.report.notices import (
     protocol_line,
     untrusted_line,
 )
-from robaudit.report.svg import Point, Series, line_chart
+from robaudit.report.svg import Point, Series, bar_chart, line_chart
 
 DASH = "—"
 GOOD_RATIO = 0.8  # robust / clean accuracy at or above this: green
@@ -256,6 +256,19 @@ def environment() -> Environment:
     return env
 
 
+def feature_chart(doc: dict[str, Any]) -> Markup | None:
+    """Tabular runs: the share of verified breaks that changed each feature, as bars."""
+    fc = doc.get("feature_changes")
+    if not isinstance(fc, dict) or not fc.get("breaks"):
+        return None
+    bars = [
+        (str(f["feature"]), float(f["share"]),
+         f"{f['feature']}: changed in {f['changed']} of {fc['breaks']} breaks")
+        for f in fc.get("features") or [] if f.get("changed")
+    ]  # fmt: skip
+    return bar_chart(bars, title="Share of verified breaks that changed each feature")
+
+
 def render_html(doc: dict[str, Any]) -> str:
     """The whole report as one HTML string (sections in a security reviewer's order)."""
     model = doc.get("model") or {}
@@ -268,6 +281,7 @@ def render_html(doc: dict[str, Any]) -> str:
         label=lambda k: class_label(names, k),
         charts=charts(doc),
         query_charts=query_charts(doc),
+        feature_chart=feature_chart(doc),
         certified_chart=certified_chart(doc),
         undecided_shown=has_undecided(doc),
         black_box=black_box_rows(doc),

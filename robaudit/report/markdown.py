@@ -17,6 +17,9 @@ from robaudit.report.notices import (
     grade_text,
     inferred_lines,
     natural_line,
+    positive_cells,
+    positive_columns,
+    positive_note,
     protocol_line,
     unrun_text,
     untrusted_line,
@@ -141,17 +144,30 @@ def _threat_table(doc: dict[str, Any]) -> list[str]:
     if not threats:
         return ["No threats were evaluated."]
     several = len({t.get("variant") for t in threats}) > 1
+    pos = positive_columns(doc)
+    head = "".join(f" {md_escape(c)} |" for c in pos)
     lines = [
-        "| threat | clean acc. (95% CI) | robust acc. (95% CI) | success rate | weakest class |",
-        "|---|---:|---:|---:|---|",
+        f"| threat | clean acc. (95% CI) | robust acc. (95% CI) |{head} success rate | "
+        "weakest class |",
+        "|---|---:|---:|" + "---:|" * len(pos) + "---:|---|",
     ]
+    if pos:
+        clean_cells = "".join(f" {c} |" for c in positive_cells(doc, None))
+        lines.append(
+            f"| clean | {pct(doc.get('clean_accuracy'))} ({ci_text(doc.get('clean_ci'))}) | — |"
+            f"{clean_cells} — | — |"
+        )
     for t in threats:
         clean, clean_ci = variant_clean(doc, t.get("variant"))
+        cells = "".join(f" {c} |" for c in positive_cells(doc, t.get("key")))
         lines.append(
             f"| {threat_label(t, several)} | {pct(clean)} ({ci_text(clean_ci)}) | "
-            f"**{pct(t.get('robust_accuracy'))}** ({ci_text(t.get('ci'))}) | "
+            f"**{pct(t.get('robust_accuracy'))}** ({ci_text(t.get('ci'))}) |{cells} "
             f"{pct(t.get('success_rate'))} | {weakest_class(doc, t.get('key'))} |"
         )
+    note = positive_note(doc)
+    if note:
+        lines += ["", f"- {md_escape(note, start=True)}"]
     return lines
 
 

@@ -111,3 +111,43 @@ def natural_line(doc: dict[str, Any]) -> str | None:
     if skipped:
         parts.append("skipped: " + ", ".join(skipped))
     return "natural robustness: " + "; ".join(parts) if parts else None
+
+
+def positive_columns(doc: dict[str, Any]) -> tuple[str, ...]:
+    """The headline table's extra columns when the report follows a positive class (fraud)."""
+    pc = doc.get("positive_class")
+    if not isinstance(pc, dict):
+        return ()
+    return (f"recall (class {pc.get('class')})", "pass rate")
+
+
+def positive_cells(doc: dict[str, Any], key: str | None) -> tuple[str, ...]:
+    """Those columns' values on the clean row (``key`` None) or a threat's row ("—" for a row
+    the positive class does not follow, such as a defense variant's)."""
+    pc = doc.get("positive_class")
+    if not isinstance(pc, dict):
+        return ()
+    if key is None:
+        return (_pct(pc.get("clean_recall")), _pct(pc.get("clean_pass_rate")))
+    row = (pc.get("threats") or {}).get(key)
+    if not isinstance(row, dict):
+        return ("—", "—")
+    return (_pct(row.get("robust_recall")), _pct(row.get("pass_rate")))
+
+
+def positive_note(doc: dict[str, Any]) -> str | None:
+    """One line saying what the recall columns mean and whether only that class was attacked."""
+    pc = doc.get("positive_class")
+    if not isinstance(pc, dict):
+        return None
+    k = pc.get("class")
+    only = f"only samples of class {k} were attacked (data.attack_only_class); " if pc.get(
+        "attacked_only") else ""
+    return (
+        f"{only}recall: share of the {pc.get('n')} class-{k} samples still classified as class "
+        f"{k}; pass rate: share that pass as another class"
+    )
+
+
+def _pct(v: Any) -> str:
+    return f"{100 * v:.1f}%" if isinstance(v, (int, float)) else "—"

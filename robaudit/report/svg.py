@@ -187,3 +187,34 @@ def _series(frame: _Frame, s: Series, i: int) -> list[str]:
         g.append(f'<circle cx="{_f(cx)}" cy="{_f(cy)}" r="4" fill="{colour}"/></g>')
         parts.append("".join(g))
     return parts
+
+
+def bar_chart(bars: Sequence[tuple[str, float, str]], *, title: str, width: int = WIDTH) -> Markup:
+    """Horizontal bars of proportions in [0, 1], one per (label, value, tooltip), as ``<svg>``
+    (the label column is as wide as the longest label needs)."""
+    left = min(220, 16 + 7 * max((len(b[0]) for b in bars), default=4))
+    row, top = 20, 28
+    height = top + row * len(bars) + 24
+    plot = width - left - MARGIN_RIGHT
+    parts = [
+        f'<svg class="chart" viewBox="0 0 {width} {height}" '
+        f'width="{width}" height="{height}" role="img">',
+        f"<title>{escape(title)}</title>",
+        f'<text class="label" x="{left}" y="16">{escape(title)}</text>',
+    ]
+    for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
+        x = left + tick * plot
+        parts.append(f'<line class="grid" x1="{_f(x)}" y1="{top - 4}" x2="{_f(x)}" '
+                     f'y2="{height - 20}"/>')  # fmt: skip
+        parts.append(f'<text x="{_f(x)}" y="{height - 6}" text-anchor="middle">'
+                     f"{tick:.0%}</text>")  # fmt: skip
+    for i, (label, value, tip) in enumerate(bars):
+        y = top + i * row
+        w = max(0.0, min(1.0, value)) * plot
+        colour = PALETTE[0]
+        parts.append(f'<text x="{left - 6}" y="{_f(y + 13)}" text-anchor="end">'
+                     f"{escape(label)}</text>")  # fmt: skip
+        parts.append(f'<rect x="{left}" y="{_f(y + 3)}" width="{_f(w)}" height="{row - 6}" '
+                     f'fill="{colour}"><title>{escape(tip)}</title></rect>')  # fmt: skip
+    parts.append("</svg>")
+    return Markup("\n".join(parts))

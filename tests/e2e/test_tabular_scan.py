@@ -30,6 +30,7 @@ from robaudit.integrity.run_findings import preflight_findings
 from robaudit.loading.tabular import read_tabular
 from robaudit.tabular import load_schema
 from robaudit.threat import Threat
+from tests.helpers import fraud_mlp
 
 ROOT = Path(__file__).resolve().parents[2]
 CSV = ROOT / "sample_models" / "data" / "fraud.csv"
@@ -51,15 +52,7 @@ def one_thread() -> Iterator[None]:
 def fraud_model(one_thread: None) -> nn.Module:
     """An MLP on the scaled features (what the audited model takes)."""
     _, x, y = read_tabular(str(CSV), "is_fraud", str(SCHEMA))
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(xt.shape[1], 32), nn.ReLU(), nn.Linear(32, 2))
-    opt = torch.optim.Adam(model.parameters(), 1e-2)
-    for _ in range(200):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(xt), yt, weight=torch.tensor([1.0, 4.0])).backward()
-        opt.step()
-    return model.eval()
+    return fraud_mlp(torch.from_numpy(x), torch.from_numpy(y))
 
 
 def _config(schema: object = None, **data: object) -> dict[str, object]:

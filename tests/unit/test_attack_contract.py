@@ -25,6 +25,7 @@ CHEAP: dict[str, dict[str, int]] = {
     "apgd-t": {"steps": 30, "targets": 3},
     "square": {"queries": 300},
     "simba": {"queries": 300},
+    "constrained-search": {"queries": 300},
     "hopskipjump": {"queries": 300},
 }
 
