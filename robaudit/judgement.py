@@ -17,7 +17,7 @@ from robaudit.natural.run import NaturalOutcome
 from robaudit.outcomes import EngineResult
 from robaudit.plan import Plan
 from robaudit.results import AttackRow, Finding, GateResult, PartialRun, ThreatRow
-from robaudit.scoring import evaluate_gate, grade, score, with_partial
+from robaudit.scoring import class_score, evaluate_gate, grade, score, with_partial
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,8 @@ def judge(
     """Score the audited model, gate every row; partial and weak evaluations fail the gate."""
     n = int(er.correct.numel())
     clean_acc = int(er.correct.sum()) / n if n else 0.0
-    sc = score(model_threats, clean_acc)
+    one_class = positive is not None and positive["attacked_only"]
+    sc = class_score(positive) if one_class and positive else score(model_threats, clean_acc)
     threats = (*model_threats, *variants.threats)
     gate = evaluate_gate(
         cfg.gate, clean_acc, threats, sc, findings, certification, natural, positive

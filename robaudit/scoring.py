@@ -3,7 +3,9 @@
 Score (0-100) = 100 × the mean, over every threat in the run, of the robust accuracy at that
 threat (the worst case over attacks). Robust accuracy already includes clean errors, so a
 model that is accurate but fragile and one that is robust but inaccurate both score low.
-Grades: A ≥ 80, B ≥ 65, C ≥ 50, D ≥ 35, else F.
+Grades: A ≥ 80, B ≥ 65, C ≥ 50, D ≥ 35, else F. With ``data.attack_only_class`` only that
+class is attacked, so robust accuracy over all samples would be mostly the clean accuracy of
+the others: the score is then the mean robust recall of the attacked class instead.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ if TYPE_CHECKING:
 
 SCORE_FORMULA = (
     "score = 100 × mean over threats of robust accuracy (worst case over attacks); "
-    "grade A ≥ 80, B ≥ 65, C ≥ 50, D ≥ 35, else F"
+    "grade A ≥ 80, B ≥ 65, C ≥ 50, D ≥ 35, else F; with data.attack_only_class, robust "
+    "recall of the attacked class instead of robust accuracy"
 )
 GRADES = ((80.0, "A"), (65.0, "B"), (50.0, "C"), (35.0, "D"))
 # gate.fail_on_findings: which unresolved findings fail the gate. An unresolved error means
@@ -39,6 +42,15 @@ def score(threats: tuple[ThreatRow, ...], clean_accuracy: float) -> float:
     if not threats:
         return round(100.0 * clean_accuracy, 2)
     return round(100.0 * sum(t.robust_accuracy for t in threats) / len(threats), 2)
+
+
+def class_score(positive: dict[str, Any]) -> float:
+    """The score of a run that attacks one class only: its mean robust recall (its clean recall
+    with no threats), so the unattacked classes cannot lift the grade."""
+    rows = positive["threats"]
+    if not rows:
+        return round(100.0 * positive["clean_recall"], 2)
+    return round(100.0 * sum(r["robust_recall"] for r in rows.values()) / len(rows), 2)
 
 
 def grade(value: float) -> str:

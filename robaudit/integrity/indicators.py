@@ -161,7 +161,21 @@ def _weak_beats_strong(
             reaction="gradients are dead here (RA003, resolved): the gradient-free "
             "search's breaks count in the worst case",
         )
+    elif any(_constrained_search(c, attacks) for c in weak):
+        found = replace(
+            found,
+            resolved=True,
+            reaction="tabular constraints: gradient steps rounded onto integer, binary and "
+            "one-hot features miss moves a constrained search finds, so both run (TabularBench's "
+            "CAA) and the search's breaks count in the worst case",
+        )
     return [found]
+
+
+def _constrained_search(c: CellOutcome, attacks: dict[int, Attack]) -> bool:
+    """A gradient-free search inside the tabular constraints ran in this cell."""
+    a = attacks.get(c.index)
+    return a is not None and a.constrained and a.requires != "gradients"
 
 
 def _loss_gap(

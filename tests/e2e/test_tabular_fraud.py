@@ -78,6 +78,11 @@ def test_only_frauds_are_attacked_and_recall_is_reported(
         assert t.robust == int(correct.sum()) - len(broken)
         broke_any |= bool(broken)
     assert broke_any, "L2 0.5 lets some frauds pass on this small MLP"
+    # the score is the attacked class's mean robust recall: the legitimate samples, never
+    # attacked, cannot lift it (their clean verdicts dominate robust accuracy)
+    recalls = [pc["threats"][t.key]["robust_recall"] for t in r.threats]
+    assert report.score == pytest.approx(round(100 * sum(recalls) / len(recalls), 2))
+    assert report.score < 100 * min(t.robust_accuracy for t in r.threats)
 
     written = report.save(tmp_path)
     doc = json.loads(Path(written["json"]).read_text())
