@@ -9,6 +9,8 @@ from robaudit.attacks import (  # noqa: F401  (imported to register)
     fgsm_pgd,
     hopskipjump,
     noise,
+    patch_pgd,
+    patch_rs,
     simba,
     square,
     transfer,

@@ -147,6 +147,23 @@ _ROWS = (
         norms=("l2",),
         minimal_norm=True,
     ),
+    AttackInfo(
+        name="patch-pgd",
+        summary="Patch PGD: sign-gradient ascent on a patch's content after a search over places",
+        paper="Brown et al. 2017 ('Adversarial Patch'); Karmon, Zoran & Goldberg 2018 (LaVAN)",
+        cost_rank=35,
+        norms=("patch",),
+        needs_image=True,  # a rectangle of pixels
+    ),
+    AttackInfo(
+        name="patch-rs",
+        summary="Sparse-RS patches: score-based random search over a patch's place and content",
+        paper="Croce, Andriushchenko, Singh, Flammarion & Hein 2022 (Sparse-RS, AAAI)",
+        cost_rank=62,
+        norms=("patch",),
+        requires="scores",
+        needs_image=True,
+    ),
 )
 
 # the rows by attack name, cheapest first

@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     )),
     ("engine", (
         "robaudit.verification", "robaudit.outcomes", "robaudit.stored_cells", "robaudit.cell",
-        "robaudit.minimal",
+        "robaudit.minimal", "robaudit.universal",
         "robaudit.engine",
         "robaudit.results", "robaudit.tables", "robaudit.integrity",
         "robaudit.variants", "robaudit.certify", "robaudit.scoring", "robaudit.evaluation",

@@ -15,6 +15,7 @@ from robaudit.threat import Threat
 
 CASES = [(name, norm) for name, cls in registry().items() for norm in cls.norms]
 EPS = {"linf": 0.15, "l2": 0.8}
+EPS["patch"] = 0.1  # a 3x3 region of the 8x8 images
 
 
 # the contract holds for any budget: expensive attacks run with fewer steps here

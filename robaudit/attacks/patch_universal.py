@@ -1,0 +1,145 @@
+"""Universal adversarial patches: one sticker for every image (Brown, Mané, Roy, Abadi &
+Gilmer 2017, "Adversarial Patch").
+
+:func:`train_universal` optimizes ONE patch on training images the audit does not judge
+(:func:`robaudit.loading.holdout.universal_training_data` picks them), by expectation over
+transformation (Athalye et al. 2018): every image of every step gets the patch at a random
+place, scaled by up to ±``scale`` and rotated by up to ±``rotation`` degrees (±20% and ±20°
+by default, Brown et al.'s printable-sticker setting). The loss is the cross-entropy of the
+true class (untargeted) or minus that of ``target``; Adam on the pixel values, clamped to the
+bounds after each step.
+
+:func:`robaudit.universal.evaluate_universal` judges the patch on the audited images.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from robaudit.attacks.losses import LossFn, cross_entropy
+from robaudit.attacks.patch_common import place, region_of
+from robaudit.classifier import Classifier
+from robaudit.threat import Threat
+
+
+@dataclass(frozen=True)
+class UniversalPatch:
+    """A trained patch (C×h×w inside the bounds) and how it was made."""
+
+    patch: torch.Tensor
+    size: float  # the threat's share of the image
+    trained_on: int  # training images
+    steps: int
+    loss_trace: tuple[float, ...]
+
+
+def transform_paste(
+    x: torch.Tensor,
+    patch: torch.Tensor,
+    generator: torch.Generator,
+    scale: float = 0.2,
+    rotation: float = 20.0,
+) -> torch.Tensor:
+    """``x`` with ``patch`` pasted at a random place, scale and rotation per image (differentiable
+    in ``patch``): the patch is drawn on a canvas, moved by an affine grid, blended by its mask."""
+    n, c, height, width = x.shape
+    _, h, w = patch.shape
+    canvas = x.new_zeros(1, c + 1, height, width)
+    top, left = (height - h) // 2, (width - w) // 2
+    canvas[0, :c, top : top + h, left : left + w] = patch
+    canvas[0, c, top : top + h, left : left + w] = 1.0
+    s = 1 + scale * (2 * torch.rand(n, generator=generator) - 1)
+    a = math.radians(rotation) * (2 * torch.rand(n, generator=generator) - 1)
+    # room left for the centre so the scaled patch stays on the image (normalized coordinates)
+    room_y = (1 - s * h / height).clamp(min=0)
+    room_x = (1 - s * w / width).clamp(min=0)
+    ty = room_y * (2 * torch.rand(n, generator=generator) - 1)
+    tx = room_x * (2 * torch.rand(n, generator=generator) - 1)
+    # output -> input coordinates: undo the translation, then the rotation and the scale
+    cos, sin = torch.cos(a) / s, torch.sin(a) / s
+    theta = torch.stack(
+        [
+            torch.stack([cos, -sin, -(cos * tx - sin * ty)], dim=1),
+            torch.stack([sin, cos, -(sin * tx + cos * ty)], dim=1),
+        ],
+        dim=1,
+    ).to(x)
+    grid = F.affine_grid(theta, [n, c + 1, height, width], align_corners=False)
+    moved = F.grid_sample(canvas.expand(n, -1, -1, -1), grid, align_corners=False)
+    content, mask = moved[:, :c], moved[:, c : c + 1]
+    return x * (1 - mask) + content * mask
+
+
+def _towards(target: int) -> LossFn:
+    """A loss that rises as the logits move towards class ``target``."""
+
+    def loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return -F.cross_entropy(logits, torch.full_like(y, target), reduction="none")
+
+    return loss
+
+
+def train_universal(
+    clf: Classifier,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    size: float,
+    generator: torch.Generator,
+    *,
+    steps: int = 300,
+    batch_size: int = 128,
+    lr: float = 0.1,
+    scale: float = 0.2,
+    rotation: float = 20.0,
+    target: int | None = None,
+) -> UniversalPatch:
+    """One patch of share ``size`` trained on ``x``, ``y`` with EOT (module docstring)."""
+    lo, hi = clf.bounds
+    c, height, width = (int(v) for v in x.shape[1:])
+    h, w = region_of(Threat("patch", size), x[:1]).dims
+    if h == 0 or w == 0:
+        raise ValueError(f"a patch of {size:g} of a {height}x{width} image has no pixels")
+    init = lo + (hi - lo) * torch.rand(c, h, w, generator=generator)
+    patch = init.to(x).requires_grad_(True)
+    opt = torch.optim.Adam([patch], lr=lr * (hi - lo))
+    trace: list[float] = []
+    loss_fn = cross_entropy if target is None else _towards(target)
+    for _ in range(steps):
+        idx = torch.randint(0, int(x.shape[0]), (min(batch_size, int(x.shape[0])),),
+                            generator=generator).to(x.device)  # fmt: skip
+        xb, yb = x[idx], y[idx]
+        with torch.enable_grad():
+            pasted = transform_paste(xb, patch, generator, scale, rotation)
+            loss, grad, _ = clf.loss_and_grad(pasted.detach(), yb, loss_fn)
+            opt.zero_grad()
+            pasted.backward(-grad / len(idx))  # the chain rule into the patch; Adam descends
+        opt.step()
+        with torch.no_grad():
+            patch.clamp_(lo, hi)
+        trace.append(float(loss.mean()))
+    return UniversalPatch(patch.detach().clone(), size, int(x.shape[0]), steps, tuple(trace))
+
+
+def random_placements(
+    x: torch.Tensor, patch: torch.Tensor, placements: int, generator: torch.Generator
+) -> list[torch.Tensor]:
+    """``placements`` copies of ``x``, each with ``patch`` at a random place per image."""
+    n, _, height, width = x.shape
+    _, h, w = patch.shape
+    out = []
+    for _ in range(placements):
+        tops = torch.randint(0, height - h + 1, (n,), generator=generator)
+        lefts = torch.randint(0, width - w + 1, (n,), generator=generator)
+        out.append(place(x, patch.to(x).expand(n, -1, -1, -1), tops, lefts))
+    return out
+
+
+def noise_patch(patch: torch.Tensor, generator: torch.Generator,
+                bounds: tuple[float, float]) -> torch.Tensor:  # fmt: skip
+    """A patch of the same size with uniform random content: the baseline a trained one must beat."""
+    lo, hi = bounds
+    return (lo + (hi - lo) * torch.rand(patch.shape, generator=generator)).to(patch)
