@@ -105,9 +105,7 @@ def summarize(
         for c in er.cells:
             # a break at a smaller eps of the same norm and access holds here too (nested
             # balls): a cascade does not attack those samples again at this eps
-            if not (
-                c.threat.norm == t.norm and c.threat.access == t.access and c.threat.eps <= t.eps
-            ):
+            if not c.threat.within(t):
                 continue
             mode = "non_adaptive" if c.index in non_adaptive else "adaptive"
             lost = c.broken if c.undecided is None else c.broken | c.undecided
