@@ -14,7 +14,7 @@ from robaudit.norms.linf import Linf
 from robaudit.norms.snr import Snr
 
 REGISTRY: dict[str, Norm] = {n.name: n for n in (Linf(), L2(), L1())}
-CONFIG_NORMS = ("linf", "l2")  # L1 threats arrive with their attacks (issue 16)
+CONFIG_NORMS: tuple[str, ...] = ("linf", "l2")  # L1 threats arrive with their attacks (issue 16)
 REGISTRY["snr"] = Snr()  # audio: a per-sample L2 ball set by a signal-to-noise ratio in dB
 CONFIG_NORMS += ("snr",)
 

@@ -44,7 +44,9 @@ class Norm(ABC):
         snr's balls shrink as the budget in dB grows)."""
         return eps
 
-    def fits(self, size: torch.Tensor, eps: float, tolerance: float) -> torch.Tensor:
+    def fits(
+        self, size: torch.Tensor, eps: float | torch.Tensor, tolerance: float
+    ) -> torch.Tensor:
         """Which sizes (:meth:`size`) lie within the budget ``eps``."""
         return size <= eps + tolerance
 
@@ -65,6 +67,11 @@ class Norm(ABC):
 
     @abstractmethod
     def _measure64(self, flat: torch.Tensor) -> torch.Tensor: ...
+
+    def size64(self, delta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`size` in float64 (an exported example's own check): the norm for an Lp ball."""
+        del x
+        return self.measure64(delta)
 
     @abstractmethod
     def project(self, delta: torch.Tensor, eps: float | torch.Tensor) -> torch.Tensor:

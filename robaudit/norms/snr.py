@@ -30,14 +30,17 @@ class Snr(L2):
         return (energy * 10.0 ** (-float(eps) / 20.0)).to(x.dtype)
 
     def size(self, delta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return self.size64(delta, x).to(torch.float32)  # +inf where delta is 0
+
+    def size64(self, delta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         d = delta.detach().flatten(1).to(torch.float64).norm(dim=1)
         s = x.detach().flatten(1).to(torch.float64).norm(dim=1)
-        return (20.0 * (s.log10() - d.log10())).to(torch.float32)  # +inf where delta is 0
+        return 20.0 * (s.log10() - d.log10())
 
     def ball_size(self, eps: float) -> float:
         return -eps
 
-    def fits(self, size: torch.Tensor, eps: float, tolerance: float) -> torch.Tensor:
+    def fits(self, size: torch.Tensor, eps: float | torch.Tensor, tolerance: float) -> torch.Tensor:
         return size >= eps - tolerance
 
     def beyond_range(self, eps: float, span: float, dims: int) -> bool:
