@@ -49,6 +49,7 @@ lint: install-dev
 sample-models: install
 	$(BIN)/python sample_models/train.py
 	$(BIN)/python sample_models/train_fraud.py
+	$(BIN)/python sample_models/train_audio.py
 
 bench: install-dev
 	$(BIN)/python benchmarks/pgd_throughput.py

@@ -78,7 +78,7 @@ def order_plan(plan: list[PlannedAttack]) -> list[PlannedAttack]:
             p.attack.cost() > CHEAP,
             p.threat.access,
             p.threat.norm,
-            p.threat.eps,
+            p.threat.ball_size,
             p.attack.cost(),
             p.index,
         ),
@@ -364,7 +364,7 @@ def _inherited(
     done = torch.zeros(n, dtype=torch.bool)
     for key, mask in broken_at.items():
         t = threats[key]
-        if t.same_ball_family(threat) and t.eps <= threat.eps:
+        if t.within(threat):
             done |= mask
     return done
 

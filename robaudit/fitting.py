@@ -131,6 +131,11 @@ def fit_config(
     span = float(cfg.model.bounds[1]) - float(cfg.model.bounds[0])
     filled: list[str] = []
     for i, (spec, raw) in enumerate(zip(cfg.attacks, doc["attacks"], strict=True)):
+        if spec.eps is None and spec.norm not in profile.budgets:
+            raise ConfigError(
+                f"{source}: attacks[{i}].eps: profile {profile.name} has no {spec.norm} budgets; "
+                f"give eps (norms with budgets here: {', '.join(profile.budgets)})"
+            )
         if spec.eps is None:
             raw["eps"] = (
                 [profile.headline_eps(spec.norm, span)]

@@ -18,13 +18,16 @@ Inputs that are not images (see robaudit.inputs):
 - ``[F]`` feature vectors: ``tabular``, TabularBench's L2 0.5 on min-max-scaled features
   (Simonetto et al. 2024) and Linf 0.05 / 0.1;
 - ``[C, T]`` sequences: ``waveform``, Linf 0.001 / 0.0025 of the range (0.002 / 0.005 on a
-  [-1, 1] waveform, about -54 / -46 dB of full scale) and L2 0.1 of the range.
+  [-1, 1] waveform, about -54 / -46 dB of full scale) and L2 0.1 of the range, and SNR 40 /
+  30 dB (perturbation energy that far below each signal's; dB budgets never scale).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
+
+from robaudit.norms import REGISTRY as NORMS
 
 PROFILE_NAMES = ("auto", "digits", "mnist", "cifar", "imagenet", "tabular", "waveform")
 
@@ -40,10 +43,15 @@ class Profile:
 
     def eps(self, norm: str, span: float = 1.0) -> list[str]:
         """The budgets of ``norm`` as config values, scaled to an input range of ``span``."""
-        return [scale(e, span) for e in self.budgets[norm]]
+        return [scale(e, _span(norm, span)) for e in self.budgets[norm]]
 
     def headline_eps(self, norm: str, span: float = 1.0) -> str:
-        return scale(self.headline[norm], span)
+        return scale(self.headline[norm], _span(norm, span))
+
+
+def _span(norm: str, span: float) -> float:
+    """The range a norm's budgets scale with (1: budgets not in input units, such as dB)."""
+    return span if NORMS[norm].scales_with_range else 1.0
 
 
 PROFILES: dict[str, Profile] = {
@@ -82,8 +90,8 @@ PROFILES: dict[str, Profile] = {
         Profile(
             "waveform",
             "sequences such as audio (Linf 0.002 / 0.005 on a [-1, 1] waveform)",
-            {"linf": ("0.001", "0.0025"), "l2": ("0.1",)},
-            {"linf": "0.001", "l2": "0.1"},
+            {"linf": ("0.001", "0.0025"), "l2": ("0.1",), "snr": ("40", "30")},
+            {"linf": "0.001", "l2": "0.1", "snr": "40"},
         ),
     )
 }

@@ -93,7 +93,7 @@ def build_tables(
     threat_rows: list[ThreatRow] = []
     verdicts: dict[str, dict[int, dict[str, Any]]] = {}
     carried: dict[tuple[str, str], _Carried] = {}
-    for key in sorted(by_key, key=lambda k: (threats[k].access, threats[k].norm, threats[k].eps)):
+    for key in sorted(by_key, key=lambda k: (threats[k].access, threats[k].norm, threats[k].ball_size)):
         t = threats[key]
         label = key if variant == VARIANT else f"{variant}/{key}"
         prev = carried.get((t.access, t.norm), _Carried(none, {}, none))

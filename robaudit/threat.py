@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
+from robaudit.norms import REGISTRY as NORMS
+
 
 @dataclass(frozen=True, order=True)
 class Threat:
@@ -28,6 +30,17 @@ class Threat:
     def same_ball_family(self, other: Threat) -> bool:
         """Balls of the same norm and access are nested: a break at a smaller eps holds at a larger."""
         return self.norm == other.norm and self.access == other.access
+
+    @property
+    def ball_size(self) -> float:
+        """Grows with the ball (eps for an Lp norm; minus the dB of an snr budget): sort by this,
+        never by eps, wherever "smaller budget first" is meant."""
+        norm = NORMS.get(self.norm)
+        return self.eps if norm is None else norm.ball_size(self.eps)
+
+    def within(self, other: Threat) -> bool:
+        """This threat's ball lies inside ``other``'s: its breaks hold at ``other`` too."""
+        return self.same_ball_family(other) and self.ball_size <= other.ball_size
 
 
 def parse_eps(value: object) -> float:

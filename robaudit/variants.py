@@ -39,6 +39,7 @@ from robaudit.loading.samples import Images
 from robaudit.progress import Progress
 from robaudit.results import AttackRow, ThreatRow, wilson_interval
 from robaudit.tables import build_tables
+from robaudit.threat import Threat
 from robaudit.verdicts import SequentialTest
 
 
@@ -105,9 +106,7 @@ def summarize(
         for c in er.cells:
             # a break at a smaller eps of the same norm and access holds here too (nested
             # balls): a cascade does not attack those samples again at this eps
-            if not (
-                c.threat.norm == t.norm and c.threat.access == t.access and c.threat.eps <= t.eps
-            ):
+            if not c.threat.within(Threat(t.norm, t.eps, t.access)):
                 continue
             mode = "non_adaptive" if c.index in non_adaptive else "adaptive"
             lost = c.broken if c.undecided is None else c.broken | c.undecided

@@ -39,7 +39,7 @@ class Verification:
     """One verified batch: the candidates as judged, their sizes and the verdicts (CPU)."""
 
     x_adv: torch.Tensor  # projected into ball ∩ box (minimal-norm: into the box only)
-    norms: torch.Tensor  # per-sample size of the perturbation in the threat's norm
+    norms: torch.Tensor  # per-sample size of the perturbation in budget units (snr: dB)
     verdict: Verdict  # the fresh judgement of each candidate
     broken: torch.Tensor  # misclassified (minimal-norm: and within eps)
     nonfinite: int  # candidates with NaN/inf entries (replaced by the clean input)
@@ -91,7 +91,9 @@ def verify_batch(
     if minimal:
         xa = xa.clamp(lo, hi)
     else:
-        budget = int((norm.measure(xa - x) > threat.eps + TOLERANCE).sum())
+        # the ball's radius per sample (snr: set by each clean input's energy)
+        radius = norm.radius(x, threat.eps)
+        budget = int((norm.measure(xa - x) > radius + TOLERANCE).sum())
         xa = norm.clip(xa, x, threat.eps, clf.bounds)
     infeasible: torch.Tensor | None = None
     names: tuple[str, ...] = ()
@@ -104,9 +106,9 @@ def verify_batch(
             first = int(bad.nonzero()[0])
             names = tuple(constraints.violations(xa[first : first + 1], x[first : first + 1])[0])
         infeasible = bad.cpu()
-    size = norm.measure(xa - x).cpu()
+    size = norm.size(xa - x, x).cpu()  # in budget units (snr: dB)
     verdict = clf.verdict(xa, y, alpha).cpu()
-    broken = verdict.wrong & (size <= threat.eps + TOLERANCE) if minimal else verdict.wrong
+    broken = verdict.wrong & norm.fits(size, threat.eps, TOLERANCE) if minimal else verdict.wrong
     if infeasible is not None:
         broken = broken & ~infeasible
     return Verification(

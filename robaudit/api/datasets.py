@@ -13,6 +13,7 @@ import torch
 
 from robaudit.config import Config
 from robaudit.errors import DataError
+from robaudit.loading.audio import AudioOptions
 from robaudit.loading.data import (
     DataSet,
     array_input_shape,
@@ -124,7 +125,10 @@ def resolve_data(
         if is_tabular(src):
             return _tabular(src, cfg, samples, data_seed, config_path, target)
         _no_tabular_keys(cfg, src)
-        return load_data(src, split=cfg.data.split, samples=samples, seed=data_seed, **target)
+        audio = AudioOptions(cfg.data.sample_rate, cfg.data.fit)
+        return load_data(
+            src, split=cfg.data.split, samples=samples, seed=data_seed, audio=audio, **target
+        )
     _no_tabular_keys(cfg, "in-memory data")
     if isinstance(data, (tuple, list)) and len(data) == 2:
         x, y = _numpy(data[0], "data x"), _numpy(data[1], "data y")

@@ -38,6 +38,7 @@ from robaudit.attacks.projections import (
     steepest_direction,
 )
 from robaudit.classifier import Classifier, LossFn
+from robaudit.norms import get as get_norm
 from robaudit.threat import Threat
 
 MOMENTUM = 0.75  # α in the paper: weight of the new gradient step against the last move
@@ -163,13 +164,14 @@ class _State:
 
     @staticmethod
     def start(x: torch.Tensor, y: torch.Tensor, t: torch.Tensor | None, xs: torch.Tensor,
-              f: torch.Tensor, g: torch.Tensor, eps: float) -> _State:  # fmt: skip
-        """The state at the starting point ``xs`` (loss ``f``, gradient ``g``): step 2·eps."""
+              f: torch.Tensor, g: torch.Tensor, radius: float | torch.Tensor) -> _State:  # fmt: skip
+        """The state at the starting point ``xs`` (loss ``f``, gradient ``g``): step twice the
+        ball's radius (eps; per sample at snr)."""
         n = int(x.shape[0])
         return _State(
             idx=torch.arange(n, device=x.device), x0=x, y=y, t=t, xk=xs, xprev=xs, f=f, g=g,
             x_max=xs, f_max=f, g_max=g,
-            eta=torch.full((n,), 2.0 * eps, device=x.device, dtype=x.dtype),
+            eta=(2.0 * torch.as_tensor(radius, device=x.device, dtype=x.dtype)).expand(n).clone(),
             helped=torch.zeros(n, device=x.device, dtype=torch.int64),
             f_max_check=f,
             halved_last=torch.zeros(n, dtype=torch.bool, device=x.device),
@@ -245,7 +247,7 @@ class _Search:
         start = restrict(start, x, self.norm, self.eps)
         f0, g0, fooled0 = self.evaluate(start, y, targets, grad=True)
         assert g0 is not None
-        st = _State.start(x, y, targets, start, f0, g0, self.eps)
+        st = _State.start(x, y, targets, start, f0, g0, get_norm(self.norm).radius(x, self.eps))
         keep = self.out.settle(st.idx, start, fooled0, self.early_stop)
         return st if keep is None else st.select(keep)
 

@@ -9,7 +9,7 @@ hold only the algorithms.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -168,3 +168,10 @@ _ROWS = (
 
 # the rows by attack name, cheapest first
 CATALOG: dict[str, AttackInfo] = {row.name: row for row in _ROWS}
+
+# the attacks that also run at snr (audio budgets in dB): they scale steps and starts by the
+# per-sample L2 radius the snr norm derives from each clean input (robaudit.norms.snr)
+SNR_ATTACKS = ("noise", "fgsm", "pgd", "apgd", "apgd-t")
+CATALOG = {
+    n: replace(r, norms=(*r.norms, "snr")) if n in SNR_ATTACKS else r for n, r in CATALOG.items()
+}

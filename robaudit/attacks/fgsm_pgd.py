@@ -24,7 +24,12 @@ from robaudit.attacks.base import Attack, AttackOutput, AttackParams, register
 from robaudit.attacks.common import mean_trace, most_likely_wrong
 from robaudit.attacks.feasible import mask_gradient, project, restrict
 from robaudit.attacks.losses import get_loss, get_targeted_loss, with_targets
-from robaudit.attacks.projections import clip_to_ball, random_point, steepest_direction
+from robaudit.attacks.projections import (
+    ball_scale,
+    clip_to_ball,
+    random_point,
+    steepest_direction,
+)
 from robaudit.classifier import Classifier, LossFn
 from robaudit.threat import Threat
 
@@ -48,7 +53,7 @@ class FGSM(Attack[FGSMParams]):
         generator: torch.Generator,
     ) -> AttackOutput:
         _, grad, _ = clf.loss_and_grad(x, y, get_loss(self.params.loss))
-        x_adv = x + threat.eps * steepest_direction(grad, threat.norm)
+        x_adv = x + ball_scale(x, threat.norm, threat.eps) * steepest_direction(grad, threat.norm)
         return AttackOutput(x_adv=clip_to_ball(x_adv, x, threat.norm, threat.eps, clf.bounds))
 
 
@@ -80,8 +85,9 @@ class PGDParams(AttackParams):
             raise ValueError("give step_size or rel_step_size, not both")
         return self
 
-    def step_for(self, eps: float) -> float:
-        """The absolute step size at ``eps`` (Madry's 2.5·eps/steps unless told otherwise)."""
+    def step_for(self, eps: float | torch.Tensor) -> float | torch.Tensor:
+        """The absolute step size at ``eps`` (Madry's 2.5·eps/steps unless told otherwise);
+        ``eps`` may be a per-sample radius (:func:`ball_scale`, snr)."""
         if self.step_size is not None:
             return self.step_size
         rel = self.rel_step_size if self.rel_step_size is not None else 2.5 / self.steps
@@ -163,7 +169,6 @@ class _Run:
     def ascend(self, standing: torch.Tensor) -> _Active:
         """One restart's steps on the samples ``standing``; those fooled on the way leave."""
         p, norm, eps, bounds = self.p, self.threat.norm, self.threat.eps, self.clf.bounds
-        step = p.step_for(eps)
         x0 = self.x[standing]
         xa = random_point(x0, norm, eps, bounds, self.gen) if p.random_start else x0.clone()
         xa = restrict(xa, x0, norm, eps)
@@ -181,6 +186,7 @@ class _Run:
                     self.best_loss[a.idx[fooled]] = float("inf")
                     keep = ~fooled
                     a, grad = a.select(keep), grad[keep]
+            step = p.step_for(ball_scale(a.x0, norm, eps))
             xa = a.xa + step * steepest_direction(mask_gradient(grad), norm)
             a.xa = project(xa, a.x0, norm, eps, bounds)
         return a

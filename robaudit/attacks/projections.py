@@ -11,6 +11,7 @@ import torch
 from robaudit.norms import get, per_sample
 
 __all__ = [
+    "ball_scale",
     "clip_to_ball",
     "flat_norm",
     "per_sample",
@@ -37,6 +38,13 @@ def clip_to_ball(
 ) -> torch.Tensor:
     """The point inside both the ball around ``x`` and the input bounds."""
     return get(norm).clip(x_adv, x, eps, bounds)
+
+
+def ball_scale(x: torch.Tensor, norm: str, eps: float) -> float | torch.Tensor:
+    """The ball's radius around each ``x``, to scale steps relative to the budget: ``eps``
+    for an Lp ball; at snr a per-sample N×1×… L2 radius (the budget in dB is no length)."""
+    r = get(norm).radius(x, eps)
+    return r if not isinstance(r, torch.Tensor) else per_sample(r, x)
 
 
 def steepest_direction(grad: torch.Tensor, norm: str) -> torch.Tensor:
@@ -68,5 +76,7 @@ def random_point(
     on_sphere: bool = False,
 ) -> torch.Tensor:
     """A random point of the ball around each ``x`` (of its sphere: ``on_sphere``), in bounds."""
-    draw = random_on_sphere if on_sphere else random_in_ball
-    return clip_to_ball(x + draw(x, norm, eps, generator), x, norm, eps, bounds)
+    n = get(norm)
+    radius = n.radius(x, eps)  # eps itself for an Lp ball; per sample at snr
+    delta = (n.random_on_sphere if on_sphere else n.random_in_ball)(x, radius, generator)  # type: ignore[arg-type]
+    return clip_to_ball(x + delta, x, norm, eps, bounds)

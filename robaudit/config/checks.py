@@ -39,10 +39,11 @@ def check_eps(source: str, i: int, spec: AttackSpec, model: ModelSection) -> lis
     lo, hi = model.bounds
     span = hi - lo
     dims = math.prod(model.input_shape)
-    limit = norms.get(spec.norm).covering_radius(span, dims)
+    norm = norms.get(spec.norm)
+    limit = norm.covering_radius(span, dims)
     out = []
     for j, e in enumerate(spec.eps):
-        if e > limit + 1e-12:
+        if norm.beyond_range(e, span, dims):
             out.append(
                 f"{source}: attacks[{i}].eps[{j}]: {e:g} is larger than the whole input range "
                 f"({spec.norm} budget at most {limit:g} for bounds {list(model.bounds)})"

@@ -183,7 +183,8 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
         except ValidationError as exc:
             problems.append(format_errors(source, exc, ("attacks", i), spec.params_model, spec=True))
             continue
-        raw = data["attacks"][i].get("eps") if isinstance(data["attacks"][i], dict) else None
+        entry = data["attacks"][i] if isinstance(data["attacks"][i], dict) else {}
+        raw = entry.get("eps", entry.get("db"))  # db: snr budgets as the issue writes them
         raw_list = raw if isinstance(raw, list) else [raw]
         spec._eps_labels = [str(r).strip() if isinstance(r, str) else "" for r in raw_list]
         for member, _ in spec.members():

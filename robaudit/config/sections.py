@@ -54,7 +54,7 @@ MAX_CONFIG_DEPTH = 64
 # numpy's RandomState (the seeded sample subset) takes seeds in [0, 2**32 - 1]
 MAX_SEED = 2**32 - 1
 
-Norm = Literal["linf", "l2"]
+Norm = Literal["linf", "l2", "snr"]
 Format = Literal["json", "html", "csv", "md", "junit"]
 # report.json, report.html, results.csv, summary.md (CI step summaries), junit.xml (CI test views)
 FORMATS: tuple[Format, ...] = ("json", "html", "csv", "md", "junit")
@@ -192,6 +192,26 @@ class DataSection(_Section):
         description="attack only samples of this true class (fraud: can a fraud pass as "
         "legitimate?); the others keep their clean verdict; the report adds its robust recall",
     )
+    sample_rate: int | None = Field(
+        None, ge=1, le=10_000_000, exclude_if=lambda v: v is None,
+        description="waveforms: the files' sample rate in Hz (a WAV folder needs it; never resampled)",
+    )
+    fit: Literal["exact", "pad_or_crop"] = Field(
+        "exact", exclude_if=lambda v: v == "exact",
+        description="waveforms of another length: exact (an error) or pad_or_crop (silence "
+        "appended, or the end cut)",
+    )
+
+
+def _db_as_eps(data: dict[str, Any]) -> dict[str, Any]:
+    """``db: [40, 30]``: the snr threat's budgets, in dB, written as the issue spells them."""
+    if data.get("norm") != "snr":
+        raise ValueError(f"db gives snr budgets in dB; with norm {data.get('norm', 'linf')!r} use eps")
+    if "eps" in data:
+        raise ValueError("give the snr budgets as db or as eps, not both")
+    out = {k: v for k, v in data.items() if k != "db"}
+    out["eps"] = data["db"]
+    return out
 
 
 class AttackSpec(BaseModel):
@@ -216,6 +236,8 @@ class AttackSpec(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _profile_eps(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "db" in data:
+            data = _db_as_eps(data)
         if isinstance(data, dict) and data.get("eps") in ("profile", "headline"):
             data = {**data, "headline_only": data["eps"] == "headline"}
             data.pop("eps")
@@ -497,7 +519,7 @@ class Config(_Section):
         for spec in self.attacks:
             for t in spec.threats():
                 seen.setdefault((t.access, t.norm, t.eps), t)
-        return sorted(seen.values(), key=lambda t: (t.access, t.norm, t.eps))
+        return sorted(seen.values(), key=lambda t: (t.access, t.norm, t.ball_size))
 
     @model_validator(mode="after")
     def _positive_class(self) -> Config:

@@ -70,3 +70,11 @@ _ROWS = (
 )
 
 CATALOG: dict[str, DefenseInfo] = {row.name: row for row in _ROWS}
+
+# audio (waveforms): the telephone codec's quantization as a defense (robaudit.defenses.audio)
+CATALOG["mu-law"] = DefenseInfo(
+    name="mu-law",
+    summary="Mu-law companding then quantization (audio bit depth; BPDA with the identity backward)",
+    paper="ITU-T G.711 (1972); as a defense: Yang et al. 2019 (audio input transformations)",
+    differentiable=False,
+)

@@ -136,7 +136,7 @@ class AdversarialCollector:
         distance = np.zeros(len(idx), dtype=np.float64)
         for norm in set(norms):
             m = torch.tensor([nm == norm for nm in norms], dtype=torch.bool)
-            distance[m.numpy()] = perturbation_norm(x_adv[m] - x_clean[m], norm).numpy()
+            distance[m.numpy()] = perturbation_norm(x_adv[m] - x_clean[m], norm, x_clean[m]).numpy()
         attack = [a for r, _ in per_row for a in r["attack_names"]]
         attack_index = [int(a) for r, _ in per_row for a in r["attack_index"].tolist()]
         ex = AdversarialExamples(

@@ -29,9 +29,10 @@ _ROW_ARRAYS = (
 )
 
 
-def perturbation_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
-    """Per-row norm of a batch of perturbations, in float64 (verification's own arithmetic)."""
-    return norms.get(norm).measure64(delta)
+def perturbation_norm(delta: torch.Tensor, norm: str, x: torch.Tensor) -> torch.Tensor:
+    """Per-row size of a batch of perturbations around clean inputs ``x`` in budget units
+    (snr: dB), in float64 (verification's own arithmetic)."""
+    return norms.get(norm).size64(delta, x)
 
 
 # ----------------------------------------------------------------------------- the file

@@ -17,6 +17,7 @@ from robaudit.classifier import Classifier
 from robaudit.errors import UserInputError
 from robaudit.export.examples import AdversarialExamples, perturbation_norm
 from robaudit.loading.data import DataSet
+from robaudit.norms import get as get_norm
 from robaudit.verification import TOLERANCE
 
 
@@ -217,15 +218,17 @@ def _check_budget(
     for norm in sorted(set(ex.norm.tolist())):
         rows = torch.tensor([str(v) == norm for v in ex.norm.tolist()], dtype=torch.bool)
         try:
-            dist = perturbation_norm(x_adv[rows] - ref_x[rows], norm)
+            dist = perturbation_norm(x_adv[rows] - ref_x[rows], norm, ref_x[rows])
         except ValueError:
             for k in rows.nonzero().flatten().tolist():
                 bad[k].append(("ball", f"norm {norm!r} is not one verify can measure"))
             continue
         eps = torch.from_numpy(np.asarray(ex.eps, dtype=np.float64))[rows]
+        fits = get_norm(norm).fits(dist, eps, tolerance)  # per row
         for j, k in enumerate(rows.nonzero().flatten().tolist()):
-            if not float(dist[j]) <= float(eps[j]) + tolerance:
-                bad[k].append(("ball", f"{norm} distance {float(dist[j]):.6g} > eps {float(eps[j]):.6g}"))
+            if not bool(fits[j]):
+                size, budget = f"{float(dist[j]):.6g}", f"{float(eps[j]):.6g}"
+                bad[k].append(("ball", f"{norm} size {size} is outside the budget {budget}"))
     return finite
 
 

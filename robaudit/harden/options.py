@@ -11,8 +11,11 @@ from typing import Any
 from robaudit import norms
 from robaudit.config import Config
 from robaudit.errors import UserInputError
-from robaudit.norms import CONFIG_NORMS as NORMS
+from robaudit.norms import CONFIG_NORMS, REGISTRY
 from robaudit.threat import Threat, format_eps
+
+# adversarial training takes budgets that are lengths (snr's per-sample dB balls: not yet)
+NORMS = tuple(n for n in CONFIG_NORMS if REGISTRY[n].scales_with_range)
 
 # method -> its training stages, in order (distill trains a teacher, then the student)
 METHODS: dict[str, tuple[str, ...]] = {
@@ -180,11 +183,14 @@ def _config_threat(cfg: Config, norm: str | None) -> Threat | None:
     from robaudit.attacks.base import registry
 
     for g in cfg.gate.min_robust_accuracy:
-        if g.access == "white-box" and g.variant == "model" and norm in (None, g.norm):
+        usable = g.norm in NORMS and norm in (None, g.norm)
+        if g.access == "white-box" and g.variant == "model" and usable:
             return Threat(g.norm, g.budget)
     reg = registry()
     for spec in cfg.attacks:
         if spec.access != "white-box" or norm not in (None, spec.norm) or not spec.eps:
+            continue
+        if spec.norm not in NORMS:  # a budget that is no length (snr) trains nothing here
             continue
         if any(reg[m].requires == "gradients" for m, _ in spec.members()):
             return Threat(spec.norm, spec.eps[0])

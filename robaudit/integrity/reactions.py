@@ -150,7 +150,11 @@ def _add_gradient_free(
     gradient-free search (the noise baseline is not one); RA003 is resolved once it ran at
     every affected threat."""
     have = {where(p.threat) for p in plan if gradient_free_search(p.attack)}
-    threats = sorted({p.threat for p in plan if where(p.threat) not in have})
+    search = gradient_free(queries, image)
+    # a norm the search does not support (snr) keeps its finding open: nothing was added there
+    threats = sorted(
+        {p.threat for p in plan if where(p.threat) not in have and p.threat.norm in search.norms}
+    )
     extra = [
         PlannedAttack(REACTION_ID + 500 + i, gradient_free(queries, image), t)
         for i, t in enumerate(threats)

@@ -21,6 +21,9 @@ Source forms (``data.source`` in the config):
   threat model.
 - ``torchvision:NAME:ROOT`` — MNIST, FashionMNIST, KMNIST, CIFAR10, CIFAR100 or SVHN
   already on disk under ROOT (``download=False`` always); ``split`` is ``train`` or ``test``.
+- ``DIR`` of ``.wav`` files in class subfolders — waveforms ``[C, T]`` at the declared
+  ``data.sample_rate`` (:mod:`robaudit.loading.audio`). A ``.npz`` of waveforms may carry a
+  ``sample_rate`` array, which must then match the declared one.
 
 Channel conversion: 1->3 repeats the channel, 3->1 uses ITU-R 601 luminance weights (what
 PIL's ``convert("L")`` does). ``samples`` picks a seeded random subset without replacement,
@@ -41,6 +44,7 @@ import torch
 
 from robaudit.errors import DataError
 from robaudit.inputs import InputSpec
+from robaudit.loading.audio import AudioOptions, is_wav_folder, wav_folder, wav_folder_shape
 from robaudit.loading.checks import (
     check_labels,
     check_shape,
@@ -105,6 +109,7 @@ def load_data(
     samples: int | None,
     seed: int,
     cache_mb: int = DEFAULT_CACHE_MB,
+    audio: AudioOptions | None = None,
 ) -> DataSet:
     """Load ``source`` as checked float tensors in ``bounds``; DataError on anything unusable.
 
@@ -125,11 +130,13 @@ def load_data(
                 f"data source '{source}' not found: no such file or directory "
                 f"(valid forms: {VALID_SOURCE_FORMS})"
             )
-        if path.is_dir():
+        if path.is_dir() and is_wav_folder(path, split):
+            raw = wav_folder(path, split, shape, bnds, audio or AudioOptions())
+        elif path.is_dir():
             _image_source(f"ImageFolder '{source}'", shape)
             raw = image_folder(path, split, shape, bnds)
         elif path.suffix.lower() == ".npz" or zipfile.is_zipfile(path):
-            raw = _npz(path, shape, bnds)
+            raw = _npz(path, shape, bnds, audio)
         else:
             raise DataError(
                 f"data source '{source}' is not a known source form "
@@ -165,6 +172,8 @@ def peek_input_shape(source: str, split: str) -> tuple[int, ...]:
         known = {"MNIST": (1, 28, 28), "FashionMNIST": (1, 28, 28), "KMNIST": (1, 28, 28)}
         return known.get(name, (3, 32, 32))  # CIFAR10, CIFAR100, SVHN; others fail on load
     path = Path(source).expanduser()
+    if path.is_dir() and is_wav_folder(path, split):
+        return wav_folder_shape(path, split)
     if path.is_dir():
         return folder_shape(path, split)
     if path.is_file() and (path.suffix.lower() == ".npz" or zipfile.is_zipfile(path)):
@@ -344,8 +353,11 @@ def _builtin(source: str, split: str, bounds: tuple[float, float]) -> Raw:
 # ---------------------------------------------------------------- .npz
 
 
-def _npz(path: Path, shape: tuple[int, ...], bounds: tuple[float, float]) -> Raw:
-    """A .npz with ``x`` and ``y``; float x is taken as is (then checked), uint8 x is scaled."""
+def _npz(
+    path: Path, shape: tuple[int, ...], bounds: tuple[float, float], audio: AudioOptions | None
+) -> Raw:
+    """A .npz with ``x`` and ``y``; float x is taken as is (then checked), uint8 x is scaled.
+    A ``sample_rate`` array (waveforms) must match a declared ``data.sample_rate``."""
     name = f"data file '{path}'"
     try:
         # an open handle of our own: np.load leaks its handle when the zip is corrupt
@@ -360,6 +372,7 @@ def _npz(path: Path, shape: tuple[int, ...], bounds: tuple[float, float]) -> Raw
             x = _npz_array(f, "x", name)
             y = _npz_array(f, "y", name)
             names = _npz_array(f, "class_names", name) if "class_names" in keys else None
+            rate = _npz_array(f, "sample_rate", name) if "sample_rate" in keys else None
     except DataError:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
@@ -372,6 +385,12 @@ def _npz(path: Path, shape: tuple[int, ...], bounds: tuple[float, float]) -> Raw
                 f"{name}: class_names must be a 1-D array of strings, got {names.dtype}"
             )
         class_names = tuple(str(s) for s in names.tolist())
+    declared = None if audio is None else audio.sample_rate
+    if rate is not None and declared is not None and int(rate.reshape(-1)[0]) != declared:
+        raise DataError(
+            f"{name} holds waveforms at {int(rate.reshape(-1)[0])} Hz; data.sample_rate declares "
+            f"{declared} Hz (robaudit never resamples)"
+        )
     return _arrays_raw(x, y, shape, bounds, name, class_names)
 
 

@@ -13,9 +13,12 @@ from robaudit.norms.l2 import L2
 from robaudit.norms.linf import Linf
 from robaudit.norms.patch import Patch
 from robaudit.norms.patch import parse as parse_patch
+from robaudit.norms.snr import Snr
 
 REGISTRY: dict[str, Norm] = {n.name: n for n in (Linf(), L2(), L1())}
-CONFIG_NORMS = ("linf", "l2")  # L1 threats arrive with their attacks (issue 16)
+CONFIG_NORMS: tuple[str, ...] = ("linf", "l2")  # L1 threats arrive with their attacks (issue 16)
+REGISTRY["snr"] = Snr()  # audio: a per-sample L2 ball set by a signal-to-noise ratio in dB
+CONFIG_NORMS += ("snr",)
 # threat sets that are no Lp ball (a patch region, its location in the name: patch@center):
 # get() finds them, the ball-contract tests over REGISTRY leave them out
 REGIONS: dict[str, Norm] = {n.name: n for n in (Patch(), Patch("center"))}

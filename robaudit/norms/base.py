@@ -23,6 +23,36 @@ class Norm(ABC):
 
     name: str  # the config's spelling: linf, l2, l1
     title: str  # how a report prints it: Linf, L2, L1
+    # budgets are lengths in input units, so a profile's budgets scale with the input range
+    # (False for budgets in other units, such as snr's dB)
+    scales_with_range: bool = True
+
+    def radius(self, x: torch.Tensor, eps: float) -> float | torch.Tensor:
+        """The radius, in :meth:`measure`'s units, of the budget-``eps`` ball around each ``x``:
+        ``eps`` itself for an Lp ball, a per-sample vector where the ball depends on x (snr)."""
+        del x
+        return eps
+
+    def size(self, delta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Per-sample size of ``delta`` at clean inputs ``x`` in budget units (what the report
+        prints): the norm itself for an Lp ball."""
+        del x
+        return self.measure(delta)
+
+    def ball_size(self, eps: float) -> float:
+        """A key that grows with the ball: larger for a larger ball (``eps`` for an Lp norm;
+        snr's balls shrink as the budget in dB grows)."""
+        return eps
+
+    def fits(
+        self, size: torch.Tensor, eps: float | torch.Tensor, tolerance: float
+    ) -> torch.Tensor:
+        """Which sizes (:meth:`size`) lie within the budget ``eps``."""
+        return size <= eps + tolerance
+
+    def beyond_range(self, eps: float, span: float, dims: int) -> bool:
+        """Whether a budget exceeds what covers the whole input box (a config error)."""
+        return eps > self.covering_radius(span, dims) + 1e-12
 
     @abstractmethod
     def measure(self, delta: torch.Tensor) -> torch.Tensor:
@@ -38,6 +68,11 @@ class Norm(ABC):
     @abstractmethod
     def _measure64(self, flat: torch.Tensor) -> torch.Tensor: ...
 
+    def size64(self, delta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`size` in float64 (an exported example's own check): the norm for an Lp ball."""
+        del x
+        return self.measure64(delta)
+
     @abstractmethod
     def project(self, delta: torch.Tensor, eps: float | torch.Tensor) -> torch.Tensor:
         """Each perturbation projected onto the ball of radius ``eps``."""
@@ -50,7 +85,7 @@ class Norm(ABC):
         Clipping to the box after projecting only shrinks each coordinate of the perturbation
         (``x`` is inside the box), so for any Lp norm the result stays in the ball.
         """
-        delta = self.project(x_adv - x, eps)
+        delta = self.project(x_adv - x, self.radius(x, eps))
         return (x + delta).clamp(bounds[0], bounds[1])
 
     @abstractmethod

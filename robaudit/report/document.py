@@ -10,6 +10,7 @@ import math
 from dataclasses import asdict
 from typing import Any
 
+from robaudit.report.audio import audio_example
 from robaudit.report.images import perturbation_png_b64, to_png_b64
 from robaudit.report.natural import natural_document
 from robaudit.results import SCHEMA_VERSION, AttackRow, RunResult
@@ -50,11 +51,14 @@ def _attack_row(a: AttackRow) -> dict[str, Any]:
     return row
 
 
-def _example(e: dict[str, Any], bounds: tuple[float, float]) -> dict[str, Any]:
+def _example(
+    e: dict[str, Any], bounds: tuple[float, float], rate: int | None = None
+) -> dict[str, Any]:
     """An example's fields, its sizes, and its pictures: PNGs for images, else the changes.
 
     A vector or sequence has no picture; its largest changes (position, clean and adversarial
-    value) say what the attack touched.
+    value) say what the attack touched. A waveform with a declared sample ``rate`` also gets
+    playable clips, a waveform plot and spectrograms (:mod:`robaudit.report.audio`).
     """
     x, x_adv = e["x"], e["x_adv"]
     out = {
@@ -71,7 +75,16 @@ def _example(e: dict[str, Any], bounds: tuple[float, float]) -> dict[str, Any]:
     else:
         out["clean_png"] = out["adv_png"] = out["perturbation_png"] = None
         out["changes"] = largest_changes(x, x_adv)
+        if x.dim() == 2 and rate is not None:
+            out["audio"] = audio_example(x, x_adv, bounds, rate)
     return out
+
+
+def _sample_rate(config: dict[str, Any]) -> int | None:
+    """The declared sample rate of waveform data (``data.sample_rate``), if any."""
+    data = config.get("data") if isinstance(config, dict) else None
+    rate = data.get("sample_rate") if isinstance(data, dict) else None
+    return int(rate) if isinstance(rate, int) and rate > 0 else None
 
 
 def largest_changes(x: Any, x_adv: Any, k: int = 8) -> list[dict[str, Any]]:
@@ -101,7 +114,8 @@ def _unravel(i: int, shape: tuple[int, ...]) -> list[int]:
 def to_document(r: RunResult, *, incomplete: bool = False) -> dict[str, Any]:
     """Everything the renderers need, as plain JSON types."""
     bounds = (float(r.model.bounds[0]), float(r.model.bounds[1]))
-    examples = [_example(e, bounds) for e in r.examples]
+    rate = _sample_rate(r.config)
+    examples = [_example(e, bounds, rate) for e in r.examples]
     doc = {
         "schema_version": SCHEMA_VERSION,
         "robaudit_version": r.meta.robaudit_version,
