@@ -1,6 +1,6 @@
 """Attack families; importing this package registers the built-in attacks."""
 
-from robaudit.attacks import (  # noqa: F401  (imported to register)
+from robaudit.attacks import (  # noqa: F401  (imported to register)  # noqa: F401  (L0, registered)
     apgd,
     cw,
     deepfool,
@@ -8,7 +8,10 @@ from robaudit.attacks import (  # noqa: F401  (imported to register)
     fgsm_pgd,
     hopskipjump,
     noise,
+    pgd_l0,
+    sigma_zero,
     simba,
+    sparse_rs,
     square,
     transfer,
 )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from pydantic import (
     ValidationError,
 )
@@ -37,9 +35,7 @@ def check_eps(source: str, i: int, spec: AttackSpec, model: ModelSection) -> lis
     if spec.eps is None or model.input_shape is None:  # checked once the profile filled it
         return []
     lo, hi = model.bounds
-    span = hi - lo
-    dims = math.prod(model.input_shape)
-    limit = norms.get(spec.norm).covering_radius(span, dims)
+    limit = norms.get(spec.norm).covering(hi - lo, model.input_shape)
     out = []
     for j, e in enumerate(spec.eps):
         if e > limit + 1e-12:

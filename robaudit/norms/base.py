@@ -6,7 +6,9 @@ radii may be a float or an N-vector.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 
 import torch
 
@@ -23,6 +25,9 @@ class Norm(ABC):
 
     name: str  # the config's spelling: linf, l2, l1
     title: str  # how a report prints it: Linf, L2, L1
+    # a budget is a whole number of changed units (L0), so a config may also write it as a
+    # share of the input's units ("5%"); False: a length in the units of the input range
+    counts: bool = False
 
     @abstractmethod
     def measure(self, delta: torch.Tensor) -> torch.Tensor:
@@ -78,6 +83,14 @@ class Norm(ABC):
     def covering_radius(self, span: float, dims: int) -> float:
         """The smallest radius whose ball covers a box of side ``span`` in ``dims`` dimensions:
         a larger budget gives nothing more (the sanity check's "unbounded" attack)."""
+
+    def units(self, shape: Sequence[int]) -> int:
+        """How many units one input of ``shape`` has: what a share budget ("5%") is of."""
+        return math.prod(shape)
+
+    def covering(self, span: float, shape: Sequence[int]) -> float:
+        """:meth:`covering_radius` for one input of ``shape`` (L0 counts pixels, not numbers)."""
+        return self.covering_radius(span, math.prod(shape))
 
     def describe(self, eps_label: str) -> str:
         """A budget as a report prints it: ``Linf 8/255``."""
