@@ -15,6 +15,7 @@ from robaudit.threat import Threat
 
 CASES = [(name, norm) for name, cls in registry().items() for norm in cls.norms]
 EPS = {"linf": 0.15, "l2": 0.8}
+EPS.update({"l0": 3, "l0-feature": 3})  # pixels; single numbers
 
 
 # the contract holds for any budget: expensive attacks run with fewer steps here
@@ -26,6 +27,8 @@ CHEAP: dict[str, dict[str, int]] = {
     "square": {"queries": 300},
     "simba": {"queries": 300},
     "hopskipjump": {"queries": 300},
+    "sigma-zero": {"steps": 100},
+    "sparse-rs": {"queries": 300},
 }
 
 
