@@ -18,7 +18,6 @@ from robaudit.attacks.sparse_rs import SparseRS, SparseRSParams, resample_share
 from robaudit.classifier import Classifier
 from robaudit.engine import PlannedAttack, run_plan
 from robaudit.loading.model import load_model
-from robaudit.models.digits import DigitsCNN
 from robaudit.norms import get
 from robaudit.threat import Threat
 from tests.helpers import RowCounter, one_thread
@@ -81,7 +80,7 @@ def test_breaks_are_verified_and_within_budget(name: str, norm: str, digits: tup
     assert int(cell.broken.sum()) >= 0.8 * int(res.correct.sum())
     for e in res.examples:
         assert float(get(norm).measure((e.x_adv - e.x)[None])) <= 5
-        assert 0.0 <= float(e.x_adv.min()) and float(e.x_adv.max()) <= 1.0
+        assert float(e.x_adv.min()) >= 0.0 and float(e.x_adv.max()) <= 1.0
         with torch.no_grad():
             assert int(model(e.x_adv[None]).argmax(1)) != e.label
 
@@ -95,7 +94,9 @@ def test_feature_unit_changes_single_numbers() -> None:
     clf = Classifier(model, num_classes=5)
     for name in L0_ATTACKS:
         view = clf.restricted(ACCESS[name])
-        out = _attack(name).run(view, x, y, Threat("l0-feature", 2), torch.Generator().manual_seed(0))
+        out = _attack(name).run(
+            view, x, y, Threat("l0-feature", 2), torch.Generator().manual_seed(0)
+        )
         if not get_attack(name).minimal_norm:
             assert (get("l0-feature").measure(out.x_adv - x) <= 2).all()
         assert float(out.x_adv.min()) >= 0.0 and float(out.x_adv.max()) <= 1.0
@@ -165,7 +166,9 @@ def test_one_pixel_oracle(model_name: str, digits: tuple) -> None:
     x, y = digits
     model = _model(model_name)
     truth = int(_one_pixel_robust(model, x, y).sum())
-    plan = [PlannedAttack(i, _attack(n), Threat("l0", 1, ACCESS[n])) for i, n in enumerate(L0_ATTACKS)]
+    plan = [
+        PlannedAttack(i, _attack(n), Threat("l0", 1, ACCESS[n])) for i, n in enumerate(L0_ATTACKS)
+    ]
     res = run_plan(Classifier(model, num_classes=10), x, y, plan, seed=0, batch_size=len(x),
                    cascade=True)  # fmt: skip
     broken = torch.zeros_like(res.correct)
