@@ -4,6 +4,8 @@ shape is known (given, or taken from the data), ``l0_unit``, and one-line errors
 from __future__ import annotations
 
 import copy
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -91,3 +93,25 @@ def test_bad_budgets_are_one_line_errors(entry: dict[str, Any], message: str) ->
         config_from_dict(_cfg([1, 8, 8], **entry))
     text = str(info.value)
     assert message in text and "attacks[0]" in text and "\n" not in text
+
+
+def test_scan_with_l0_threats_writes_a_valid_report(
+    tmp_path: Path, tiny_config: Any, cli: Any, validate_report: Any, plain_model_path: Path
+) -> None:
+    """End to end: L0 budgets as counts and shares, both units, in the report as written."""
+    attacks = [
+        {"name": "pgd-l0", "norm": "l0", "eps": [1, "5%"]},
+        {"name": "sparse-rs", "norm": "l0", "eps": ["5%"], "access": "score", "queries": 100},
+        {"name": "pgd-l0", "norm": "l0", "l0_unit": "feature", "eps": [2]},
+    ]
+    model = {"input_shape": None}  # the shape, so the shares, come from the data
+    cfg = tiny_config(tmp_path, attacks=attacks, model=model, report={"formats": ["json"]},
+                      data={"samples": 20})  # fmt: skip
+    out = tmp_path / "out"
+    r = cli("scan", plain_model_path, "--config", cfg, "--out", out)
+    assert r.exit_code == 0, r.output
+    doc = json.loads((out / "report.json").read_text())
+    validate_report(doc)
+    keys = {t["key"] for t in doc["threats"]}
+    assert {"white-box/l0/1", "white-box/l0/5%", "score/l0/5%", "white-box/l0-feature/2"} <= keys
+    assert {t["eps"] for t in doc["threats"] if t["key"].endswith("5%")} == {3}
