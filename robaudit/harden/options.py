@@ -11,8 +11,11 @@ from typing import Any
 from robaudit import norms
 from robaudit.config import Config
 from robaudit.errors import UserInputError
-from robaudit.norms import CONFIG_NORMS as NORMS
+from robaudit.norms import CONFIG_NORMS
 from robaudit.threat import Threat, format_eps
+
+# adversarial training steps in a ball of a real-valued norm; L0 counts are audited, not trained
+NORMS = tuple(n for n in CONFIG_NORMS if not norms.get(n).counts)
 
 # method -> its training stages, in order (distill trains a teacher, then the student)
 METHODS: dict[str, tuple[str, ...]] = {
@@ -180,10 +183,13 @@ def _config_threat(cfg: Config, norm: str | None) -> Threat | None:
     from robaudit.attacks.base import registry
 
     for g in cfg.gate.min_robust_accuracy:
-        if g.access == "white-box" and g.variant == "model" and norm in (None, g.norm):
+        trainable = g.norm in NORMS
+        if g.access == "white-box" and g.variant == "model" and norm in (None, g.norm) and trainable:
             return Threat(g.norm, g.budget)
     reg = registry()
     for spec in cfg.attacks:
+        if spec.norm not in NORMS:
+            continue
         if spec.access != "white-box" or norm not in (None, spec.norm) or not spec.eps:
             continue
         if any(reg[m].requires == "gradients" for m, _ in spec.members()):
