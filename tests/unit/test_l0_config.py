@@ -115,3 +115,20 @@ def test_scan_with_l0_threats_writes_a_valid_report(
     keys = {t["key"] for t in doc["threats"]}
     assert {"white-box/l0/1", "white-box/l0/5%", "score/l0/5%", "white-box/l0-feature/2"} <= keys
     assert {t["eps"] for t in doc["threats"] if t["key"].endswith("5%")} == {3}
+
+
+def test_api_finds_a_threat_by_its_share(
+    digits_test: tuple[Any, Any], plain_model_path: Path
+) -> None:
+    import robaudit
+
+    x, y = digits_test
+    attack = {"name": "sparse-rs", "norm": "l0", "eps": ["5%"], "access": "score", "queries": 50}
+    cfg = {"version": 1, "model": {}, "attacks": [attack], "engine": {"device": "cpu"},
+           "report": {"examples": 0}, "gate": {"fail_on_findings": "none"}}  # fmt: skip
+    report = robaudit.scan(plain_model_path, (x[:20].numpy(), y[:20].numpy()), config=cfg)
+    share = report.robust_accuracy("l0", "5%", access="score")
+    assert share.threat == "score/l0/5%"
+    assert float(share) == float(report.robust_accuracy("l0", 3, access="score"))
+    with pytest.raises(robaudit.UnknownThreatError, match="'10%'"):
+        report.robust_accuracy("l0", "10%", access="score")
