@@ -171,5 +171,5 @@ def _dump(cfg: Config) -> dict[str, Any]:
         if g.eps is not None and g._eps_label:
             raw["eps"] = g._eps_label
         elif g.pending_eps is not None:
-            raw["eps"] = g.pending_eps[0]
+            raw["eps"] = g.pending_eps
     return doc

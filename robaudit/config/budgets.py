@@ -10,12 +10,17 @@ still asks about one). The label stays as written ("5%"), so the report reads as
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, Field, model_validator
 
 from robaudit import norms
+from robaudit.norms.l0 import with_unit
 from robaudit.threat import _short_repr, parse_eps
+
+L0Unit = Literal["pixel", "feature"]
 
 
 def is_share(value: object) -> bool:
@@ -72,3 +77,55 @@ def check_kind(norm: str, written: Sequence[Any], eps: Sequence[float] | None) -
             f"eps {numbers[0]:g}: an {norm} budget is a whole number of {unit}s or a share of "
             "them like '5%'"
         )
+
+
+class L0Budgets(BaseModel):
+    """What an entry with a norm and budgets (an attack, a gate threshold) adds for L0:
+    ``l0_unit``, and shares held as written until the input's size is known."""
+
+    l0_unit: L0Unit | None = Field(
+        None, exclude_if=lambda v: v is None,
+        description="l0 budgets: count pixels (all channels of a position together; the "
+        "default) or single features (tabular and sequence models); sets norm to l0-feature",
+    )  # fmt: skip
+    # budgets as written while one is a share ("5%") and the input's size is not known yet
+    pending_eps: list[Any] | str | None = Field(None, exclude=True)
+    if TYPE_CHECKING:  # the entry's own fields
+        norm: str
+        eps: Any
+
+    @model_validator(mode="before")
+    @classmethod
+    def _hold_shares(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("eps") is None:
+            return data
+        raw = data["eps"]
+        written = split(raw)
+        if written is None:
+            return data
+        out = {k: v for k, v in data.items() if k != "eps"}
+        out["pending_eps"] = written if isinstance(raw, list) else raw
+        return out
+
+    @model_validator(mode="after")
+    def _l0_unit_and_kind(self) -> L0Budgets:
+        if self.l0_unit is not None:
+            self.norm = with_unit(self.norm, self.l0_unit)
+        pending = self.pending_eps
+        written = [] if pending is None else pending if isinstance(pending, list) else [pending]
+        eps = self.eps if isinstance(self.eps, list) else [] if self.eps is None else [self.eps]
+        check_kind(self.norm, written, eps)
+        return self
+
+
+def count_shares(shape: Sequence[int] | None, entries: Iterable[L0Budgets]) -> None:
+    """Each entry's shares counted against an input of ``shape`` (nothing while unknown)."""
+    if shape is None:
+        return
+    for e in entries:
+        written = e.pending_eps
+        if written is None:
+            continue
+        counted = resolve(written if isinstance(written, list) else [written], e.norm, shape)
+        e.eps = counted if isinstance(written, list) else counted[0]
+        e.pending_eps = None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -23,14 +23,13 @@ from pydantic import (
 from robaudit.access import AccessName
 from robaudit.attacks.base import AttackParams, registry
 from robaudit.attacks.batteries import BATTERY_PARAMS, battery_members
-from robaudit.config import budgets
+from robaudit.config.budgets import L0Budgets, count_shares
 from robaudit.config.certification import CertifiedThreshold, CertifySection
 from robaudit.config.decision import DecisionRule
 from robaudit.config.messages import did_you_mean
 from robaudit.config.natural import NaturalSection
 from robaudit.errors import ConfigError
 from robaudit.inputs import InputSpec
-from robaudit.norms.l0 import with_unit
 from robaudit.threat import Threat, _short_repr, parse_eps
 
 PRESETS_DIR = Path(__file__).parent.parent / "presets"
@@ -55,11 +54,6 @@ MAX_CONFIG_DEPTH = 64
 MAX_SEED = 2**32 - 1
 
 Norm = Literal["linf", "l2", "l0", "l0-feature"]
-L0Unit = Literal["pixel", "feature"]
-_L0_UNIT_HELP = (
-    "l0 budgets: count pixels (all channels of a position together; the default) or single "
-    "features (tabular and sequence models); sets norm to l0-feature"
-)
 Format = Literal["json", "html", "csv", "md", "junit"]
 # report.json, report.html, results.csv, summary.md (CI step summaries), junit.xml (CI test views)
 FORMATS: tuple[Format, ...] = ("json", "html", "csv", "md", "junit")
@@ -194,7 +188,7 @@ class DataSection(_Section):
     )
 
 
-class AttackSpec(BaseModel):
+class AttackSpec(L0Budgets):
     """One attack at one or more budgets; its own parameters sit beside name, norm and eps."""
 
     model_config = ConfigDict(extra="allow")
@@ -208,9 +202,6 @@ class AttackSpec(BaseModel):
         None, description="budgets; omitted: the budget profile's for this norm (profile:)"
     )
     access: Access = "white-box"
-    l0_unit: L0Unit | None = Field(None, exclude_if=lambda v: v is None, description=_L0_UNIT_HELP)
-    # budgets as written while one is a share ("5%") and the input's size is not known yet
-    pending_eps: list[Any] | None = Field(None, exclude=True)
     # eps: profile (or omitted) takes every budget of the profile; eps: headline its headline
     headline_only: bool = Field(False, exclude=True)
     _params: AttackParams | None = PrivateAttr(default=None)
@@ -222,7 +213,7 @@ class AttackSpec(BaseModel):
         if isinstance(data, dict) and data.get("eps") in ("profile", "headline"):
             data = {**data, "headline_only": data["eps"] == "headline"}
             data.pop("eps")
-        return _hold_shares(data)
+        return data
 
     @field_validator("eps", mode="before")
     @classmethod
@@ -238,13 +229,6 @@ class AttackSpec(BaseModel):
     def _one_of_name_or_battery(self) -> AttackSpec:
         if (self.name is None) == (self.battery is None):
             raise ValueError("give either name (one attack) or battery (e.g. autoattack)")
-        return self
-
-    @model_validator(mode="after")
-    def _l0_budgets(self) -> AttackSpec:
-        if self.l0_unit is not None:
-            self.norm = cast(Norm, with_unit(self.norm, self.l0_unit))
-        budgets.check_kind(self.norm, self.pending_eps or [], self.eps)
         return self
 
     @field_validator("name")
@@ -291,18 +275,6 @@ class AttackSpec(BaseModel):
         return [Threat(self.norm, e, self.access, lab) for e, lab in zip(self.eps, labels, strict=True)]
 
 
-def _hold_shares(data: Any) -> Any:
-    """An entry whose eps holds a share ("5%") keeps it as written in ``pending_eps``."""
-    if not isinstance(data, dict) or data.get("eps") is None:
-        return data
-    written = budgets.split(data["eps"])
-    if written is None:
-        return data
-    out = {k: v for k, v in data.items() if k != "eps"}
-    out["pending_eps"] = written
-    return out
-
-
 class DefenseSpec(BaseModel):
     """One defense, audited as a variant of the model; its own parameters sit beside name."""
 
@@ -337,7 +309,7 @@ class DefenseSpec(BaseModel):
         return cls(params)
 
 
-class GateThreshold(_Section):
+class GateThreshold(_Section, L0Budgets):
     """A minimum robust accuracy at one threat (of the bare model unless ``variant`` says)."""
 
     norm: Norm
@@ -345,21 +317,7 @@ class GateThreshold(_Section):
     value: float = Field(ge=0.0, le=1.0)
     access: Access = "white-box"
     variant: str = Field("model", description="'model' or a defense variant's label")
-    l0_unit: L0Unit | None = Field(None, exclude_if=lambda v: v is None, description=_L0_UNIT_HELP)
-    pending_eps: list[Any] | None = Field(None, exclude=True)  # a share, until the size is known
     _eps_label: str = PrivateAttr(default="")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _shares(cls, data: Any) -> Any:
-        return _hold_shares(data)
-
-    @model_validator(mode="after")
-    def _l0_budget(self) -> GateThreshold:
-        if self.l0_unit is not None:
-            self.norm = cast(Norm, with_unit(self.norm, self.l0_unit))
-        budgets.check_kind(self.norm, self.pending_eps or [], [] if self.eps is None else [self.eps])
-        return self
 
     @field_validator("eps", mode="before")
     @classmethod
@@ -523,19 +481,8 @@ class Config(_Section):
         return out
 
     @model_validator(mode="after")
-    def _count_shares(self) -> Config:
-        """Budgets written as shares ("5%") counted once the input's size is known."""
-        shape = self.model.input_shape
-        if shape is None:
-            return self
-        for spec in self.attacks:
-            if spec.pending_eps is not None:
-                spec.eps = budgets.resolve(spec.pending_eps, spec.norm, shape)
-                spec.pending_eps = None
-        for g in self.gate.min_robust_accuracy:
-            if g.pending_eps is not None:
-                g.eps = budgets.resolve(g.pending_eps, g.norm, shape)[0]
-                g.pending_eps = None
+    def _count_shares(self) -> Config:  # L0 shares ("5%"), once the input's size is known
+        count_shares(self.model.input_shape, [*self.attacks, *self.gate.min_robust_accuracy])
         return self
 
     def threats(self) -> list[Threat]:

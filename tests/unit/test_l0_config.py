@@ -70,6 +70,11 @@ def test_gate_threshold_as_a_share() -> None:
     doc["gate"] = {"min_robust_accuracy": [{"norm": "l0", "eps": "5%", "value": 0.5}]}
     cfg = config_from_dict(doc)
     assert cfg.gate.min_robust_accuracy[0].eps == 3.0
+    unfitted = copy.deepcopy(doc)
+    del unfitted["model"]["input_shape"]
+    fitted, _ = fit_config(config_from_dict(unfitted), input_shape=(1, 8, 8))
+    assert fitted.gate.min_robust_accuracy[0].eps == 3.0
+    assert fitted.gate.min_robust_accuracy[0]._eps_label == "5%"
     doc["gate"]["min_robust_accuracy"][0]["eps"] = "10%"  # 6 pixels: no such threat
     with pytest.raises(ConfigError, match="min_robust_accuracy"):
         config_from_dict(doc)
