@@ -136,7 +136,7 @@ def fit_config(
                 f"{source}: attacks[{i}].eps: profile {profile.name} has no {spec.norm} budgets; "
                 f"give eps (norms with budgets here: {', '.join(profile.budgets)})"
             )
-        if spec.eps is None:
+        if spec.eps is None and spec.pending_eps is None:
             raw["eps"] = (
                 [profile.headline_eps(spec.norm, span)]
                 if spec.headline_only
@@ -170,7 +170,11 @@ def _dump(cfg: Config) -> dict[str, Any]:
         if spec.eps is not None:
             labels = spec._eps_labels or [""] * len(spec.eps)
             raw["eps"] = [lab or e for e, lab in zip(spec.eps, labels, strict=True)]
+        elif spec.pending_eps is not None:  # shares ("5%"), counted once the shape is known
+            raw["eps"] = list(spec.pending_eps)
     for g, raw in zip(cfg.gate.min_robust_accuracy, doc["gate"]["min_robust_accuracy"], strict=True):
         if g.eps is not None and g._eps_label:
             raw["eps"] = g._eps_label
+        elif g.pending_eps is not None:
+            raw["eps"] = g.pending_eps
     return doc

@@ -8,6 +8,7 @@ from, where pickles find them, and what the pytest plugin recognises.
 from __future__ import annotations
 
 import copy
+import math
 import os
 from collections.abc import Mapping, Sequence
 from operator import attrgetter
@@ -164,17 +165,20 @@ class Report:
         return self._paths.get("html")
 
     def threat(self, norm: str, eps: float | str, access: str = "white-box") -> ThreatRow:
-        """The row for one threat; eps matches within 1e-9 and may be a string like ``"8/255"``."""
+        """The row for one threat; eps matches within 1e-9 and may be a string like ``"8/255"``,
+        or an L0 share as the config wrote it (``"5%"``, matched by its label)."""
+        share = eps.strip() if isinstance(eps, str) and eps.strip().endswith("%") else None
         try:
-            e = parse_eps(eps)
+            e = parse_eps(eps) if share is None else math.nan
         except ValueError as exc:
             raise UnknownThreatError(str(exc)) from None
         for t in self._result.threats:
-            if t.norm == norm and t.access == access and abs(t.eps - e) <= EPS_TOLERANCE:
+            same = t.eps_label == share if share else abs(t.eps - e) <= EPS_TOLERANCE
+            if t.norm == norm and t.access == access and same:
                 return t
         have = ", ".join(f"({t.norm!r}, {t.eps_label!r}, {t.access!r})" for t in self._result.threats)
         raise UnknownThreatError(
-            f"no threat ({norm!r}, {format_eps(e)!r}, {access!r}) in this report; "
+            f"no threat ({norm!r}, {share or format_eps(e)!r}, {access!r}) in this report; "
             f"available (norm, eps, access): {have or 'none'}"
         )
 

@@ -1,6 +1,6 @@
 """Attack families; importing this package registers the built-in attacks."""
 
-from robaudit.attacks import (  # noqa: F401  (imported to register)
+from robaudit.attacks import (  # noqa: F401  (imported to register)  # noqa: F401  (L0, registered)
     apgd,
     constrained_search,
     cw,
@@ -11,7 +11,10 @@ from robaudit.attacks import (  # noqa: F401  (imported to register)
     noise,
     patch_pgd,
     patch_rs,
+    pgd_l0,
+    sigma_zero,
     simba,
+    sparse_rs,
     square,
     transfer,
 )

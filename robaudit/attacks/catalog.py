@@ -40,7 +40,7 @@ class AttackInfo:
     constrained: bool = False
 
 
-_ROWS = (
+_ROWS: tuple[AttackInfo, ...] = (
     AttackInfo(
         name="noise",
         summary="Random noise at the full budget (baseline, not an attack)",
@@ -163,6 +163,37 @@ _ROWS = (
         norms=("patch",),
         requires="scores",
         needs_image=True,
+    ),
+)
+
+# L0 (issue 16): counted in pixels ("l0") or single numbers ("l0-feature")
+_L0 = ("l0", "l0-feature")
+_ROWS += (
+    AttackInfo(
+        name="pgd-l0",
+        summary="PGD-L0: L1-normalized gradient steps projected onto the L0 ball ∩ box",
+        paper="Croce & Hein 2019, 'Sparse and Imperceivable Adversarial Attacks' (ICCV)",
+        cost_rank=15,
+        norms=_L0,
+    ),
+    AttackInfo(
+        name="sigma-zero",
+        summary="σ-zero: minimal-L0 attack on a smooth L0 approximation with an adaptive "
+        "sparsity threshold",
+        paper="Cinà, Villani, Pintor, Schönherr, Biggio & Pelillo 2025, 'σ-zero: Gradient-based "
+        "Optimization of ℓ0-norm Adversarial Examples' (ICLR)",
+        cost_rank=40,
+        norms=_L0,
+        minimal_norm=True,
+    ),
+    AttackInfo(
+        name="sparse-rs",
+        summary="Sparse-RS: score-based random search over which pixels to change (L0)",
+        paper="Croce, Andriushchenko, Singh, Flammarion & Hein 2022, 'Sparse-RS: a versatile "
+        "framework for query-efficient sparse black-box adversarial attacks' (AAAI)",
+        cost_rank=60,
+        norms=_L0,
+        requires="scores",
     ),
 )
 

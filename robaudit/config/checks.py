@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from pydantic import (
     ValidationError,
 )
@@ -38,12 +36,11 @@ def check_eps(source: str, i: int, spec: AttackSpec, model: ModelSection) -> lis
         return []
     lo, hi = model.bounds
     span = hi - lo
-    dims = math.prod(model.input_shape)
     norm = norms.get(spec.norm)
-    limit = norm.covering_radius(span, dims)
+    limit = norm.covering(span, model.input_shape)
     out = []
     for j, e in enumerate(spec.eps):
-        if norm.beyond_range(e, span, dims):
+        if norm.beyond_range(e, span, model.input_shape):
             out.append(
                 f"{source}: attacks[{i}].eps[{j}]: {e:g} is larger than the whole input range "
                 f"({spec.norm} budget at most {limit:g} for bounds {list(model.bounds)})"

@@ -23,6 +23,7 @@ from pydantic import (
 from robaudit.access import AccessName
 from robaudit.attacks.base import AttackParams, registry
 from robaudit.attacks.batteries import BATTERY_PARAMS, battery_members
+from robaudit.config.budgets import L0Budgets, count_shares
 from robaudit.config.certification import CertifiedThreshold, CertifySection
 from robaudit.config.decision import DecisionRule
 from robaudit.config.messages import did_you_mean
@@ -54,7 +55,7 @@ MAX_CONFIG_DEPTH = 64
 # numpy's RandomState (the seeded sample subset) takes seeds in [0, 2**32 - 1]
 MAX_SEED = 2**32 - 1
 
-Norm = Literal["linf", "l2", "snr"]
+Norm = Literal["linf", "l2", "l0", "l0-feature", "snr"]
 Format = Literal["json", "html", "csv", "md", "junit"]
 # report.json, report.html, results.csv, summary.md (CI step summaries), junit.xml (CI test views)
 FORMATS: tuple[Format, ...] = ("json", "html", "csv", "md", "junit")
@@ -214,7 +215,7 @@ def _db_as_eps(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class AttackSpec(BaseModel):
+class AttackSpec(L0Budgets):
     """One attack at one or more budgets; its own parameters sit beside name, norm and eps."""
 
     model_config = ConfigDict(extra="allow")
@@ -337,7 +338,7 @@ class DefenseSpec(BaseModel):
         return cls(params)
 
 
-class GateThreshold(_Section):
+class GateThreshold(_Section, L0Budgets):
     """A minimum robust accuracy at one threat (of the bare model unless ``variant`` says)."""
 
     norm: Norm
@@ -512,6 +513,11 @@ class Config(_Section):
                 ],
             }
         return out
+
+    @model_validator(mode="after")
+    def _count_shares(self) -> Config:  # L0 shares ("5%"), once the input's size is known
+        count_shares(self.model.input_shape, [*self.attacks, *self.gate.min_robust_accuracy])
+        return self
 
     def threats(self) -> list[Threat]:
         """Every distinct threat in the config, sorted by access, norm and eps."""

@@ -14,8 +14,9 @@ from robaudit.errors import UserInputError
 from robaudit.norms import CONFIG_NORMS, REGISTRY
 from robaudit.threat import Threat, format_eps
 
-# adversarial training takes budgets that are lengths (snr's per-sample dB balls: not yet)
-NORMS = tuple(n for n in CONFIG_NORMS if REGISTRY[n].scales_with_range)
+# adversarial training steps in a ball of a real-valued norm whose budgets are lengths: L0
+# counts are audited, not trained; snr's per-sample dB balls not yet
+NORMS = tuple(n for n in CONFIG_NORMS if REGISTRY[n].scales_with_range and not REGISTRY[n].counts)
 
 # method -> its training stages, in order (distill trains a teacher, then the student)
 METHODS: dict[str, tuple[str, ...]] = {
@@ -188,6 +189,8 @@ def _config_threat(cfg: Config, norm: str | None) -> Threat | None:
             return Threat(g.norm, g.budget)
     reg = registry()
     for spec in cfg.attacks:
+        if spec.norm not in NORMS:
+            continue
         if spec.access != "white-box" or norm not in (None, spec.norm) or not spec.eps:
             continue
         if spec.norm not in NORMS:  # a budget that is no length (snr) trains nothing here

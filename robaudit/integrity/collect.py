@@ -57,6 +57,6 @@ def collect_findings(
         if halted():
             not_run.append("sanity check (RA008)")
         else:
-            found = sanity(clf, x, y, er.correct, seed, pre)
+            found = sanity(clf, x, y, er.correct, seed, pre, [t.norm for t in cfg.threats()])
             findings += [found] if found else []
     return findings, not_run

@@ -127,7 +127,7 @@ def _straight_through(
     return [replace(p, search=copy) if p.attack.requires == "gradients" else p for p in plan]
 
 
-TITLES = {"square": "Square", "simba": "SimBA"}
+TITLES = {"square": "Square", "simba": "SimBA", "sparse-rs": "Sparse-RS"}
 
 
 def gradient_free(queries: int, image: bool) -> Attack:

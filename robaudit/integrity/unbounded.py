@@ -3,6 +3,9 @@ if it does not, the evaluation (not the model) is broken."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import torch
 
 from robaudit.classifier import Classifier
@@ -11,6 +14,7 @@ from robaudit.findings import finding
 from robaudit.integrity.probes import PROBE, SANITY_LEFT, SANITY_QUERIES, Preflight
 from robaudit.integrity.reactions import TITLES, gradient_free
 from robaudit.loading.samples import Images
+from robaudit.norms import get as get_norm
 from robaudit.results import Finding
 from robaudit.threat import Threat
 
@@ -22,12 +26,15 @@ def sanity(
     correct: torch.Tensor,
     seed: int,
     pre: Preflight | None = None,
+    norms: Sequence[str] = (),
 ) -> Finding | None:
     """RA008: an attack with an eps covering the whole input range must break ~all.
 
     PGD (margin loss) searches on the straight-through copy when the reactions made one; where
     gradients are dead and no copy exists, Square (gradient-free) joins it, so the check judges
-    the evaluation robaudit actually ran, not the bare gradient attack it replaced.
+    the evaluation robaudit actually ran, not the bare gradient attack it replaced. Each
+    counting norm among ``norms`` (L0) gets its own check with its own attacks at a budget of
+    every pixel: PGD-L0, joined by Sparse-RS where gradients are dead.
     """
     from robaudit.attacks.fgsm_pgd import PGD, PGDParams
 
@@ -36,24 +43,55 @@ def sanity(
         return None
     span = clf.bounds[1] - clf.bounds[0]
     search = pre.bpda if pre is not None else None
-    attack = PGD(PGDParams(steps=20, rel_step_size=0.1, loss="margin"))
-    threat = Threat("linf", span)
-    plan = [PlannedAttack(-1, attack, threat, search=search)]
     dead = pre is not None and pre.masked_gradients and not pre.margin_gradients_ok
-    if dead and search is None and clf.access != "decision":
+    extra = dead and search is None and clf.access != "decision"
+    threat = Threat("linf", span)
+    first = PlannedAttack(-1, PGD(PGDParams(steps=20, rel_step_size=0.1, loss="margin")), threat,
+                          search=search)  # fmt: skip
+    plan = [first]
+    if extra:
         plan.append(PlannedAttack(-2, gradient_free(SANITY_QUERIES, len(x.shape) == 4), threat))
+    copy = ", straight-through copy)" if search is not None else ")"
+    found = _check(clf, x, y, idx, plan, seed, f"PGD-20 (margin loss{copy}", f"at Linf eps "
+                   f"{span:g} (the whole input range)")  # fmt: skip
+    for name in dict.fromkeys(n for n in norms if get_norm(n).counts):
+        if found is not None:
+            break
+        full = get_norm(name).covering(span, x.shape[1:])
+        unit = getattr(get_norm(name), "unit", "unit")
+        found = _check(clf, x, y, idx, _l0_plan(clf, name, x, search, extra), seed,
+                       "PGD-L0" + (" (straight-through copy)" if search is not None else ""),
+                       f"at {name} eps {full:g} (every {unit})")  # fmt: skip
+    return found
+
+
+def _l0_plan(clf: Classifier, name: str, x: Images, search: Any, extra: bool
+             ) -> list[PlannedAttack]:  # fmt: skip
+    """PGD-L0 at a budget of every unit, and Sparse-RS where gradients are dead."""
+    from robaudit.attacks.pgd_l0 import PGDL0
+    from robaudit.attacks.sparse_rs import SparseRS, SparseRSParams
+
+    span = clf.bounds[1] - clf.bounds[0]
+    threat = Threat(name, get_norm(name).covering(span, x.shape[1:]))
+    plan = [PlannedAttack(-1, PGDL0(), threat, search=search)]
+    if extra:
+        plan.append(PlannedAttack(-2, SparseRS(SparseRSParams(queries=SANITY_QUERIES)), threat))
+    return plan
+
+
+def _check(clf: Classifier, x: Images, y: torch.Tensor, idx: torch.Tensor,
+           plan: list[PlannedAttack], seed: int, how: str, where: str) -> Finding | None:  # fmt: skip
+    """RA008 when the plan leaves more than SANITY_LEFT of the probed samples standing."""
     res = run_plan(clf, x[idx], y[idx], plan, seed=seed, batch_size=len(idx), cascade=True)
     broken = torch.zeros_like(res.correct)
     for c in res.cells:
         broken |= c.broken
     left = int((res.correct & ~broken).sum())
-    if left > SANITY_LEFT * idx.numel():
-        how = "PGD-20 (margin loss" + (", straight-through copy)" if search is not None else ")")
-        if len(plan) > 1:
-            how += f" and {TITLES[plan[1].attack.name]} ({SANITY_QUERIES} queries)"
-        return finding(
-            "RA008",
-            f"{how} at Linf eps {span:g} (the whole input range) left {left} of "
-            f"{idx.numel()} probed samples correctly classified",
-        )
-    return None
+    if left <= SANITY_LEFT * idx.numel():
+        return None
+    if len(plan) > 1:
+        name = plan[1].attack.name
+        how += f" and {TITLES.get(name, name)} ({SANITY_QUERIES} queries)"
+    return finding(
+        "RA008", f"{how} {where} left {left} of {idx.numel()} probed samples correctly classified"
+    )

@@ -8,6 +8,7 @@ module here plus its tests. ``CONFIG_NORMS`` are those a config may name today.
 from __future__ import annotations
 
 from robaudit.norms.base import TINY, Norm, per_sample
+from robaudit.norms.l0 import L0, L0Feature
 from robaudit.norms.l1 import L1
 from robaudit.norms.l2 import L2
 from robaudit.norms.linf import Linf
@@ -16,7 +17,8 @@ from robaudit.norms.patch import parse as parse_patch
 from robaudit.norms.snr import Snr
 
 REGISTRY: dict[str, Norm] = {n.name: n for n in (Linf(), L2(), L1())}
-CONFIG_NORMS: tuple[str, ...] = ("linf", "l2")  # L1 threats arrive with their attacks (issue 16)
+REGISTRY.update({n.name: n for n in (L0(), L0Feature())})  # pixels, single numbers
+CONFIG_NORMS: tuple[str, ...] = ("linf", "l2", "l0", "l0-feature")
 REGISTRY["snr"] = Snr()  # audio: a per-sample L2 ball set by a signal-to-noise ratio in dB
 CONFIG_NORMS += ("snr",)
 # threat sets that are no Lp ball (a patch region, its location in the name: patch@center):

@@ -6,7 +6,9 @@ radii may be a float or an N-vector.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 
 import torch
 
@@ -50,9 +52,13 @@ class Norm(ABC):
         """Which sizes (:meth:`size`) lie within the budget ``eps``."""
         return size <= eps + tolerance
 
-    def beyond_range(self, eps: float, span: float, dims: int) -> bool:
+    def beyond_range(self, eps: float, span: float, shape: Sequence[int]) -> bool:
         """Whether a budget exceeds what covers the whole input box (a config error)."""
-        return eps > self.covering_radius(span, dims) + 1e-12
+        return eps > self.covering(span, shape) + 1e-12
+
+    # a budget is a whole number of changed units (L0), so a config may also write it as a
+    # share of the input's units ("5%"); False: a length in the units of the input range
+    counts: bool = False
 
     @abstractmethod
     def measure(self, delta: torch.Tensor) -> torch.Tensor:
@@ -113,6 +119,14 @@ class Norm(ABC):
     def covering_radius(self, span: float, dims: int) -> float:
         """The smallest radius whose ball covers a box of side ``span`` in ``dims`` dimensions:
         a larger budget gives nothing more (the sanity check's "unbounded" attack)."""
+
+    def units(self, shape: Sequence[int]) -> int:
+        """How many units one input of ``shape`` has: what a share budget ("5%") is of."""
+        return math.prod(shape)
+
+    def covering(self, span: float, shape: Sequence[int]) -> float:
+        """:meth:`covering_radius` for one input of ``shape`` (L0 counts pixels, not numbers)."""
+        return self.covering_radius(span, math.prod(shape))
 
     def describe(self, eps_label: str) -> str:
         """A budget as a report prints it: ``Linf 8/255``."""

@@ -10,6 +10,8 @@ covering radius) are L2's, in L2 lengths. A larger budget in dB is a *smaller* b
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from robaudit.norms.base import per_sample
@@ -43,8 +45,8 @@ class Snr(L2):
     def fits(self, size: torch.Tensor, eps: float | torch.Tensor, tolerance: float) -> torch.Tensor:
         return size >= eps - tolerance
 
-    def beyond_range(self, eps: float, span: float, dims: int) -> bool:
-        del eps, span, dims
+    def beyond_range(self, eps: float, span: float, shape: Sequence[int]) -> bool:
+        del eps, span, shape
         return False  # every dB budget is a ball inside what covers the box
 
     def clip(

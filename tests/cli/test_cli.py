@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 import robaudit
+from robaudit import norms
 from robaudit.attacks.base import param_table, registry
 from robaudit.config import PRESET_NAMES
 from robaudit.threat import format_eps, parse_eps
@@ -76,7 +77,7 @@ def test_attacks_json(cli: Any) -> None:
     assert {"fgsm", "pgd", "noise"} <= set(by_name)
     assert set(by_name) == set(registry())
     for row in rows:
-        assert set(row["norms"]) <= {"linf", "l2"} and row["norms"]
+        assert set(row["norms"]) <= set(norms.CONFIG_NORMS) and row["norms"]
         assert row["summary"] and row["paper"]
         for p in row["params"]:
             assert {"name", "type", "default", "description"} <= set(p)

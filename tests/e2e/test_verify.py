@@ -18,6 +18,9 @@ from robaudit.attacks.base import Attack, registry
 from robaudit.export import FORMAT, AdversarialExamples
 
 EPS = {"linf": [0.1, 0.2], "l2": [0.5, 1.0], "l1": [2.0, 4.0]}  # two budgets per norm
+EPS["l0"] = [1, 3]  # pixels
+# σ-zero sparsifies over its steps: 3 steps leave nothing within 3 pixels; 30 do
+SLOWER = {"sigma-zero": {"steps": 30, "lr": 1.0}}
 SAMPLES = 30
 MODELS = ("digits_cnn.pt", "digits_cnn_robust.pt")
 # keep every attack cheap (only the fields an attack has): few iterations, one restart; CW
@@ -34,7 +37,7 @@ Exported = tuple[Path, Path, Report]
 
 def _fast_params(cls: type[Attack]) -> dict[str, Any]:
     fields = cls.Params.model_fields
-    return {k: v for k, v in FAST.items() if k in fields}
+    return {**{k: v for k, v in FAST.items() if k in fields}, **SLOWER.get(cls.name, {})}
 
 
 def every_attack_config() -> dict[str, Any]:

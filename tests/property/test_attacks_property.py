@@ -22,12 +22,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from robaudit import norms
 from robaudit.attacks.base import ACCESS_FOR_REQUIRES, Attack, registry
 from robaudit.attacks.projections import flat_norm
 from robaudit.attacks.transfer import Transfer
 from robaudit.classifier import Classifier
 from robaudit.engine import attack_view
-from robaudit.norms import get as get_norm
 from robaudit.threat import Threat
 from tests.helpers import one_thread
 
@@ -54,6 +54,9 @@ CHEAP: dict[str, dict[str, object]] = {
     "hopskipjump": {"queries": 60, "init_evals": 10, "max_iter": 4},
     "noise": {"draws": 2},
     "transfer": {"steps": 5},
+    "pgd-l0": {"steps": 5, "restarts": 2},
+    "sigma-zero": {"steps": 8},
+    "sparse-rs": {"queries": 40},
 }
 CASES = [(name, norm) for name, cls in registry().items() for norm in cls.norms]
 
@@ -107,7 +110,7 @@ def cases(draw: st.DrawFn, norm: str) -> Case:
         x = torch.full_like(x, lo if on_bounds == "all_low" else hi)
     # eps as a share of the largest budget the box allows, from tiny to all of it
     share = draw(st.sampled_from([1e-4, 0.01, 0.1, 0.3, 1.0]) | st.floats(1e-3, 1.0))
-    full = get_norm(norm).covering_radius(span, c * h * w)
+    full = norms.get(norm).covering(span, (c, h, w))  # the budget that covers the whole box
     return Case(x, lo, hi, share * full, draw(st.integers(2, 6)), seed, draw(st.booleans()))
 
 

@@ -23,6 +23,7 @@ def _inside(x_adv: torch.Tensor, x: torch.Tensor, norm: str, eps: float) -> bool
     """Every perturbation within the budget, in the norm's own units (snr: dB, per sample)."""
     n = get(norm)
     return bool(n.fits(n.size(x_adv - x, x), eps, 1e-6).all())
+EPS.update({"l0": 3, "l0-feature": 3})  # pixels; single numbers
 
 
 # the contract holds for any budget: expensive attacks run with fewer steps here
@@ -35,6 +36,8 @@ CHEAP: dict[str, dict[str, int]] = {
     "simba": {"queries": 300},
     "constrained-search": {"queries": 300},
     "hopskipjump": {"queries": 300},
+    "sigma-zero": {"steps": 100},
+    "sparse-rs": {"queries": 300},
 }
 
 
