@@ -112,6 +112,7 @@ _ROWS = (
         summary="FAB: minimal-norm attack tracking the closest linearized boundary (all classes)",
         paper="Croce & Hein 2020",
         cost_rank=70,
+        norms=("linf", "l2", "l1"),
         minimal_norm=True,
     ),
     AttackInfo(
@@ -119,6 +120,7 @@ _ROWS = (
         summary="Targeted FAB: one minimal-norm run per top-k wrong class, smallest kept",
         paper="Croce & Hein 2020",
         cost_rank=75,
+        norms=("linf", "l2", "l1"),
         minimal_norm=True,
     ),
     AttackInfo(
