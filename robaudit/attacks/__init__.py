@@ -4,6 +4,7 @@ from robaudit.attacks import (  # noqa: F401  (imported to register)
     apgd,
     cw,
     deepfool,
+    ead,
     fab,
     fgsm_pgd,
     hopskipjump,

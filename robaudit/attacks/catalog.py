@@ -139,6 +139,14 @@ _ROWS = (
         norms=("l2",),
         minimal_norm=True,
     ),
+    AttackInfo(
+        name="ead",
+        summary="EAD (elastic-net C&W): minimal-norm L1 attack (FISTA with L1 shrinkage, binary search over c)",
+        paper="Chen, Sharma, Zhang, Yi & Hsieh 2018, 'EAD: Elastic-Net Attacks to Deep Neural Networks'",
+        cost_rank=80,
+        norms=("l1",),
+        minimal_norm=True,
+    ),
 )
 
 # the rows by attack name, cheapest first

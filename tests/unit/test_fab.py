@@ -28,7 +28,7 @@ from robaudit.attacks.projections import flat_norm
 from robaudit.classifier import Classifier
 from robaudit.models.digits import DigitsCNN
 from robaudit.threat import Threat
-from tests.helpers import Affine, one_thread
+from tests.helpers import Affine, affine_l1_distance, l1_lp, one_thread
 
 C, D = 10, 16
 NORMS = ("l2", "linf", "l1")
@@ -129,17 +129,6 @@ def test_projection_without_the_box_is_the_closed_form(norm: str) -> None:
     torch.testing.assert_close(got, want)
 
 
-def _l1_lp(w: torch.Tensor, r: float, low: torch.Tensor, high: torch.Tensor) -> float | None:
-    """Independent oracle: min ‖δ‖₁ s.t. w·δ = r, low ≤ δ ≤ high as a linear program over
-    δ = δ⁺ − δ⁻ (None where infeasible)."""
-    from scipy.optimize import linprog
-
-    wn = w.numpy()
-    bounds = [(0.0, float(h)) for h in high] + [(0.0, float(-lo)) for lo in low]
-    res = linprog([1.0] * (2 * len(wn)), A_eq=[list(wn) + list(-wn)], b_eq=[r], bounds=bounds)
-    return float(res.fun) if res.status == 0 else None
-
-
 def test_l1_projection_is_optimal_against_a_linear_program() -> None:
     g = torch.Generator().manual_seed(0)
     m, d = 60, 12
@@ -155,7 +144,7 @@ def test_l1_projection_is_optimal_against_a_linear_program() -> None:
     feasible = (w * reach).sum(dim=1).abs() >= r.abs()
     assert 10 < int(feasible.sum()) < m, "both reachable and unreachable hyperplanes are tested"
     for i in range(m):
-        best = _l1_lp(w[i], float(r[i]), low[i], high[i])
+        best = l1_lp(w[i], float(r[i]), low[i], high[i])
         assert (best is not None) == bool(feasible[i])
         if best is not None:
             assert abs(float((w[i] * got[i]).sum()) - float(r[i])) < 1e-9
@@ -272,25 +261,14 @@ def test_box_constraint_is_respected_when_active() -> None:
         assert bool((flat_norm(xa - x, norm)[fooled] >= dist[fooled] * (1 - 1e-5)).all())
 
 
-def _l1_distance_in_box(clf: Classifier, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """A binary affine model's exact L1 distance to its boundary inside [0, 1] (by LP): far
-    from the box the L1 answer moves one pixel by more than the box allows."""
-    model = clf.model
-    assert isinstance(model, Affine)
-    with torch.no_grad():
-        gap = model(x).gather(1, 1 - y[:, None]).squeeze(1) - model(x).gather(
-            1, y[:, None]
-        ).squeeze(1)
-    w = (model.w.T[1 - y] - model.w.T[y]).double()
-    flat = x.flatten(1).double()
-    dist = [_l1_lp(w[i], -float(gap[i]), -flat[i], 1 - flat[i]) for i in range(x.shape[0])]
-    return torch.tensor([float("inf") if d is None else d for d in dist])
-
-
 def test_binary_model_has_one_class_to_linearize() -> None:
     clf, x, y = _affine(16, classes=2)
     for norm in NORMS:
-        dist = _l1_distance_in_box(clf, x, y) if norm == "l1" else _exact_distance(clf, x, y, norm)
+        dist = (
+            affine_l1_distance(clf.model, x, y)
+            if norm == "l1"
+            else _exact_distance(clf, x, y, norm)
+        )
         xa = FAB(FAST).run(clf, x, y, INF[norm], torch.Generator()).x_adv
         assert _fooled(clf, xa, y).all()
         assert float((flat_norm(xa - x, norm) / dist).max()) <= 1.01
