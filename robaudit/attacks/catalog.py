@@ -104,6 +104,7 @@ _ROWS = (
         summary="Square Attack: score-based random search over square patches (black-box)",
         paper="Andriushchenko, Croce, Flammarion & Hein 2020",
         cost_rank=60,
+        norms=("linf", "l2", "l1"),
         requires="scores",
         needs_image=True,  # square windows of pixels
     ),
