@@ -87,7 +87,7 @@ def test_never_below_and_within_a_few_percent_of_the_exact_l1_distance() -> None
     assert bool(_fooled(clf, out.x_adv, y).all())
     ratio = flat_norm(out.x_adv - x, "l1") / dist
     assert float(ratio.min()) >= 1 - 1e-5, "an L1 change smaller than the exact minimum"
-    assert float(ratio.median()) <= 1.02 and float(ratio.max()) <= 1.08, ratio
+    assert float(ratio.median()) <= 1.01 and float(ratio.max()) <= 1.05, ratio
 
 
 def test_l1_rule_keeps_no_larger_l1_than_the_elastic_net_rule() -> None:
