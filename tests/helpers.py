@@ -70,3 +70,35 @@ def fraud_mlp(x: torch.Tensor, y: torch.Tensor, steps: int = 200) -> nn.Module:
         nn.functional.cross_entropy(model(x), y, weight=torch.tensor([1.0, 4.0])).backward()
         opt.step()
     return model.eval()
+
+
+def l1_lp(w: torch.Tensor, r: float, low: torch.Tensor, high: torch.Tensor) -> float | None:
+    """Independent oracle: min ‖δ‖₁ s.t. w·δ = r, low ≤ δ ≤ high, as a linear program over
+    δ = δ⁺ − δ⁻ (None where infeasible): the exact L1 distance to an affine boundary in a box."""
+    from scipy.optimize import linprog
+
+    wn = w.double().tolist()
+    bounds = [(0.0, float(h)) for h in high] + [(0.0, float(-lo)) for lo in low]
+    res = linprog([1.0] * (2 * len(wn)), A_eq=[wn + [-v for v in wn]], b_eq=[r], bounds=bounds)
+    return float(res.fun) if res.status == 0 else None
+
+
+def affine_l1_distance(model: Affine, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Exact L1 distance of each sample to the affine model's decision boundary inside [0, 1]
+    (by LP, per other class): far from the faces an L1 step moves one pixel by more than the
+    box allows, so the box is part of the answer."""
+    with torch.no_grad():
+        z = model(x)
+    flat = x.flatten(1).double()
+    out = []
+    for i in range(x.shape[0]):
+        best = float("inf")
+        for k in range(z.shape[1]):
+            if k == int(y[i]):
+                continue
+            w = (model.w[:, k] - model.w[:, int(y[i])]).double()
+            gap = float(z[i, int(y[i])] - z[i, k])  # w·δ must reach it
+            d = l1_lp(w, gap, -flat[i], 1 - flat[i])
+            best = min(best, d if d is not None else float("inf"))
+        out.append(best)
+    return torch.tensor(out)

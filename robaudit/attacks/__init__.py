@@ -5,6 +5,7 @@ from robaudit.attacks import (  # noqa: F401  (imported to register)  # noqa: F4
     constrained_search,
     cw,
     deepfool,
+    ead,
     fab,
     fgsm_pgd,
     hopskipjump,

@@ -104,6 +104,7 @@ _ROWS: tuple[AttackInfo, ...] = (
         summary="Square Attack: score-based random search over square patches (black-box)",
         paper="Andriushchenko, Croce, Flammarion & Hein 2020",
         cost_rank=60,
+        norms=("linf", "l2", "l1"),
         requires="scores",
         needs_image=True,  # square windows of pixels
     ),
@@ -122,6 +123,7 @@ _ROWS: tuple[AttackInfo, ...] = (
         summary="FAB: minimal-norm attack tracking the closest linearized boundary (all classes)",
         paper="Croce & Hein 2020",
         cost_rank=70,
+        norms=("linf", "l2", "l1"),
         minimal_norm=True,
     ),
     AttackInfo(
@@ -129,6 +131,7 @@ _ROWS: tuple[AttackInfo, ...] = (
         summary="Targeted FAB: one minimal-norm run per top-k wrong class, smallest kept",
         paper="Croce & Hein 2020",
         cost_rank=75,
+        norms=("linf", "l2", "l1"),
         minimal_norm=True,
     ),
     AttackInfo(
@@ -163,6 +166,14 @@ _ROWS: tuple[AttackInfo, ...] = (
         norms=("patch",),
         requires="scores",
         needs_image=True,
+    ),
+    AttackInfo(
+        name="ead",
+        summary="EAD (elastic-net C&W): minimal-norm L1 attack (FISTA with L1 shrinkage, binary search over c)",
+        paper="Chen, Sharma, Zhang, Yi & Hsieh 2018, 'EAD: Elastic-Net Attacks to Deep Neural Networks'",
+        cost_rank=80,
+        norms=("l1",),
+        minimal_norm=True,
     ),
 )
 

@@ -23,9 +23,12 @@ def is_l2(norm: str) -> bool:
     return geometry
 
 
-def random_directions(shape: tuple[int, ...], norm: str, generator: torch.Generator) -> torch.Tensor:
-    """Random float32 directions on the CPU: Gaussian for L2, uniform in the cube for Linf."""
-    if is_l2(norm):
+def random_directions(
+    shape: tuple[int, ...], norm: str, generator: torch.Generator
+) -> torch.Tensor:
+    """Random float32 directions on the CPU: Gaussian for L2 and L1 (FAB-L1's restarts, as in
+    the paper's code), uniform in the cube for Linf."""
+    if norm == "l1" or is_l2(norm):
         return torch.randn(shape, generator=generator, dtype=torch.float32)
     return 2 * torch.rand(shape, generator=generator, dtype=torch.float32) - 1
 

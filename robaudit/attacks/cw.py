@@ -52,13 +52,26 @@ class CWParams(AttackParams):
         return float(self.binary_search_steps * self.steps)
 
 
-def _cw_objective(kappa: float) -> LossFn:
+def cw_objective(kappa: float) -> LossFn:
     """The paper's f₆ (untargeted): ``max(z_y − max_{i≠y} z_i, −κ)``, per sample."""
 
     def f(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return torch.clamp(-margin(logits, y), min=-kappa)
 
     return f
+
+
+def next_constants(
+    success: torch.Tensor, const: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The paper's search over c, per sample: bisect once bracketed, ×10 while no success yet.
+
+    Returns the next (const, lower, upper); EAD uses the same search.
+    """
+    upper = torch.where(success, torch.minimum(upper, const), upper)
+    lower = torch.where(success, lower, torch.maximum(lower, const))
+    const = torch.where(torch.isfinite(upper), (lower + upper) / 2, const * 10)
+    return const, lower, upper
 
 
 def _to_tanh_space(x: torch.Tensor, lo: float, scale: float) -> torch.Tensor:
@@ -92,11 +105,7 @@ class CarliniWagnerL2(Attack[CWParams]):
         upper = torch.full((n,), float("inf"), device=x.device, dtype=x.dtype)
         for _ in range(p.binary_search_steps):
             success = run.minimize(const)
-            # the paper's search over c: bisect once bracketed, ×10 while no success yet
-            upper = torch.where(success, torch.minimum(upper, const), upper)
-            lower = torch.where(success, lower, torch.maximum(lower, const))
-            bracketed = torch.isfinite(upper)
-            const = torch.where(bracketed, (lower + upper) / 2, const * 10)
+            const, lower, upper = next_constants(success, const, lower, upper)
         return AttackOutput(x_adv=run.best.clamp(*clf.bounds))
 
 
@@ -126,7 +135,7 @@ class _Run:
         self.clf, self.x, self.y, self.p = clf, x, y, p
         self.lo, hi = clf.bounds
         self.scale = (hi - self.lo) / 2.0
-        self.f_loss = _cw_objective(p.kappa)
+        self.f_loss = cw_objective(p.kappa)
         self.w0 = _to_tanh_space(x, self.lo, self.scale)
         self.best = x.clone()
         self.best_d2 = torch.full((x.shape[0],), float("inf"), device=x.device, dtype=x.dtype)

@@ -1,5 +1,6 @@
 """Square Attack (Andriushchenko, Croce, Flammarion & Hein 2020, "Square Attack: a
-query-efficient black-box adversarial attack via random search"), Linf and L2, score-based.
+query-efficient black-box adversarial attack via random search"), Linf, L2 and L1 (the L1
+version of Croce & Hein 2021, "Mind the box", as in AutoAttack's L1 protocol), score-based.
 
 A random search that needs only the model's scores. Each iteration changes the current point
 inside one random h×h square (all channels) and keeps the change only if the loss improved, so
@@ -14,6 +15,9 @@ covers a fraction ``p`` of the image, with ``p`` halved after iterations 10, 50,
   random sign per channel, scaled to norm eps. An update picks two squares W1 and W2: it adds
   a unit bump pattern to W1's old direction, zeroes W2, and gives W1 all the mass taken from
   W1 ∪ W2 plus a share of the budget unused (lost to the box), so the norm stays at eps.
+* L1: the L2 scheme with L1 masses: a start of tiles of unit-L1 patterns (sharper bumps,
+  weights 1/k⁴) projected onto the L1 ball ∩ box, and updates that move the L1 mass of W1 ∪
+  W2, plus a share of the budget unused, into W1; squares have an odd side of at least 3.
 
 ``p_init`` defaults to 0.8, AutoAttack's setting, rather than the paper's ImageNet values (0.05
 Linf, 0.1 L2): the schedule shrinks squares within a few percent of the budget anyway, and on
@@ -42,6 +46,7 @@ from robaudit.attacks.square_proposals import (  # noqa: F401  (re-exported: tes
     BLOCK,
     Proposer,
     bump,
+    l1_pattern,
     l2_pattern,
     propose,
     propose_l2,
@@ -139,7 +144,7 @@ class _Best:
 
 _Score = Callable[
     [torch.Tensor, torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-]
+]  # fmt: skip
 
 
 def _scorer(loss: str) -> _Score:
@@ -242,7 +247,10 @@ class Square(Attack[SquareParams]):
         run = _Restart(clf, prop, score, best, queries, trace, budget)
         run.begin(idx, y[idx], t0, start, loss, pred, won)
         height, width = int(x.shape[-2]), int(x.shape[-1])
-        run.search(_segments(budget, p.p_init, height, width), generator)
+        sides = [
+            (prop.side(h, height, width), k) for h, k in _segments(budget, p.p_init, height, width)
+        ]
+        run.search(sides, generator)
         return targets
 
 
@@ -270,7 +278,7 @@ class _Restart:
         """The samples at the start; those the start already made win leave at once."""
         # the search's own state: positions in the batch, labels, targets, current point, its
         # loss and prediction, whether it still searches, and its best loss before the restart
-        self.rows, self.y0, self.t0, self.xcur, self.lcur, self.pcur = rows, y0, t0, xcur, lcur, pcur
+        self.rows, self.y0, self.t0, self.xcur, self.lcur, self.pcur = rows, y0, t0, xcur, lcur, pcur  # fmt: skip
         self.alive = torch.ones_like(lcur, dtype=torch.bool)
         self.frozen = self.best.loss[rows]
         self.select((~won).nonzero().flatten())

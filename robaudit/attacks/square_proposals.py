@@ -1,4 +1,4 @@
-"""Square Attack's proposals: where the next square goes and what it holds, Linf and L2.
+"""Square Attack's proposals: where the next square goes and what it holds, Linf, L2 and L1.
 
 The search (:mod:`robaudit.attacks.square`) is sequential per sample, but its randomness is
 not: a proposer draws the squares of up to ``BLOCK`` iterations at once from the explicit
@@ -10,6 +10,7 @@ host work proportional to the batch.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import torch
 
@@ -18,6 +19,7 @@ from robaudit.attacks.projections import clip_to_ball, flat_norm, per_sample
 
 _TINY = 1e-12
 _ROUNDING = 5e-7  # L2: norms this far past eps are rounding (the engine allows 1e-6)
+_L1_MARGIN = 1e-6  # L1: candidates aim at eps·(1 − this), clear of float rounding
 BLOCK = 64  # iterations drawn ahead
 BLOCK_ELEMENTS = 1 << 21  # cap on the elements of one block's precomputed tensors
 
@@ -25,17 +27,18 @@ BLOCK_ELEMENTS = 1 << 21  # cap on the elements of one block's precomputed tenso
 # -- patterns and starting points ------------------------------------------------------------
 
 
-def bump(h1: int, h2: int) -> torch.Tensor:
+def bump(h1: int, h2: int, power: int = 2) -> torch.Tensor:
     """The paper's η^(h1,h2): concentric rings whose weights grow towards the centre.
 
-    Ring m (m = 0 at the centre) weighs Σ_{k=0}^{n−m} 1/(n+1−k)² with n = ⌊h1/2⌋, so most of
-    the mass sits in the middle, like a coarse Gaussian; entries beyond ring n are zero.
+    Ring m (m = 0 at the centre) weighs Σ_{k=0}^{n−m} 1/(n+1−k)^power with n = ⌊h1/2⌋, so most
+    of the mass sits in the middle, like a coarse Gaussian; entries beyond ring n are zero.
+    Power 2 is the L2 pattern; the L1 version (AutoAttack's) uses 4, a sharper peak.
     """
     n = h1 // 2
     rows = (torch.arange(h1) - h1 // 2).abs()[:, None]
     cols = (torch.arange(h2) - h2 // 2).abs()[None, :]
     top = n - torch.maximum(rows, cols)  # M(r, s): the number of terms minus one
-    weights = 1.0 / (n + 1 - torch.arange(n + 1, dtype=torch.float64)) ** 2
+    weights = 1.0 / (n + 1 - torch.arange(n + 1, dtype=torch.float64)) ** power
     cum = torch.cat([weights.cumsum(0), weights.new_zeros(1)])  # cum[-1] = 0 for M < 0
     return cum[top.clamp(min=-1)].to(torch.float32)
 
@@ -50,6 +53,15 @@ def l2_pattern(h: int) -> torch.Tensor:
     k = h // 2
     eta = torch.cat([bump(h, k), -bump(h, h - k)], dim=1)
     return eta / (eta.norm() + _TINY)
+
+
+@functools.lru_cache(maxsize=64)
+def l1_pattern(h: int) -> torch.Tensor:
+    """The L1 update's h×h shape: like :func:`l2_pattern` with the sharper power-4 bumps, unit
+    L1 norm (AutoAttack's Square-L1)."""
+    k = h // 2
+    eta = torch.cat([bump(h, k, 4), -bump(h, h - k, 4)], dim=1)
+    return eta / (eta.abs().sum() + _TINY)
 
 
 def _rand_sign(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
@@ -67,22 +79,39 @@ def _vertices(
     return (x + eps).clamp(bounds[0], bounds[1]), (x - eps).clamp(bounds[0], bounds[1])
 
 
-def init_l2(
-    x: torch.Tensor, eps: float, bounds: tuple[float, float], generator: torch.Generator
+def _tiles(
+    x: torch.Tensor, pattern: Callable[[int], torch.Tensor], generator: torch.Generator
 ) -> torch.Tensor:
-    """A centred grid of about 5×5 tiles, each an L2 pattern with per-channel random sign."""
+    """A centred grid of about 5×5 tiles, each ``pattern`` with per-channel random sign (CPU)."""
     n, c, height, width = x.shape
     s = max(1, min(height, width) // 5)
     gh, gw = height // s, width // s
     signs = _rand_sign((n, c, gh, gw), generator)
     tiles = signs.repeat_interleave(s, dim=2).repeat_interleave(s, dim=3)
-    tiles = tiles * l2_pattern(s).repeat(gh, gw)
+    tiles = tiles * pattern(s).repeat(gh, gw)
     delta = torch.zeros(n, c, height, width)
     top, left = (height - gh * s) // 2, (width - gw * s) // 2
     delta[:, :, top : top + gh * s, left : left + gw * s] = tiles
+    return delta
+
+
+def init_l2(
+    x: torch.Tensor, eps: float, bounds: tuple[float, float], generator: torch.Generator
+) -> torch.Tensor:
+    """The L2 start: the tiles of L2 patterns, scaled to norm eps."""
+    delta = _tiles(x, l2_pattern, generator)
     delta = delta / per_sample(flat_norm(delta, "l2") + _TINY, delta) * eps
     delta = delta.to(device=x.device, dtype=x.dtype)
     return clip_to_ball(x + delta, x, "l2", eps, bounds)
+
+
+def init_l1(
+    x: torch.Tensor, eps: float, bounds: tuple[float, float], generator: torch.Generator
+) -> torch.Tensor:
+    """The L1 start (AutoAttack's): the tiles of unit-L1 patterns, projected onto the ball ∩
+    box, which keeps the patterns' peaks where the tiles' mass exceeds eps."""
+    delta = _tiles(x, l1_pattern, generator).to(device=x.device, dtype=x.dtype)
+    return clip_to_ball(x + delta, x, "l1", eps * (1 - _L1_MARGIN), bounds)
 
 
 # -- proposals, drawn ahead in blocks ------------------------------------------------------
@@ -108,6 +137,11 @@ class _LinfProposer:
         self.hi, self.lo = _vertices(x0, eps, bounds)
         self.shape = tuple(int(v) for v in x0.shape)
         self.lin = self.new = self.alt = torch.empty(0)
+
+    def side(self, h: int, height: int, width: int) -> int:
+        """The square side the schedule's ``h`` becomes under this norm's rule (here ``h``)."""
+        del height, width
+        return h
 
     def start(self, generator: torch.Generator) -> torch.Tensor:
         """Vertical stripes: each column of each channel at ``x0 ± eps``, signs uniform."""
@@ -161,12 +195,19 @@ class _L2Proposer:
     so the perturbation keeps norm eps (before clipping to the box).
     """
 
+    pattern_of = staticmethod(l2_pattern)  # the unit update pattern of a side
+
     def __init__(self, x0: torch.Tensor, eps: float, bounds: tuple[float, float]) -> None:
         self.x0, self.eps, self.bounds = x0, eps, bounds
         self.w1 = self.rest = self.pattern = torch.empty(0)
 
     def start(self, generator: torch.Generator) -> torch.Tensor:
         return init_l2(self.x0, self.eps, self.bounds, generator)
+
+    def side(self, h: int, height: int, width: int) -> int:
+        """The square side the schedule's ``h`` becomes under this norm's rule (here ``h``)."""
+        del height, width
+        return h
 
     def draw(self, iters: int, h: int, generator: torch.Generator) -> int:
         n, c, height, width = (int(v) for v in self.x0.shape)
@@ -190,7 +231,7 @@ class _L2Proposer:
         # float masks: multiplying by them is one op (a bool mask would be converted each time)
         self.w1 = m1.to(dt)
         self.rest = (~(m1 | square(r2, s2))).to(dt)  # outside both squares: left as it is
-        eta = l2_pattern(h).to(device=dev, dtype=dt)
+        eta = self.pattern_of(h).to(device=dev, dtype=dt)
         eta = torch.where(flip[..., None, None], eta.t(), eta)  # half the squares split top/bottom
         canvas = torch.zeros(b * n, height, width, device=dev, dtype=dt)
         ar = torch.arange(h, device=dev)
@@ -228,15 +269,63 @@ class _L2Proposer:
         self.x0 = self.x0[keep]
         if self.w1.dim() == 5:
             self.w1, self.rest, self.pattern = (
-                self.w1[:, keep], self.rest[:, keep], self.pattern[:, keep]
+                self.w1[:, keep],
+                self.rest[:, keep],
+                self.pattern[:, keep],
             )
 
 
-Proposer = _LinfProposer | _L2Proposer
+class _L1Proposer(_L2Proposer):
+    """L1 updates (Croce & Hein 2021, "Mind the box", AutoAttack's Square-L1): the L2 scheme
+    with L1 masses and the sharper power-4 pattern.
+
+    Per channel, W1's new content is its old direction (unit L1) plus a unit-L1 pattern of
+    random sign, rescaled to carry the L1 mass of W1 ∪ W2 plus an equal share of the budget
+    not yet used; W2 is emptied, and the point is projected onto the L1 ball ∩ box (the box
+    can cut some mass, which later steps find unused). AutoAttack's reference scales that mass
+    by the channel count and lets the projection cut it back; here each channel gets exactly
+    its share (the same on one channel). Squares have an odd side of at least 3, as there.
+    """
+
+    pattern_of = staticmethod(l1_pattern)
+
+    def start(self, generator: torch.Generator) -> torch.Tensor:
+        return init_l1(self.x0, self.eps, self.bounds, generator)
+
+    def side(self, h: int, height: int, width: int) -> int:
+        s = max(h, 3)
+        return min(s + 1 - s % 2, height, width)
+
+    def step(self, j: int, xcur: torch.Tensor) -> torch.Tensor:
+        """The candidate of iteration ``j`` of the block, inside the L1 ball ∩ box."""
+        w1, rest, pattern = self.w1[j], self.rest[j], self.pattern[j]
+        c = int(xcur.shape[1])
+        nu = xcur - self.x0
+        kept = nu * rest  # outside W1 ∪ W2
+        in_w1 = nu * w1
+        # per sample and channel: L1 mass in W1 ∪ W2 and in W1; the budget not yet used
+        aim = self.eps * (1 - _L1_MARGIN)
+        windows, inside = (nu - kept).abs().sum(dim=(2, 3)), in_w1.abs().sum(dim=(2, 3))
+        unused = (aim - nu.abs().sum(dim=(1, 2, 3))).clamp(min=0.0) / c
+        direction = pattern + in_w1 / (inside + _TINY)[..., None, None]
+        scale = (windows + unused[:, None]) / (direction.abs().sum(dim=(2, 3)) + _TINY)
+        new_nu = kept + direction * scale[..., None, None]
+        # by construction ‖new_nu‖₁ = aim: inside the ball only the box can cut (clipping just
+        # shrinks coordinates), so the projection runs only past rounding and the pixels
+        # outside the two squares stay as they were
+        cand = (self.x0 + new_nu).clamp(*self.bounds)
+        over = flat_norm(new_nu, "l1") > self.eps * (1 - _L1_MARGIN / 2)
+        projected = clip_to_ball(cand, self.x0, "l1", aim, self.bounds)  # no host sync: where
+        return torch.where(per_sample(over, cand), projected, cand)
+
+
+Proposer = _LinfProposer | _L2Proposer | _L1Proposer
 
 
 def proposer(norm: str, x0: torch.Tensor, eps: float, bounds: tuple[float, float]) -> Proposer:
-    """The proposer of ``norm``'s update rule (the paper has Linf and L2 rules only)."""
+    """The proposer of ``norm``'s update rule (Linf and L2 from the paper, L1 from AutoAttack)."""
+    if norm == "l1":
+        return _L1Proposer(x0, eps, bounds)
     return _L2Proposer(x0, eps, bounds) if is_l2(norm) else _LinfProposer(x0, eps, bounds)
 
 

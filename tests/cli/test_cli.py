@@ -85,6 +85,8 @@ def test_attacks_json(cli: Any) -> None:
     assert pgd["steps"]["type"] == "int" and pgd["steps"]["default"] == 10
     assert {"step_size", "rel_step_size", "restarts", "loss"} <= set(pgd)
     assert "draws" in {p["name"] for p in by_name["noise"]["params"]}
+    assert by_name["ead"]["norms"] == ["l1"]  # the L1 members of issue 16
+    assert all("l1" in by_name[n]["norms"] for n in ("fab", "fab-t", "square"))
 
 
 # --------------------------------------------------------------------- init, validate

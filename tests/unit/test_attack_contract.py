@@ -14,7 +14,7 @@ from robaudit.norms import get
 from robaudit.threat import Threat
 
 CASES = [(name, norm) for name, cls in registry().items() for norm in cls.norms]
-EPS = {"linf": 0.15, "l2": 0.8}
+EPS = {"linf": 0.15, "l2": 0.8, "l1": 2.0}
 EPS["patch"] = 0.1  # a 3x3 region of the 8x8 images
 EPS["snr"] = 20.0  # dB: the perturbation at least 20 dB below each input's energy
 
@@ -31,6 +31,7 @@ CHEAP: dict[str, dict[str, int]] = {
     "fab": {"steps": 15},
     "fab-t": {"steps": 15, "targets": 3},
     "cw": {"steps": 30, "binary_search_steps": 3},
+    "ead": {"steps": 30, "binary_search_steps": 3},
     "apgd-t": {"steps": 30, "targets": 3},
     "square": {"queries": 300},
     "simba": {"queries": 300},

@@ -18,6 +18,7 @@ from robaudit.classifier import Classifier
 from robaudit.engine import PlannedAttack, run_plan
 from robaudit.norms import get as get_norm
 from robaudit.threat import Threat
+from tests.helpers import l1_lp
 
 D = 16
 
@@ -43,6 +44,10 @@ def _setup(norm: str, n: int = 64) -> tuple[Classifier, torch.Tensor, torch.Tens
     x = 0.5 + 0.02 * torch.randn(n, 1, 4, 4, generator=g)
     z = x.flatten(1) @ w
     y = (z > 0).long()
+    if norm == "l1":  # one pixel moves, often further than the box allows: an LP with the box
+        flat = x.flatten(1)
+        dist = torch.tensor([l1_lp(w, -float(z[i]), -flat[i], 1 - flat[i]) for i in range(n)])
+        return Classifier(model, num_classes=2), x, y, dist.float()
     dual = w.abs().sum() if norm == "linf" else w.norm()
     dist = z.abs() / dual  # exact minimal perturbation norm
     return Classifier(model, num_classes=2), x, y, dist

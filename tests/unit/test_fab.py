@@ -28,10 +28,11 @@ from robaudit.attacks.projections import flat_norm
 from robaudit.classifier import Classifier
 from robaudit.models.digits import DigitsCNN
 from robaudit.threat import Threat
-from tests.helpers import Affine, one_thread
+from tests.helpers import Affine, affine_l1_distance, l1_lp, one_thread
 
 C, D = 10, 16
-INF = {norm: Threat(norm, float("inf"), label="inf") for norm in ("l2", "linf")}
+NORMS = ("l2", "linf", "l1")
+INF = {norm: Threat(norm, float("inf"), label="inf") for norm in NORMS}
 FAST = FABParams(steps=40)
 FAST_T = FABTParams(steps=40)
 
@@ -58,7 +59,9 @@ def _exact_distance(clf: Classifier, x: torch.Tensor, y: torch.Tensor, norm: str
         z = model(x)
     gaps = (z.gather(1, y[:, None]) - z).abs()
     dirs = model.w.T[None] - model.w.T[y][:, None]  # N×C×D, w_k − w_y
-    dual = dirs.norm(dim=2) if norm == "l2" else dirs.abs().sum(dim=2)
+    dual = {"l2": dirs.norm(dim=2), "linf": dirs.abs().sum(dim=2), "l1": dirs.abs().amax(dim=2)}[
+        norm
+    ]
     dist = gaps / dual
     dist[torch.arange(x.shape[0]), y] = float("inf")
     return dist.amin(dim=1)
@@ -126,6 +129,42 @@ def test_projection_without_the_box_is_the_closed_form(norm: str) -> None:
     torch.testing.assert_close(got, want)
 
 
+def test_l1_projection_is_optimal_against_a_linear_program() -> None:
+    g = torch.Generator().manual_seed(0)
+    m, d = 60, 12
+    w = torch.randn(m, d, generator=g, dtype=torch.float64)
+    w[:8, :4] = 0  # coordinates the hyperplane ignores
+    z = torch.rand(m, d, generator=g, dtype=torch.float64)
+    z[:, :2] = 0.0  # points on the box's faces
+    r = 3 * torch.randn(m, generator=g, dtype=torch.float64)  # some rows out of reach
+    low, high = -z, 1 - z
+    got = project_hyperplane_box(w, r, low, high, "l1")
+    assert bool(((got >= low) & (got <= high)).all())
+    reach = torch.where(w * r.sign()[:, None] > 0, high, low)
+    feasible = (w * reach).sum(dim=1).abs() >= r.abs()
+    assert 10 < int(feasible.sum()) < m, "both reachable and unreachable hyperplanes are tested"
+    for i in range(m):
+        best = l1_lp(w[i], float(r[i]), low[i], high[i])
+        assert (best is not None) == bool(feasible[i])
+        if best is not None:
+            assert abs(float((w[i] * got[i]).sum()) - float(r[i])) < 1e-9
+            assert abs(float(got[i].abs().sum()) - best) < 1e-7, f"row {i}: not the L1 optimum"
+    corner = torch.where(w * r.sign()[:, None] > 0, high, torch.where(w == 0, 0.0, low))
+    torch.testing.assert_close(got[~feasible], corner[~feasible])
+
+
+def test_l1_projection_without_the_box_moves_the_largest_weight() -> None:
+    """Far from the box the L1 answer is one coordinate, the largest |w_i|, by r / w_i."""
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(8, 30, generator=g, dtype=torch.float64)
+    r = 0.01 * torch.randn(8, generator=g, dtype=torch.float64)
+    big = torch.full_like(w, 100.0)
+    got = project_hyperplane_box(w, r, -big, big, "l1")
+    top = w.abs().argmax(dim=1, keepdim=True)
+    want = torch.zeros_like(w).scatter(1, top, r[:, None] / w.gather(1, top))
+    torch.testing.assert_close(got, want)
+
+
 # -- the attack --------------------------------------------------------------------------
 
 
@@ -134,7 +173,7 @@ def test_registered_as_minimal_norm_gradient_attacks_with_documented_params() ->
     assert reg["fab"] is FAB and reg["fab-t"] is FABT
     for cls in (FAB, FABT):
         assert cls.minimal_norm and cls.requires == "gradients" and cls.strength == "strong"
-        assert set(cls.norms) == {"linf", "l2"}
+        assert set(cls.norms) == {"linf", "l2", "l1"}
         rows = param_table(cls)
         assert rows and all(r["description"] for r in rows), cls.name
     p, t = FABParams(), FABTParams()
@@ -160,7 +199,7 @@ def test_bad_parameters_are_rejected(params: type, values: dict) -> None:
         params(**values)
 
 
-@pytest.mark.parametrize("norm", ["l2", "linf"])
+@pytest.mark.parametrize("norm", NORMS)
 @pytest.mark.parametrize("cls", [FAB, FABT])
 def test_within_a_percent_of_the_exact_distance_on_an_affine_model(cls: type, norm: str) -> None:
     clf, x, y = _affine()
@@ -173,7 +212,7 @@ def test_within_a_percent_of_the_exact_distance_on_an_affine_model(cls: type, no
     assert float(ratio.min()) >= 1 - 1e-5 and float(ratio.max()) <= 1.01, ratio
 
 
-@pytest.mark.parametrize("norm", ["l2", "linf"])
+@pytest.mark.parametrize("norm", NORMS)
 def test_fab_t_with_one_target_follows_that_target(norm: str) -> None:
     """Guided by the top wrong class only, the answer is never below the exact distance and
     reaches it where that class's boundary is the closest one."""
@@ -213,7 +252,7 @@ def test_box_constraint_is_respected_when_active() -> None:
     x = (torch.rand(24, 1, 4, 4, generator=g) > 0.5).float()
     with torch.no_grad():
         y = clf.model(x).argmax(dim=1)
-    for norm in ("l2", "linf"):
+    for norm in NORMS:
         dist = _exact_distance(clf, x, y, norm)
         xa = FAB(FAST).run(clf, x, y, INF[norm], torch.Generator()).x_adv
         assert float(xa.min()) >= 0.0 and float(xa.max()) <= 1.0
@@ -224,8 +263,12 @@ def test_box_constraint_is_respected_when_active() -> None:
 
 def test_binary_model_has_one_class_to_linearize() -> None:
     clf, x, y = _affine(16, classes=2)
-    for norm in ("l2", "linf"):
-        dist = _exact_distance(clf, x, y, norm)
+    for norm in NORMS:
+        dist = (
+            affine_l1_distance(clf.model, x, y)
+            if norm == "l1"
+            else _exact_distance(clf, x, y, norm)
+        )
         xa = FAB(FAST).run(clf, x, y, INF[norm], torch.Generator()).x_adv
         assert _fooled(clf, xa, y).all()
         assert float((flat_norm(xa - x, norm) / dist).max()) <= 1.01
@@ -241,14 +284,14 @@ def digits() -> tuple[Classifier, torch.Tensor, torch.Tensor]:
     return Classifier(model, num_classes=10), x, y
 
 
-@pytest.mark.parametrize("norm", ["l2", "linf"])
+@pytest.mark.parametrize("norm", NORMS)
 @pytest.mark.parametrize("cls", [FAB, FABT])
 def test_on_a_cnn_answers_are_real_bounded_and_deterministic(
     cls: type, norm: str, digits: tuple
 ) -> None:
     clf, x, y = digits
     params = FABParams(steps=20, restarts=2) if cls is FAB else FABTParams(steps=10, restarts=2)
-    threat = Threat(norm, 0.3 if norm == "linf" else 1.0)
+    threat = Threat(norm, {"linf": 0.3, "l2": 1.0, "l1": 3.0}[norm])
     outs = [cls(params).run(clf, x, y, threat, torch.Generator().manual_seed(7)) for _ in "ab"]
     xa, claimed = outs[0].x_adv, outs[0].claimed
     assert torch.equal(xa, outs[1].x_adv), "same seed, same answer"
@@ -285,7 +328,7 @@ def test_eps_is_not_a_cap() -> None:
     assert float(flat_norm(small - x, "l2").min()) > 0.01
 
 
-@pytest.mark.parametrize("norm", ["l2", "linf"])
+@pytest.mark.parametrize("norm", NORMS)
 def test_random_starts_lie_at_the_radius_and_follow_the_seed(norm: str) -> None:
     x0 = torch.full((5, 1, 4, 4), 0.5)
     radius = torch.tensor([0.0, 0.01, 0.05, 0.1, 0.2])
@@ -327,5 +370,5 @@ def test_empty_batch() -> None:
 
 def test_refuses_other_norms() -> None:
     clf, x, y = _affine(2)
-    with pytest.raises(ValueError, match="linf and l2"):
-        FAB(FAST).run(clf, x, y, Threat("l1", 1.0), torch.Generator())
+    with pytest.raises(ValueError, match="supports linf and l2 and l1"):
+        FAB(FAST).run(clf, x, y, Threat("l0", 1.0), torch.Generator())

@@ -17,7 +17,9 @@ from robaudit.attacks.square import (
     Square,
     SquareParams,
     bump,
+    l1_pattern,
     l2_pattern,
+    propose,
     propose_l2,
     propose_linf,
     square_fraction,
@@ -29,14 +31,13 @@ from robaudit.models.digits import DigitsCNN
 from robaudit.threat import Threat
 from tests.helpers import RowCounter, one_thread
 
-EPS = {"linf": 0.15, "l2": 0.8}
-NORMS = ("linf", "l2")
+EPS = {"linf": 0.15, "l2": 0.8, "l1": 2.0}
+NORMS = ("linf", "l2", "l1")
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread() -> Iterator[None]:
     yield from one_thread()
-
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +65,7 @@ def test_registered_as_score_based() -> None:
     cls = get_attack("square")
     assert cls is Square and cls.requires == "scores" and cls.strength == "strong"
     assert ACCESS_FOR_REQUIRES[cls.requires] == "score"
-    assert set(cls.norms) == {"linf", "l2"}
+    assert set(cls.norms) == {"linf", "l2", "l1"}
 
 
 @pytest.mark.parametrize("norm", NORMS)
@@ -186,7 +187,7 @@ def test_color_images(norm: str) -> None:
     x = torch.rand(6, 3, 32, 32)
     with torch.no_grad():
         y = model(x).argmax(1)
-    eps = {"linf": 8 / 255, "l2": 0.5}[norm]
+    eps = {"linf": 8 / 255, "l2": 0.5, "l1": 8.0}[norm]
     clf = _score_view(model)
     out = _run(clf, x, y, norm, eps=eps, queries=40)
     assert out.x_adv.shape == x.shape
@@ -228,6 +229,43 @@ def test_l2_update_keeps_norm_at_eps_and_changes_one_region() -> None:
     assert torch.allclose(flat_norm(cand - x0, "l2"), torch.full((16,), 2.0), atol=1e-4)
     changed = (cand != xcur).any(dim=1).flatten(1).sum(dim=1)
     assert int(changed.max()) <= 2 * 16  # at most the two 4×4 squares
+
+
+def test_l1_pattern_is_a_unit_l1_pair_of_sharper_bumps() -> None:
+    for h in (3, 5, 7):
+        eta = l1_pattern(h)
+        assert eta.shape == (h, h) and abs(float(eta.abs().sum()) - 1.0) < 1e-6
+        k = h // 2
+        assert float(eta[:, :k].min()) >= 0 and float(eta[:, k:].max()) <= 0
+    # power 4 puts more of the mass at the centre than the L2 pattern's power 2
+    peak = {p: float(bump(5, 5, p).max() / bump(5, 5, p).sum()) for p in (2, 4)}
+    assert peak[4] > peak[2]
+
+
+def test_l1_update_spends_the_whole_budget_and_changes_two_squares_at_most() -> None:
+    """Without the box in the way, each L1 candidate carries exactly eps (the mass of W1 ∪ W2
+    moves into W1, the unused budget with it), and only the two squares change."""
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.zeros(16, 1, 12, 12)
+    xcur = torch.randn(16, 1, 12, 12, generator=g)
+    xcur = xcur / flat_norm(xcur, "l1").view(-1, 1, 1, 1) * 1.0  # norm 1 of eps 3: slack
+    cand = propose("l1", x0, xcur, 3.0, 5, (-100.0, 100.0), g)
+    assert torch.allclose(flat_norm(cand - x0, "l1"), torch.full((16,), 3.0), rtol=1e-5)
+    changed = (cand != xcur).flatten(1).sum(dim=1)
+    assert int(changed.max()) <= 2 * 25
+
+
+def test_l1_candidates_stay_in_the_ball_and_box_on_saturated_digits() -> None:
+    """Digits sit mostly at 0 or 1: many proposals push out of the box; every candidate is
+    still inside both the L1 ball and [0, 1]."""
+    g = torch.Generator().manual_seed(1)
+    x0 = (torch.rand(32, 1, 8, 8, generator=g) > 0.5).float()
+    xcur = x0.clone()
+    for h in (7, 5, 3, 3):
+        cand = propose("l1", x0, xcur, 1.5, h, (0.0, 1.0), g)
+        assert float(cand.min()) >= 0.0 and float(cand.max()) <= 1.0
+        assert float(flat_norm(cand - x0, "l1").max()) <= 1.5
+        xcur = cand
 
 
 def test_linf_update_sets_one_square_to_a_vertex() -> None:
