@@ -185,7 +185,7 @@ def charts(doc: dict[str, Any]) -> list[tuple[str, Markup]]:
             title, x_label = f"Robust accuracy vs eps ({norm})", f"eps ({norm})"
         else:
             title = f"Robust accuracy vs budget ({norm})"
-            x_label = f"{norm} budget (the ball grows to the right)"
+            x_label = f"{norm} budget in its own units (the ball grows to the right)"
         out.append((str(norm), line_chart(series, title=title, x_label=x_label, x_ticks=ticks)))
     return out
 
