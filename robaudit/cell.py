@@ -19,6 +19,7 @@ from robaudit.classifier import Classifier
 from robaudit.control import INTERRUPTED, RunControl, StopRequested, interruptible
 from robaudit.errors import RuntimeFailure
 from robaudit.loading.samples import Images
+from robaudit.naive import NaiveShare, measured, naive_batch
 from robaudit.outcomes import (
     BatchSink,
     CellOutcome,
@@ -57,6 +58,8 @@ class _Part:
     error: tuple[int, str] | None = None  # (batch number, message)
     stopped: bool = False
     broken_constraints: tuple[str, ...] = ()  # of the first infeasible candidate
+    naive: NaiveShare | None = None  # tabular runs: what a naive audit counts (robaudit.naive)
+    naive_seconds: float = 0.0  # spent on the naive comparison, not the attack's own time
 
 
 def _merge(parts: list[_Part], room: int) -> _Part:
@@ -83,6 +86,8 @@ def _merge(parts: list[_Part], room: int) -> _Part:
         out.seconds = max(out.seconds, p.seconds)
         out.owned = out.owned | m
         out.broken_constraints = out.broken_constraints or p.broken_constraints
+        if out.naive is not None and p.naive is not None:
+            out.naive.merge(p.naive)
     # a single process keeps the first new breaks in sample order; so does the merge
     out.shown = sorted(out.shown, key=lambda e: e.sample)[:room]
     return out
@@ -192,6 +197,8 @@ def run_cell(
         room=room,
         part=_empty_part(ctx.n, access != "white-box"),
     )
+    if ctl.constraints is not None and measured(attack, access):
+        st.part.naive = NaiveShare.empty(ctx.n)
     ctx.progress.start(st.label, sum(int(b.numel()) for _, b in batches))
 
     def tallies() -> tuple[int, int, int, int, dict[str, int]]:
@@ -223,7 +230,7 @@ def run_cell(
     separate = st.view is not clf  # its counters hold only the attack's own work
     st.part.counts["queries"] = vq1 - vq0 if separate else q1 - q0 - st.verify_queries
     st.part.counts["grad_evals"] = vg1 - vg0
-    st.part.seconds = time.perf_counter() - t0
+    st.part.seconds = time.perf_counter() - t0 - st.part.naive_seconds
     return _settle(ctx, st, left, prior, keep_partial)
 
 
@@ -240,6 +247,8 @@ def _forget(part: _Part, idx: torch.Tensor) -> None:
         part.sample_queries[idx] = -1
     for trace in part.dist_trace.values():
         trace[idx] = float("nan")
+    if part.naive is not None:
+        part.naive.forget(idx)
     dropped = set(idx.tolist())
     part.shown = [e for e in part.shown if e.sample not in dropped]
 
@@ -273,6 +282,9 @@ def _settle(
     if ctl.constraints is not None:
         cell.constraint_violations = merged.counts["constraint"]
         cell.broken_constraints = merged.broken_constraints
+    if merged.naive is not None:
+        cell.naive, cell.naive_reasons = merged.naive.hit, merged.naive.reasons
+        cell.naive_hinge = merged.naive.hinge
     if prior is not None:
         return combine(prior, (cell, merged.shown), st.room)
     return cell, merged.shown
@@ -397,6 +409,7 @@ def _attack_batch(ctx: CellContext, st: _Cell, number: int, idx: torch.Tensor) -
     if out.claimed is not None:  # an open verdict contradicts no claim
         part.counts["silent"] += int((out.claimed.cpu() & verdict.right).sum())
     _keep_examples(ctx, st, idx, xb, checked.x_adv, verdict.conf, verdict.pred, b)
+    _naive(ctx, st, idx, xb, yb, out.x_adv, bseed)
     part.adv_pred[idx] = verdict.pred
     part.norms[idx] = checked.norms
     if ctx.on_batch is not None:
@@ -408,6 +421,24 @@ def _attack_batch(ctx: CellContext, st: _Cell, number: int, idx: torch.Tensor) -
             )
         )
     ctx.progress.advance(int(idx.numel()))
+
+
+def _naive(
+    ctx: CellContext, st: _Cell, idx: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor,
+    x_adv: torch.Tensor, bseed: int,
+) -> None:
+    """Tabular runs: what a naive audit would count on this batch (robaudit.naive)."""
+    part, cons = st.part, ctx.ctl.constraints
+    if part.naive is None or cons is None:
+        return
+    t0 = time.perf_counter()
+    with interruptible(ctx.ctl.control):
+        found = naive_batch(
+            ctx.clf, st.view, st.item.attack, xb, yb, st.threat, x_adv, bseed, cons,
+            minimal=st.minimal, alpha=ctx.res.verdict_alpha,
+        )
+    part.naive.record(idx, found)
+    part.naive_seconds += time.perf_counter() - t0
 
 
 def _account_queries(

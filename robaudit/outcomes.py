@@ -77,6 +77,13 @@ class CellOutcome:
     # the constraints the first one broke; None for a run without a feature schema
     constraint_violations: int | None = None
     broken_constraints: tuple[str, ...] = ()
+    # tabular runs: bool[N], samples whose naive candidate (robaudit.naive: no constraint
+    # checks) is misclassified but breaks a constraint, and per such sample the constraints it
+    # breaks; None where the cell had no naive candidate (image runs, gradient-free searches)
+    naive: torch.Tensor | None = None
+    naive_reasons: dict[int, list[str]] | None = None
+    # bool[N]: those naive breaks undone by putting the immutable features back
+    naive_hinge: torch.Tensor | None = None
 
 
 @dataclass

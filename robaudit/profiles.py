@@ -20,6 +20,7 @@ Inputs that are not images (see robaudit.inputs):
 - ``[C, T]`` sequences: ``waveform``, Linf 0.001 / 0.0025 of the range (0.002 / 0.005 on a
   [-1, 1] waveform, about -54 / -46 dB of full scale) and L2 0.1 of the range, and SNR 40 /
   30 dB (perturbation energy that far below each signal's; dB budgets never scale).
+  ``audio`` is the same budgets under the name the audio starter uses (``profile: audio``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from fractions import Fraction
 
 from robaudit.norms import REGISTRY as NORMS
 
-PROFILE_NAMES = ("auto", "digits", "mnist", "cifar", "imagenet", "tabular", "waveform")
+PROFILE_NAMES = ("auto", "digits", "mnist", "cifar", "imagenet", "tabular", "waveform", "audio")
+_WAVEFORM = {"linf": ("0.001", "0.0025"), "l2": ("0.1",), "snr": ("40", "30")}
+_WAVEFORM_HEADLINE = {"linf": "0.001", "l2": "0.1", "snr": "40"}
 
 
 @dataclass(frozen=True)
@@ -90,8 +93,15 @@ PROFILES: dict[str, Profile] = {
         Profile(
             "waveform",
             "sequences such as audio (Linf 0.002 / 0.005 on a [-1, 1] waveform)",
-            {"linf": ("0.001", "0.0025"), "l2": ("0.1",), "snr": ("40", "30")},
-            {"linf": "0.001", "l2": "0.1", "snr": "40"},
+            _WAVEFORM,
+            _WAVEFORM_HEADLINE,
+        ),
+        Profile(
+            "audio",
+            "audio waveforms: the waveform budgets (Linf 0.002 / 0.005 and L2 0.2 on a [-1, 1] "
+            "waveform, SNR 40 / 30 dB)",
+            _WAVEFORM,
+            _WAVEFORM_HEADLINE,
         ),
     )
 }

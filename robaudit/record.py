@@ -23,6 +23,7 @@ from robaudit.fitting import Inferred
 from robaudit.judgement import VariantTables, Verdict
 from robaudit.loading.data import DataSet
 from robaudit.loading.model import LoadedModel
+from robaudit.naive import naive_rows
 from robaudit.natural.run import NaturalOutcome
 from robaudit.outcomes import EngineResult
 from robaudit.plan import Plan
@@ -255,4 +256,7 @@ def assemble(
         natural=natural,
         positive_class=positive,
         feature_changes=changes,
+        naive_audit=(
+            naive_rows(er.cells, model_threats, verdicts, er.correct) if data.tabular else None
+        ),
     )

@@ -124,6 +124,9 @@ class AttackRow:
     # tabular runs: candidates that broke a feature constraint (not counted as breaks);
     # None without a feature schema, and then left out of report.json and the tables
     constraint_violations: int | None = None
+    # tabular runs: samples whose naive candidate (robaudit.naive: the attack without the
+    # constraints) is misclassified but breaks a constraint; None where not measured
+    naive_breaks: int | None = None
 
 
 @dataclass(frozen=True)
@@ -282,6 +285,9 @@ class RunResult:
     positive_class: dict[str, Any] | None = None
     # tabular runs: the features the verified breaks changed (robaudit.tabular.changes)
     feature_changes: dict[str, Any] | None = None
+    # tabular runs: per threat, what a naive audit (no constraint checks) would have counted
+    # more, and why each is not a real break (robaudit.naive.naive_rows)
+    naive_audit: tuple[dict[str, Any], ...] | None = None
 
     def table(self) -> pd.DataFrame:
         """The long results table: one row per (variant, attack, threat)."""
@@ -292,8 +298,12 @@ class RunResult:
 
 
 def _row(r: AttackRow) -> dict[str, Any]:
-    """One attack row for the long table; ``constraint_violations`` only on tabular runs."""
+    """One attack row for the long table; the tabular columns only on tabular runs."""
     out = {k: v for k, v in asdict(r).items() if k != "params"}
-    if out["constraint_violations"] is None:
-        del out["constraint_violations"]
+    for key in TABULAR_COLUMNS:
+        if out[key] is None:
+            del out[key]
     return out
+
+
+TABULAR_COLUMNS = ("constraint_violations", "naive_breaks")  # None (left out) elsewhere

@@ -10,13 +10,14 @@ and must plan exactly the threats a scan of the preset would fit.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from robaudit.config import Config, config_from_yaml, fitted
 from robaudit.errors import ConfigError
 from robaudit.fitting import fit_config, probe_num_classes
 from robaudit.inputs import InputSpec
+from robaudit.loading.audio import waveform_source
 from robaudit.loading.data import peek_input_shape
 from robaudit.loading.model import load_model
 from robaudit.profiles import PROFILES, Profile, choose
@@ -39,12 +40,14 @@ def fitted_preset(
     data: str,
     *,
     trust_model: bool = False,
+    shape: tuple[int, ...] | None = None,
 ) -> Starter:
-    """The preset's text with shape, classes, data source, profile and budgets filled in."""
+    """The preset's text with shape (``shape``, else read from the data), classes, data
+    source, profile and budgets filled in."""
     loaded = load_model(
         model, arch=preset.model.arch, arch_kwargs=preset.model.arch_kwargs, trust_model=trust_model
     )
-    shape = preset.model.input_shape or peek_input_shape(data, preset.data.split)
+    shape = shape or preset.model.input_shape or peek_input_shape(data, preset.data.split)
     classes = preset.model.num_classes or probe_num_classes(
         loaded.module, shape, preset.model.bounds, str(model)
     )
@@ -64,6 +67,31 @@ def fitted_preset(
             "NAME` and set model.input_shape, model.num_classes and the eps values by hand"
         )
     return Starter(text, tuple(shape), int(classes), profile.name)
+
+
+def fitted_audio(
+    starter_text: str, starter: Config, model: Path, data: str, *, trust_model: bool = False
+) -> Starter:
+    """The audio starter fitted to one model and a source of waveforms: ``[C, T]``, classes,
+    source and budgets as for a preset, and ``data.sample_rate`` read from the data (a WAV
+    folder's first file, a ``.npz``'s ``sample_rate``)."""
+    found = waveform_source(data, starter.data.split)
+    if found is None:
+        raise ConfigError(
+            f"{data}: not a source of waveforms (a folder of WAV files in class subfolders, or "
+            "a .npz with x of N x C x T and a sample_rate)"
+        )
+    shape, rate = found
+    fit = fitted_preset(starter_text, starter, model, data, trust_model=trust_model, shape=shape)
+    line = (
+        f"  sample_rate: {rate}  # read from {_safe(data)}; every file must have it (never "
+        "resampled)"
+        if rate is not None
+        else "  # sample_rate: 16000  # the clips' rate in Hz: set it so the report plays them"
+    )
+    text = _set_line(fit.text, r"  sample_rate: \S+", line, 1)
+    config_from_yaml(text, source=f"config fitted to {model}")  # it must read back
+    return replace(fit, text=text)
 
 
 def fitted_table(
@@ -152,7 +180,7 @@ def _fill_budgets(text: str, profile: Profile, span: float) -> str:
         if section == "attacks":
             m = re.match(r"^(\s+)(?:- )?norm: (\w+)", line)
             entry = _entry(lines, k)
-            if m and not any(re.match(r"^\s+eps:", e) for e in entry):
+            if m and not any(re.match(r"^\s+(?:eps|db):", e) for e in entry):
                 out.append(line.split("#", 1)[0].rstrip() if "eps omitted" in line else line)
                 indent = " " * (len(line) - len(line.lstrip(" -")))
                 budgets = ", ".join(profile.eps(m.group(2), span))
@@ -200,4 +228,4 @@ def _safe(value: str) -> str:
     return value if len(value) <= 60 else "..." + value[-57:]
 
 
-__all__ = ["Starter", "fitted_preset", "fitted_table"]
+__all__ = ["Starter", "fitted_audio", "fitted_preset", "fitted_table"]

@@ -52,9 +52,18 @@ def combine(prior: Unit, new: Unit, room: int) -> Unit:
         loss_trace=old.loss_trace if old.loss_trace is not None else new_cell.loss_trace,
         constraint_violations=_sum_or_none(old.constraint_violations, new_cell.constraint_violations),
         broken_constraints=old.broken_constraints or new_cell.broken_constraints,
+        naive=pick(old.naive, new_cell.naive),
+        naive_hinge=pick(old.naive_hinge, new_cell.naive_hinge),
+        naive_reasons=_reasons(old.naive_reasons, new_cell.naive_reasons),
     )
     shown = sorted(prior[1] + new[1], key=lambda e: e.sample)[:room]
     return cell, shown
+
+
+def _reasons(
+    a: dict[int, list[str]] | None, b: dict[int, list[str]] | None
+) -> dict[int, list[str]] | None:
+    return None if a is None and b is None else {**(b or {}), **(a or {})}
 
 
 def _sum_or_none(a: int | None, b: int | None) -> int | None:

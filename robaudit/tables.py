@@ -204,6 +204,7 @@ def _attack_row(
         robust_ci=wilson_interval(alone, n) if full else None,
         cumulative_ci=wilson_interval(cumul, n),
         constraint_violations=c.constraint_violations,
+        naive_breaks=int(c.naive.sum()) if c.naive is not None else None,
         **qs,
     )
 

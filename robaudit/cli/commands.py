@@ -23,9 +23,10 @@ from robaudit.cli.options import (
     JsonOption,
     TrustModelOption,
 )
-from robaudit.config import PRESET_NAMES, STARTER_NAMES, load_config, preset_path
+from robaudit.config import PRESET_NAMES, load_config, preset_path
 from robaudit.documents import load_document
 from robaudit.errors import EXIT_GATE_FAILED, UserInputError
+from robaudit.loading.audio import waveform_source
 from robaudit.loading.tabular import is_tabular
 from robaudit.report.terminal import (
     catalog_lines,
@@ -179,7 +180,8 @@ def init(
         str | None,
         typer.Option(
             help=f"Starter preset: {', '.join(PRESET_NAMES)} for images (default standard); "
-            f"{', '.join(STARTER_NAMES)} for tables (picked when --data is a CSV or Parquet)."
+            "tabular for tables (picked when --data is a CSV or Parquet); audio for waveforms "
+            "(picked when --data is a WAV folder or a .npz with a sample_rate)."
         ),
     ] = None,
     output: Annotated[
@@ -211,13 +213,20 @@ def init(
     if (model is None) != (data is None):
         raise UserInputError("--model and --data go together: give both to fit the config, or neither")
     table = data is not None and is_tabular(data)
-    name = preset or ("tabular" if table else "standard")
+    wave = data is not None and not table and waveform_source(data, "test") is not None
+    name = preset or ("tabular" if table else "audio" if wave else "standard")
     if (label is not None or schema is not None) and not table:
         raise UserInputError("--label and --schema describe a table: give a CSV or Parquet --data")
-    if table and name not in STARTER_NAMES:
+    for kind, starter, yes in (("a table", "tabular", table), ("waveforms", "audio", wave)):
+        if yes and name != starter:
+            raise UserInputError(
+                f"--preset {name} is not for {kind}; {data} holds {kind}: use --preset "
+                f"{starter} (the default for such data)"
+            )
+    if model is not None and data is not None and name == "audio" and not wave:
         raise UserInputError(
-            f"--preset {name} is for images; {data} is a table: use --preset tabular (the default "
-            "for CSV and Parquet data)"
+            f"--preset audio needs waveforms; {data} is neither a folder of WAV files in class "
+            "subfolders nor a .npz with x of N x C x T and a sample_rate"
         )
     path = preset_path(name)
     text = path.read_text(encoding="utf-8")
@@ -226,7 +235,7 @@ def init(
     if output is not None and not output.parent.is_dir():
         raise UserInputError(f"{output}: folder {output.parent} does not exist")
     if model is not None and data is not None:
-        from robaudit.starter import fitted_preset, fitted_table
+        from robaudit.starter import fitted_audio, fitted_preset, fitted_table
 
         if not model.exists():
             raise UserInputError(f"{model}: model file not found")
@@ -234,6 +243,8 @@ def init(
             fit = fitted_table(
                 text, load_config(path), model, data, label, schema, trust_model=trust_model
             )
+        elif wave:
+            fit = fitted_audio(text, load_config(path), model, data, trust_model=trust_model)
         else:
             fit = fitted_preset(text, load_config(path), model, data, trust_model=trust_model)
         text = fit.text

@@ -35,7 +35,7 @@ from robaudit.threat import Threat, _short_repr, parse_eps
 PRESETS_DIR = Path(__file__).parent.parent / "presets"
 PRESET_NAMES = ("quick", "standard", "strict", "autoattack")
 # starters for inputs that are not images: `robaudit init` picks one from the data
-STARTER_NAMES = ("tabular",)
+STARTER_NAMES = ("tabular", "audio")
 # what each named protocol is for; the report, the terminal and report.json quote it
 PROTOCOLS: dict[str, str] = {
     "quick": "smoke test (noise, FGSM, PGD-10): NOT for security claims",
@@ -467,7 +467,7 @@ class Config(_Section):
         None, description="the named protocol this config follows (the report quotes it)"
     )
     profile: Literal[
-        "auto", "digits", "mnist", "cifar", "imagenet", "tabular", "waveform"
+        "auto", "digits", "mnist", "cifar", "imagenet", "tabular", "waveform", "audio"
     ] = Field(
         "auto", description="budgets for entries without eps: auto picks by input size"
     )

@@ -45,6 +45,32 @@ def wav_folder_shape(root: Path, split: str) -> tuple[int, ...]:
     return tuple(int(d) for d in x.shape)
 
 
+def waveform_source(source: str, split: str) -> tuple[tuple[int, ...], int | None] | None:
+    """``[C, T]`` and the sample rate of a source of waveforms (``robaudit init`` picks the
+    audio starter by it): a WAV folder (its first file), or a ``.npz`` whose ``x`` is N x C x T
+    and that carries a ``sample_rate`` (without one, an N x C x T array reads as images). None
+    for anything else."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        first = _first_wav(_base(path, split))
+        if first is None:
+            return None
+        x, rate = read_wav(first)
+        return tuple(int(d) for d in x.shape), int(rate)
+    if path.suffix.lower() != ".npz" or not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if "x" not in f.files or "sample_rate" not in f.files:
+                return None
+            arr, rates = f["x"], np.asarray(f["sample_rate"]).reshape(-1)
+            if arr.ndim != 3:
+                return None
+            return tuple(int(d) for d in arr.shape[1:]), int(rates[0]) if rates.size else None
+    except (OSError, ValueError, EOFError):
+        return None  # loading the data names the problem
+
+
 def wav_folder(
     root: Path, split: str, shape: tuple[int, ...], bounds: tuple[float, float],
     options: AudioOptions,

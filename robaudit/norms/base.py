@@ -131,3 +131,14 @@ class Norm(ABC):
     def describe(self, eps_label: str) -> str:
         """A budget as a report prints it: ``Linf 8/255``."""
         return f"{self.title} {eps_label}"
+
+    def budget_label(self, eps_label: str) -> str | None:
+        """How report tables label a budget whose units are not the input's (snr: ``SNR 40
+        dB``); None: the tables' plain ``linf ε=8/255``."""
+        del eps_label
+        return None
+
+    def chart_x(self, eps: float) -> float:
+        """Where a budget sits on a robust-accuracy chart whose x grows with the ball from the
+        clean input at 0: the budget itself for a length."""
+        return eps

@@ -71,6 +71,14 @@ class Snr(L2):
     def describe(self, eps_label: str) -> str:
         return f"SNR {eps_label} dB"
 
+    def budget_label(self, eps_label: str) -> str | None:
+        return self.describe(eps_label)
+
+    def chart_x(self, eps: float) -> float:
+        """The ball's radius relative to the signal's norm, 10^(-dB/20): 0 for the clean input
+        (+inf dB), growing as the budget in dB falls (the chart labels its ticks in dB)."""
+        return float(10.0 ** (-eps / 20.0))
+
 
 def _on_cpu(eps: float | torch.Tensor) -> float | torch.Tensor:
     """Per-sample radii beside draws made on the CPU (seeds agree across devices)."""

@@ -20,11 +20,13 @@ from robaudit.report.notices import (
     evaluation_lines,
     grade_text,
     inferred_lines,
+    naive_lines,
     natural_line,
     positive_cells,
     positive_columns,
     positive_note,
     protocol_line,
+    threat_text,
     unrun_text,
     untrusted_line,
 )
@@ -91,7 +93,7 @@ def threat_table(doc: dict[str, Any]) -> Table:
         extra = (f"{_pct(t['robust_accuracy'])}–{_pct(upper)}", str(t.get("undecided") or 0))
         table.add_row(
             *((t.get("variant", VARIANT),) if show_variant else ()),
-            f"{t['access']} {t['norm']} ε={t['eps_label']}",
+            threat_text(t),
             Text(_pct(t["robust_accuracy"]), style=style),
             f"{_pct(t['ci'][0])}–{_pct(t['ci'][1])}",
             *extra[: len(open_cols)],
@@ -102,7 +104,7 @@ def threat_table(doc: dict[str, Any]) -> Table:
     for variant, access, norm, eps in missing:
         table.add_row(
             *((variant,) if show_variant else ()),
-            f"{access} {norm} ε={eps}",
+            threat_text({"access": access, "norm": norm, "eps_label": eps}),
             Text("not run", style="yellow"),
             "", *blank, *("",) * len(pos), "", "",
         )
@@ -128,6 +130,8 @@ def print_summary(doc: dict[str, Any], console: Console, written: dict[str, Path
     note = positive_note(doc)
     if note:
         console.print(Text(note, style="dim"))
+    for line in naive_lines(doc):
+        console.print(Text(line, style="dim"))
     natural = natural_line(doc)
     if natural:
         console.print(natural, highlight=False)
@@ -173,7 +177,7 @@ def print_baseline_line(base: dict[str, Any], console: Console) -> None:
         console.print(f"  baseline {escape(str(base.get('path')))}: no threat in common", highlight=False)
         return
     worst = min(robust, key=lambda c: c["delta"])
-    where = f"{worst['variant']} {worst['access']} {worst['norm']} ε={worst['eps_label']}"
+    where = f"{worst['variant']} {threat_text(worst)}"
     noise = "larger than noise" if worst.get("significant") else "within noise"
     colour = "red" if worst.get("exceeds") else "green"
     console.print(

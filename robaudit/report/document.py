@@ -13,7 +13,7 @@ from typing import Any
 from robaudit.report.audio import audio_example
 from robaudit.report.images import perturbation_png_b64, to_png_b64
 from robaudit.report.natural import natural_document
-from robaudit.results import SCHEMA_VERSION, AttackRow, RunResult
+from robaudit.results import SCHEMA_VERSION, TABULAR_COLUMNS, AttackRow, RunResult
 from robaudit.scoring import SCORE_FORMULA
 
 DEFINITIONS = {
@@ -43,11 +43,12 @@ def _clean(v: Any) -> Any:
 
 
 def _attack_row(a: AttackRow) -> dict[str, Any]:
-    """An attack row; ``constraint_violations`` only when the run had a feature schema (so
-    reports of other runs are unchanged)."""
+    """An attack row; ``constraint_violations`` and ``naive_breaks`` only when the run had a
+    feature schema (so reports of other runs are unchanged)."""
     row = asdict(a)
-    if row["constraint_violations"] is None:
-        del row["constraint_violations"]
+    for key in TABULAR_COLUMNS:
+        if row[key] is None:
+            del row[key]
     return row
 
 
@@ -154,6 +155,8 @@ def to_document(r: RunResult, *, incomplete: bool = False) -> dict[str, Any]:
         doc["positive_class"] = r.positive_class
     if r.feature_changes is not None:  # tabular runs only
         doc["feature_changes"] = r.feature_changes
+    if r.naive_audit is not None:  # tabular runs only
+        doc["naive_audit"] = list(r.naive_audit)
     if r.natural is not None:  # only when the config asked for it: other reports are unchanged
         doc["natural"] = natural_document(r.natural, bounds)
     out = _clean(doc)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -17,11 +18,16 @@ from jinja2 import ChainableUndefined, Environment, PackageLoader, Undefined
 from markupsafe import Markup
 
 from robaudit.entries import entry_name
+from robaudit.norms import get as get_norm
 from robaudit.report.notices import (
+    budget_text,
     evaluation_lines,
     grade_text,
     inferred_lines,
+    naive_lines,
+    own_budget,
     protocol_line,
+    threat_text,
     untrusted_line,
 )
 from robaudit.report.svg import Point, Series, bar_chart, line_chart
@@ -141,13 +147,16 @@ def _pair(v: Any) -> tuple[float, float] | None:
 def charts(doc: dict[str, Any]) -> list[tuple[str, Markup]]:
     """One robust-accuracy-vs-eps chart per norm (eps scales differ across norms).
 
-    Each (variant, access) at that norm is a polyline starting at clean accuracy, eps 0.
+    Each (variant, access) at that norm is a polyline starting at clean accuracy, eps 0. A
+    budget that is not a length (snr's dB) sits where the norm puts it so that the ball grows
+    to the right (:meth:`~robaudit.norms.base.Norm.chart_x`), its ticks labelled in its units.
     """
     threats = doc.get("threats") or []
     variants = {t.get("variant") for t in threats}
     clean, cci = doc.get("clean_accuracy"), doc.get("clean_ci")
     out = []
     for norm in dict.fromkeys(t.get("norm") for t in threats):
+        at, ticks = _chart_axis(norm, threats)
         groups: dict[str, list[Point]] = {}
         for t in threats:
             if t.get("norm") != norm:
@@ -161,20 +170,43 @@ def charts(doc: dict[str, Any]) -> list[tuple[str, Markup]]:
             ra, e = t.get("robust_accuracy"), t.get("eps")
             if isinstance(ra, (int, float)) and isinstance(e, (int, float)):
                 c = t.get("ci")
-                tip = f"{name} {norm} eps={t.get('eps_label')}: {pct(ra)} {ci(c)}"
-                pts.append(Point(float(e), float(ra), tip, _pair(c)))
+                tip = f"{name} {budget_text(norm, t.get('eps_label'), 'eps=')}: {pct(ra)} {ci(c)}"
+                pts.append(Point(at(float(e)), float(ra), tip, _pair(c)))
         for m in doc.get("minimal_norms") or []:
             if m.get("norm") != norm:
                 continue
             name = f"{m.get('attack')} (from minimal norms)"
             groups[name] = [
-                Point(float(e), float(a), f"{name} {norm} eps={num(e)}: {pct(a)}")
+                Point(at(float(e)), float(a), f"{name} {norm} eps={num(e)}: {pct(a)}")
                 for e, a in m.get("curve") or []
             ]
         series = [Series(n, tuple(p)) for n, p in groups.items()]
-        title = f"Robust accuracy vs eps ({norm})"
-        out.append((str(norm), line_chart(series, title=title, x_label=f"eps ({norm})")))
+        if ticks is None:
+            title, x_label = f"Robust accuracy vs eps ({norm})", f"eps ({norm})"
+        else:
+            title = f"Robust accuracy vs budget ({norm})"
+            x_label = f"{norm} budget in its own units (the ball grows to the right)"
+        out.append((str(norm), line_chart(series, title=title, x_label=x_label, x_ticks=ticks)))
     return out
+
+
+def _chart_axis(
+    norm: Any, threats: list[dict[str, Any]]
+) -> tuple[Callable[[float], float], list[tuple[float, str]] | None]:
+    """Where a norm's budgets sit on its chart and, for a budget that is not a length, the
+    x ticks labelled in its own units (clean at 0, then each threat's budget)."""
+    try:
+        spec = get_norm(str(norm))
+    except ValueError:
+        return (lambda e: e), None
+    if spec.scales_with_range:  # a length: the budget itself, ticks as numbers
+        return (lambda e: e), None
+    eps = sorted({float(t["eps"]) for t in threats if t.get("norm") == norm
+                  and isinstance(t.get("eps"), (int, float))})  # fmt: skip
+    labels = {float(t["eps"]): str(t.get("eps_label")) for t in threats if t.get("norm") == norm
+              and isinstance(t.get("eps"), (int, float))}  # fmt: skip
+    ticks = [(0.0, "clean"), *((spec.chart_x(e), spec.describe(labels[e])) for e in eps)]
+    return spec.chart_x, ticks
 
 
 def certified_chart(doc: dict[str, Any]) -> Markup | None:
@@ -223,7 +255,7 @@ def query_charts(doc: dict[str, Any]) -> list[tuple[str, Markup]]:
         curve = a.get("query_curve")
         if not curve:
             continue
-        key = f"{a.get('access')} {a.get('norm')} eps={a.get('eps_label')}"
+        key = threat_text(a, "eps=")
         if a.get("variant") not in (None, "model"):
             key = f"{a.get('variant')} · {key}"
         pts = tuple(
@@ -252,6 +284,8 @@ def environment() -> Environment:
         na=na, pct=pct, ci=ci, num=num, count=count, seconds=seconds, heat=heat,
         pretty_json=pretty_json, params_text=params_text, png_b64=png_b64,
         entry=lambda i: entry_name(int(i)) if isinstance(i, int) else "",
+        threat=lambda t, eq="eps ": threat_text(t, eq),
+        own_budget=lambda t: own_budget(t.get("norm"), t.get("eps_label")) or "",
     )
     return env
 
@@ -286,6 +320,7 @@ def render_html(doc: dict[str, Any]) -> str:
         undecided_shown=has_undecided(doc),
         black_box=black_box_rows(doc),
         untrusted=untrusted_line(doc),
+        naive=naive_lines(doc),
         protocol=protocol_line(doc),
         inferred=inferred_lines(doc),
         grade_text=grade_text(doc),

@@ -15,7 +15,7 @@ import re
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from robaudit.report.notices import protocol_line, unrun_text, untrusted_line
+from robaudit.report.notices import protocol_line, threat_text, unrun_text, untrusted_line
 
 _INVALID_XML = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 STRICT = "fail_on_findings"
@@ -95,7 +95,7 @@ def _threat_lines(doc: dict[str, Any]) -> list[str]:
             weakest = f"; weakest class {label} ({100 * worst[0]:.0f}%)"
         ra = t.get("robust_accuracy")
         lines.append(
-            f"{t.get('variant')} {t.get('access')} {t.get('norm')} eps={t.get('eps_label')}: robust "
+            f"{t.get('variant')} {threat_text(t, 'eps=')}: robust "
             f"accuracy {_fmt('', ra)}{weakest}"
         )
     return lines

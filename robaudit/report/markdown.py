@@ -16,11 +16,13 @@ from robaudit.report.notices import (
     evaluation_lines,
     grade_text,
     inferred_lines,
+    naive_lines,
     natural_line,
     positive_cells,
     positive_columns,
     positive_note,
     protocol_line,
+    threat_text,
     unrun_text,
     untrusted_line,
 )
@@ -65,7 +67,7 @@ def points(v: Any) -> str:
 
 def threat_label(t: dict[str, Any], with_variant: bool) -> str:
     """``white-box linf ε=0.1`` (prefixed by the variant when a report has several)."""
-    core = f"{md_escape(t.get('access'))} {md_escape(t.get('norm'))} ε={md_escape(t.get('eps_label'))}"
+    core = md_escape(threat_text(t))
     return f"{md_escape(t.get('variant'))} · {core}" if with_variant else core
 
 
@@ -168,6 +170,9 @@ def _threat_table(doc: dict[str, Any]) -> list[str]:
     note = positive_note(doc)
     if note:
         lines += ["", f"- {md_escape(note, start=True)}"]
+    naive = naive_lines(doc)
+    if naive:
+        lines += ["", *(f"- {md_escape(line, start=True)}" for line in naive)]
     return lines
 
 

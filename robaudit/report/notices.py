@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from robaudit.norms import get as get_norm
+
 
 def untrusted_line(doc: dict[str, Any]) -> str | None:
     """One line naming the unresolved error findings, which make the numbers untrustworthy."""
@@ -151,3 +153,65 @@ def positive_note(doc: dict[str, Any]) -> str | None:
 
 def _pct(v: Any) -> str:
     return f"{100 * v:.1f}%" if isinstance(v, (int, float)) else "—"
+
+
+def own_budget(norm: Any, eps_label: Any) -> str | None:
+    """A budget in the norm's own words where it is not a length (``SNR 40 dB``), else None."""
+    try:
+        return get_norm(str(norm)).budget_label(str(eps_label))
+    except ValueError:
+        return None
+
+
+def budget_text(norm: Any, eps_label: Any, eq: str = "ε=") -> str:
+    """A budget as tables label it: ``linf ε=0.1`` (``eq``: ``eps=``, ``eps ``), or in the
+    norm's own words where its budget is not a length (``SNR 40 dB``)."""
+    return own_budget(norm, eps_label) or f"{norm} {eq}{eps_label}"
+
+
+def threat_text(t: dict[str, Any], eq: str = "ε=") -> str:
+    """A threat as tables label it: ``white-box linf ε=0.1``, ``white-box SNR 40 dB``."""
+    return f"{t.get('access')} {budget_text(t.get('norm'), t.get('eps_label'), eq)}"
+
+
+_WHY = {
+    "immutable": "changed an immutable feature",
+    "bounds": "left a feature's bounds",
+    "integer": "made an integer feature fractional",
+    "binary": "made a binary feature fractional",
+    "onehot": "broke a one-hot group",
+    "relation": "broke a relation between features",
+    "nonfinite": "were not finite",
+}
+
+
+def naive_lines(doc: dict[str, Any]) -> list[str]:
+    """Tabular runs, per threat where it differs: the breaks a naive audit (no constraint
+    checks) would have counted more, and why none of them is a real record."""
+    threats = {t.get("key"): t for t in doc.get("threats") or []}
+    lines = []
+    for row in doc.get("naive_audit") or []:
+        n = row.get("naive_breaks") or 0
+        t = threats.get(row.get("threat_key"))
+        if not n or t is None:
+            continue
+        why = []
+        for kind, k in (row.get("first_constraint") or {}).items():
+            text = f"{k} {_WHY.get(kind, kind)}"
+            if kind == "immutable" and row.get("immutable_features"):
+                moved = ", ".join(f"{f} {c}" for f, c in row["immutable_features"].items())
+                text += f" ({moved})"
+            why.append(text)
+        hinge = row.get("hinge_on_immutable") or 0
+        if hinge:
+            why.append(
+                f"{hinge} hinge{'s' if hinge == 1 else ''} on the immutable features alone (put "
+                "back, the model is right)"
+            )
+        lines.append(
+            f"a naive audit (no constraint checks) would have counted {n} more break"
+            f"{'s' if n != 1 else ''} at {threat_text(t)} (robust accuracy "
+            f"{_pct(row.get('naive_robust_accuracy'))} instead of "
+            f"{_pct(row.get('robust_accuracy'))}): " + "; ".join(why)
+        )
+    return lines

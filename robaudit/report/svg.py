@@ -93,23 +93,26 @@ def line_chart(
     width: int = WIDTH,
     height: int = HEIGHT,
     y_max: float | None = None,
+    x_ticks: Sequence[tuple[float, str]] | None = None,
 ) -> Markup:
     """A line chart of proportions (y axis 0–100%) against a non-negative x, as ``<svg>``.
 
     Each point carries a ``<title>`` tooltip and, when given, a vertical CI whisker.
     ``y_max`` plots plain non-negative values instead (a loss): the y axis then runs from 0
-    to a round number at or above ``y_max``.
+    to a round number at or above ``y_max``. ``x_ticks``: (position, label) pairs to mark
+    instead of round numbers (a budget in other units, such as dB).
     """
     xs = [p.x for s in series for p in s.points if math.isfinite(p.x)]
-    x_ticks = nice_ticks(max(xs, default=0.0))
+    nice = nice_ticks(max(xs, default=0.0))
+    marks = list(x_ticks) if x_ticks is not None else [(t, _fmt_tick(t)) for t in nice]
     y_ticks = nice_ticks(y_max, 4) if y_max is not None else [0.0, 0.25, 0.5, 0.75, 1.0]
-    frame = _Frame(width, height, x_ticks[-1], y_ticks[-1])
+    frame = _Frame(width, height, nice[-1], y_ticks[-1])
     parts: list[str] = [
         f'<svg class="chart" viewBox="0 0 {width} {height}" '
         f'width="{width}" height="{height}" role="img">',
         f"<title>{escape(title)}</title>",
     ]
-    parts.extend(_axes(frame, x_ticks, y_ticks, percent=y_max is None))
+    parts.extend(_axes(frame, marks, y_ticks, percent=y_max is None))
     parts.extend(_labels(frame, x_label, y_label))
     for i, s in enumerate(series):
         parts.extend(_series(frame, s, i))
@@ -117,7 +120,9 @@ def line_chart(
     return Markup("\n".join(parts))
 
 
-def _axes(frame: _Frame, x_ticks: list[float], y_ticks: list[float], *, percent: bool) -> list[str]:
+def _axes(
+    frame: _Frame, x_ticks: list[tuple[float, str]], y_ticks: list[float], *, percent: bool
+) -> list[str]:
     """Grid and y axis (0–100%, or 0 to the top tick), x ticks, and both axis lines."""
     sx, sy, right = frame.sx, frame.sy, frame.width - MARGIN_RIGHT
     parts = []
@@ -131,14 +136,14 @@ def _axes(frame: _Frame, x_ticks: list[float], y_ticks: list[float], *, percent:
         parts.append(
             f'<text class="tick" x="{_f(MARGIN_LEFT - 6)}" y="{_f(y + 4)}" text-anchor="end">{text}</text>'
         )
-    for t in x_ticks:
+    for t, label in x_ticks:
         x = sx(t)
         parts.append(
             f'<line class="axis" x1="{_f(x)}" y1="{_f(sy(0))}" x2="{_f(x)}" y2="{_f(sy(0) + 4)}"/>'
         )
         parts.append(
             f'<text class="tick" x="{_f(x)}" y="{_f(sy(0) + 16)}" text-anchor="middle">'
-            f"{escape(_fmt_tick(t))}</text>"
+            f"{escape(label)}</text>"
         )
     parts.append(
         f'<line class="axis" x1="{_f(MARGIN_LEFT)}" y1="{_f(sy(0))}" x2="{_f(right)}" '

@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "robaudit.natural", "robaudit.tabular",
     )),
     ("engine", (
-        "robaudit.verification", "robaudit.outcomes", "robaudit.stored_cells", "robaudit.cell",
+        "robaudit.verification", "robaudit.naive", "robaudit.outcomes", "robaudit.stored_cells", "robaudit.cell",
         "robaudit.minimal", "robaudit.universal",
         "robaudit.engine",
         "robaudit.results", "robaudit.tables", "robaudit.integrity",

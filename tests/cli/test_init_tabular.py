@@ -29,6 +29,8 @@ def test_init_fits_the_tabular_starter_and_the_scan_runs_it(cli: Any, tmp_path: 
     for entry in cfg["attacks"]:
         if "steps" in entry:
             entry["steps"] = 10
+        if "queries" in entry:
+            entry["queries"] = 100
     target.write_text(yaml.safe_dump(cfg), encoding="utf-8")
     out = tmp_path / "out"
     scan = cli("scan", MODEL, "--config", target, "--out", out, "--quiet")
