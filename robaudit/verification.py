@@ -91,7 +91,8 @@ def verify_batch(
     if minimal:
         xa = xa.clamp(lo, hi)
     else:
-        budget = int((norm.measure(xa - x) > threat.eps + TOLERANCE).sum())
+        # in float64: a float32 sum of D absolute values (L1) drifts by more than TOLERANCE
+        budget = int((norm.measure64(xa.double() - x.double()) > threat.eps + TOLERANCE).sum())
         xa = norm.clip(xa, x, threat.eps, clf.bounds)
     infeasible: torch.Tensor | None = None
     names: tuple[str, ...] = ()

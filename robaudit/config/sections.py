@@ -52,7 +52,7 @@ MAX_CONFIG_DEPTH = 64
 # numpy's RandomState (the seeded sample subset) takes seeds in [0, 2**32 - 1]
 MAX_SEED = 2**32 - 1
 
-Norm = Literal["linf", "l2"]
+Norm = Literal["linf", "l2", "l1"]
 Format = Literal["json", "html", "csv", "md", "junit"]
 # report.json, report.html, results.csv, summary.md (CI step summaries), junit.xml (CI test views)
 FORMATS: tuple[Format, ...] = ("json", "html", "csv", "md", "junit")

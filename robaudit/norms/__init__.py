@@ -13,7 +13,7 @@ from robaudit.norms.l2 import L2
 from robaudit.norms.linf import Linf
 
 REGISTRY: dict[str, Norm] = {n.name: n for n in (Linf(), L2(), L1())}
-CONFIG_NORMS = ("linf", "l2")  # L1 threats arrive with their attacks (issue 16)
+CONFIG_NORMS = ("linf", "l2", "l1")
 
 
 def get(name: str) -> Norm:

@@ -61,6 +61,7 @@ def _example(e: dict[str, Any], bounds: tuple[float, float]) -> dict[str, Any]:
         **{k: v for k, v in e.items() if k not in ("x", "x_adv")},
         "linf": float((x_adv - x).abs().max()),
         "l2": float((x_adv - x).norm()),
+        "l1": float((x_adv - x).abs().sum()),
     }
     if x.dim() == 3:
         out["clean_png"] = to_png_b64(x, bounds)

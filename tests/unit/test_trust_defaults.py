@@ -55,8 +55,8 @@ def test_profile_rule_by_input_size() -> None:
     assert choose((3, 64, 64))[0].name == "cifar"
     assert choose((3, 96, 96))[0].name == "imagenet"
     assert choose((3, 224, 224))[0].name == "imagenet"
-    assert PROFILES["cifar"].budgets == {"linf": ("8/255", "16/255"), "l2": ("0.5",)}
-    assert PROFILES["imagenet"].headline == {"linf": "4/255", "l2": "3"}
+    assert PROFILES["cifar"].budgets == {"linf": ("8/255", "16/255"), "l2": ("0.5",), "l1": ("12",)}
+    assert PROFILES["imagenet"].headline == {"linf": "4/255", "l2": "3", "l1": "255"}
 
 
 @pytest.mark.parametrize("name", PRESET_NAMES)
