@@ -8,7 +8,11 @@ spends budget on pixels already at 0 or 1 that the projection then throws away. 
   their gradient's direction (a pixel at a face pushed outward is left out), spread evenly
   (unit L1 norm), without momentum;
 - adapts ``k`` to the search: it starts at 20% of the coordinates and, at each checkpoint
-  (every 4% of the steps), becomes the sparsity of the best point so far / 1.5;
+  (every 4% of the steps), becomes the sparsity of the best point so far / 1.5, rounded
+  down (AutoAttack's code rounds up, so a best point that changes 2 pixels keeps moving 2
+  for good: on a linear model that leaves the budget split between two pixels where the
+  better one alone flips the class; rounding down found all of those and was as strong or
+  stronger on the sample models);
 - adapts the step: it starts at eps; at a checkpoint where the best point got more than 5%
   sparser the step goes back to eps and the search restarts from the best point, elsewhere
   the step shrinks by 1.5, never below eps/10;
@@ -51,7 +55,8 @@ def sparse_direction(
     free = g.masked_fill(stuck, 0.0)
     size = free.abs()
     d = size.shape[1]
-    rank = ((1.0 - topk) * d).long().clamp(0, d - 1)
+    # ⌊k⌋ coordinates, at least one (1e-6: k = L0 / 1.5 · 1.5 is an integer up to rounding)
+    rank = d - (topk * d + 1e-6).floor().long().clamp(1, d)
     cut = size.sort(dim=1).values.gather(1, rank[:, None])
     s = torch.where(size >= cut, free.sign(), torch.zeros_like(free))
     return (s / (s.abs().sum(dim=1, keepdim=True) + TINY)).view_as(grad)

@@ -9,10 +9,13 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from robaudit import norms
+from robaudit.attacks.catalog import CATALOG
 from robaudit.config import Config
 from robaudit.errors import UserInputError
-from robaudit.norms import CONFIG_NORMS as NORMS
 from robaudit.threat import Threat, format_eps
+
+# the norms the training attacks (PGD, and TRADES' own steps) have update rules for
+NORMS = CATALOG["pgd"].norms
 
 # method -> its training stages, in order (distill trains a teacher, then the student)
 METHODS: dict[str, tuple[str, ...]] = {
@@ -180,11 +183,15 @@ def _config_threat(cfg: Config, norm: str | None) -> Threat | None:
     from robaudit.attacks.base import registry
 
     for g in cfg.gate.min_robust_accuracy:
+        if g.norm not in NORMS:  # no training attack at this norm: not the default
+            continue
         if g.access == "white-box" and g.variant == "model" and norm in (None, g.norm):
             return Threat(g.norm, g.budget)
     reg = registry()
     for spec in cfg.attacks:
         if spec.access != "white-box" or norm not in (None, spec.norm) or not spec.eps:
+            continue
+        if spec.norm not in NORMS:
             continue
         if any(reg[m].requires == "gradients" for m, _ in spec.members()):
             return Threat(spec.norm, spec.eps[0])

@@ -12,7 +12,6 @@ failure reproduces); ``ROBAUDIT_HYPOTHESIS_SCALE=20`` explores 20 times as many 
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from robaudit.attacks.projections import flat_norm
 from robaudit.attacks.transfer import Transfer
 from robaudit.classifier import Classifier
 from robaudit.engine import attack_view
+from robaudit.norms import get
 from robaudit.threat import Threat
 from tests.helpers import one_thread
 
@@ -107,7 +107,7 @@ def cases(draw: st.DrawFn, norm: str) -> Case:
         x = torch.full_like(x, lo if on_bounds == "all_low" else hi)
     # eps as a share of the largest budget the box allows, from tiny to all of it
     share = draw(st.sampled_from([1e-4, 0.01, 0.1, 0.3, 1.0]) | st.floats(1e-3, 1.0))
-    full = span if norm == "linf" else span * math.sqrt(c * h * w)
+    full = get(norm).covering_radius(span, c * h * w)
     return Case(x, lo, hi, share * full, draw(st.integers(2, 6)), seed, draw(st.booleans()))
 
 

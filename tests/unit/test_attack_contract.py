@@ -14,7 +14,7 @@ from robaudit.models.digits import DigitsCNN
 from robaudit.threat import Threat
 
 CASES = [(name, norm) for name, cls in registry().items() for norm in cls.norms]
-EPS = {"linf": 0.15, "l2": 0.8}
+EPS = {"linf": 0.15, "l2": 0.8, "l1": 2.0}
 
 
 # the contract holds for any budget: expensive attacks run with fewer steps here
