@@ -55,7 +55,7 @@ def sparse_direction(
     free = g.masked_fill(stuck, 0.0)
     size = free.abs()
     d = size.shape[1]
-    # ⌊k⌋ coordinates, at least one (1e-6: k = L0 / 1.5 · 1.5 is an integer up to rounding)
+    # ⌊k⌋ coordinates, at least one (1e-6: topk·d, a whole number, may round a hair below it)
     rank = d - (topk * d + 1e-6).floor().long().clamp(1, d)
     cut = size.sort(dim=1).values.gather(1, rank[:, None])
     s = torch.where(size >= cut, free.sign(), torch.zeros_like(free))
