@@ -21,6 +21,14 @@ Inputs that are not images (see robaudit.inputs):
   [-1, 1] waveform, about -54 / -46 dB of full scale) and L2 0.1 of the range, and SNR 40 /
   30 dB (perturbation energy that far below each signal's; dB budgets never scale).
   ``audio`` is the same budgets under the name the audio starter uses (``profile: audio``).
+
+L1 budgets: the AutoAttack/RobustBench L1 tracks give CIFAR-10 12 and ImageNet 255. The small
+grayscale profiles derive theirs from their own L2 budgets by the rule that maps CIFAR's L2 0.5
+to its L1 12, ``L1 = L2 · √D · 12 / (0.5 · √3072) ≈ 0.43 · L2 · √D`` for D input values: each
+L1 budget is the same share of the L1 ball covering the box (radius D) as 0.43 times the L2
+budget's share of its covering ball (radius √D). digits (1x8x8, L2 1 and 2): 3.5 and 7; mnist
+(1x28x28, L2 1 and 2): 12 and 24, rounded. Feature vectors and sequences have no standard L1
+budget and no fixed D: an L1 entry there gives its own eps.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
+from robaudit.errors import ConfigError
 from robaudit.norms import REGISTRY as NORMS
 
 PROFILE_NAMES = ("auto", "digits", "mnist", "cifar", "imagenet", "tabular", "waveform", "audio")
@@ -46,10 +55,18 @@ class Profile:
 
     def eps(self, norm: str, span: float = 1.0) -> list[str]:
         """The budgets of ``norm`` as config values, scaled to an input range of ``span``."""
-        return [scale(e, _span(norm, span)) for e in self.budgets[norm]]
+        return [scale(e, _span(norm, span)) for e in self.budgets[self._has(norm)]]
 
     def headline_eps(self, norm: str, span: float = 1.0) -> str:
-        return scale(self.headline[norm], _span(norm, span))
+        return scale(self.headline[self._has(norm)], _span(norm, span))
+
+    def _has(self, norm: str) -> str:
+        if norm not in self.budgets:
+            raise ConfigError(
+                f"profile {self.name} has no {norm} budgets (it has {', '.join(self.budgets)}): "
+                f"give eps for each {norm} attack entry and gate threshold"
+            )
+        return norm
 
 
 def _span(norm: str, span: float) -> float:
@@ -63,26 +80,26 @@ PROFILES: dict[str, Profile] = {
         Profile(
             "digits",
             "8x8 to 16x16 grayscale digits",
-            {"linf": ("0.1", "0.2"), "l2": ("1", "2")},
-            {"linf": "0.1", "l2": "1"},
+            {"linf": ("0.1", "0.2"), "l2": ("1", "2"), "l1": ("3.5", "7")},
+            {"linf": "0.1", "l2": "1", "l1": "3.5"},
         ),
         Profile(
             "mnist",
             "up to 28x28 grayscale (MNIST budgets: Linf 0.3, L2 2.0)",
-            {"linf": ("0.1", "0.2", "0.3"), "l2": ("1", "2")},
-            {"linf": "0.3", "l2": "2"},
+            {"linf": ("0.1", "0.2", "0.3"), "l2": ("1", "2"), "l1": ("12", "24")},
+            {"linf": "0.3", "l2": "2", "l1": "24"},
         ),
         Profile(
             "cifar",
-            "about 32x32 (CIFAR-10 budgets of RobustBench: Linf 8/255, L2 0.5)",
-            {"linf": ("8/255", "16/255"), "l2": ("0.5",)},
-            {"linf": "8/255", "l2": "0.5"},
+            "about 32x32 (CIFAR-10 budgets of RobustBench: Linf 8/255, L2 0.5, L1 12)",
+            {"linf": ("8/255", "16/255"), "l2": ("0.5",), "l1": ("12",)},
+            {"linf": "8/255", "l2": "0.5", "l1": "12"},
         ),
         Profile(
             "imagenet",
-            "224 px and up (ImageNet budgets of RobustBench: Linf 4/255, L2 3.0)",
-            {"linf": ("4/255",), "l2": ("3",)},
-            {"linf": "4/255", "l2": "3"},
+            "224 px and up (ImageNet budgets of RobustBench: Linf 4/255, L2 3.0, L1 255)",
+            {"linf": ("4/255",), "l2": ("3",), "l1": ("255",)},
+            {"linf": "4/255", "l2": "3", "l1": "255"},
         ),
         Profile(
             "tabular",

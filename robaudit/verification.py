@@ -91,9 +91,12 @@ def verify_batch(
     if minimal:
         xa = xa.clamp(lo, hi)
     else:
-        # the ball's radius per sample (snr: set by each clean input's energy)
+        # the ball's radius per sample (snr: set by each clean input's energy); the size in
+        # float64: a float32 sum of D absolute values (L1) drifts by more than TOLERANCE
         radius = norm.radius(x, threat.eps)
-        budget = int((norm.measure(xa - x) > radius + TOLERANCE).sum())
+        size64 = norm.measure64(xa.double() - x.double())
+        limit = torch.as_tensor(radius, dtype=torch.float64, device=size64.device)
+        budget = int((size64 > limit + TOLERANCE).sum())
         xa = norm.clip(xa, x, threat.eps, clf.bounds)
     infeasible: torch.Tensor | None = None
     names: tuple[str, ...] = ()

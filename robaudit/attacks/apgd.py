@@ -1,5 +1,6 @@
 """Auto-PGD and its targeted version (Croce & Hein 2020, "Reliable evaluation of adversarial
-robustness with an ensemble of diverse parameter-free attacks"), Linf and L2.
+robustness with an ensemble of diverse parameter-free attacks"), Linf and L2; at L1 the same
+search follows l1-APGD's rules (Croce & Hein 2021, :mod:`robaudit.attacks.apgd_l1`).
 
 APGD is PGD without a step size to tune: it starts at 2·eps, adds momentum (0.75), and at
 checkpoints ``w_j = ceil(p_j · steps)`` (p_0 = 0, p_1 = 0.22,
@@ -28,6 +29,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
+from robaudit.attacks import apgd_l1
 from robaudit.attacks.base import Attack, AttackOutput, AttackParams, register
 from robaudit.attacks.common import mean_trace, ranked_wrong
 from robaudit.attacks.feasible import mask_gradient, project, restrict
@@ -65,6 +67,9 @@ class APGDParams(AttackParams):
         0.75, gt=0, le=1, description="halve the step when fewer than this share of steps helped"
     )
     early_stop: bool = Field(True, description="drop a sample once its iterate fools the model")
+    eps_schedule: bool = Field(
+        True, description="L1 only: 30%/30%/40% of the steps at 3·eps, 2·eps, eps (AutoAttack)"
+    )
 
     def cost(self) -> float:
         return float(self.steps * self.restarts)
@@ -80,6 +85,9 @@ class APGDTParams(AttackParams):
         0.75, gt=0, le=1, description="halve the step when fewer than this share of steps helped"
     )
     early_stop: bool = Field(True, description="drop a sample once its iterate fools the model")
+    eps_schedule: bool = Field(
+        True, description="L1 only: 30%/30%/40% of the steps at 3·eps, 2·eps, eps (AutoAttack)"
+    )
 
     def cost(self) -> float:
         return float(self.steps * self.restarts * self.targets)
@@ -161,17 +169,19 @@ class _State:
     helped: torch.Tensor  # steps since the last checkpoint that raised the loss
     f_max_check: torch.Tensor  # f_max at the last checkpoint
     halved_last: torch.Tensor  # bool: the step size was halved at the last checkpoint
+    topk: torch.Tensor | None = None  # L1: share of the coordinates a step moves
+    sparsity: torch.Tensor | None = None  # L1: L0 of the best point at the last checkpoint
 
     @staticmethod
     def start(x: torch.Tensor, y: torch.Tensor, t: torch.Tensor | None, xs: torch.Tensor,
-              f: torch.Tensor, g: torch.Tensor, radius: float | torch.Tensor) -> _State:  # fmt: skip
-        """The state at the starting point ``xs`` (loss ``f``, gradient ``g``): step twice the
-        ball's radius (eps; per sample at snr)."""
+              f: torch.Tensor, g: torch.Tensor, eta: float | torch.Tensor) -> _State:  # fmt: skip
+        """The state at the starting point ``xs`` (loss ``f``, gradient ``g``), first step
+        ``eta`` (per sample where the ball's radius is: snr)."""
         n = int(x.shape[0])
         return _State(
             idx=torch.arange(n, device=x.device), x0=x, y=y, t=t, xk=xs, xprev=xs, f=f, g=g,
             x_max=xs, f_max=f, g_max=g,
-            eta=(2.0 * torch.as_tensor(radius, device=x.device, dtype=x.dtype)).expand(n).clone(),
+            eta=torch.as_tensor(eta, device=x.device, dtype=x.dtype).expand(n).clone(),
             helped=torch.zeros(n, device=x.device, dtype=torch.int64),
             f_max_check=f,
             halved_last=torch.zeros(n, dtype=torch.bool, device=x.device),
@@ -210,21 +220,56 @@ class _State:
         self.helped = torch.zeros_like(self.helped)
 
 
-class _Search:
-    """One APGD run's fixed parts (model, ball, loss, early stopping) and what it found."""
+class _Rules:
+    """How APGD starts, steps and adapts at Linf and L2 (Croce & Hein 2020)."""
 
-    def __init__(self, clf: Classifier, x: torch.Tensor, threat: Threat, loss: LossFn | None,
-                 targeted_loss: TargetedLossFn | None, early_stop: bool,
-                 trace: list[torch.Tensor] | None) -> None:  # fmt: skip
-        self.clf, self.norm, self.eps, self.bounds = clf, threat.norm, threat.eps, clf.bounds
+    momentum = True
+    eta_start = 2.0  # the first step, in units of eps
+
+    def phases(self, eps: float, steps: int, schedule: bool) -> list[tuple[float, int]]:
+        return [(eps, steps)]
+
+    def marks(self, steps: int) -> list[int]:
+        return checkpoints(steps)
+
+    def start(self, x: torch.Tensor, norm: str, eps: float, bounds: tuple[float, float],
+              generator: torch.Generator) -> torch.Tensor:  # fmt: skip
+        return random_point(x, norm, eps, bounds, generator)
+
+    def begin(self, st: _State, fresh: bool) -> None:
+        """Per-sample settings a phase starts with (none here)."""
+
+    def direction(self, st: _State, g: torch.Tensor, norm: str,
+                  bounds: tuple[float, float]) -> torch.Tensor:  # fmt: skip
+        return steepest_direction(g, norm)
+
+    def checkpoint(self, st: _State, rho: float, window: int, eps: float) -> None:
+        st.checkpoint(rho, window)
+
+
+Rules = _Rules | apgd_l1.L1Rules
+RULES: dict[str, Rules] = {"l1": apgd_l1.L1Rules()}  # any other norm: _Rules()
+
+
+class _Search:
+    """One APGD phase's fixed parts (model, ball, loss, rules, early stopping) and what it
+    found. ``counts``: misclassified iterates are answers (False in a phase whose ball is
+    larger than the threat's)."""
+
+    def __init__(self, clf: Classifier, x: torch.Tensor, threat: Threat, eps: float,
+                 loss: LossFn | None, targeted_loss: TargetedLossFn | None, early_stop: bool,
+                 trace: list[torch.Tensor] | None, counts: bool = True) -> None:  # fmt: skip
+        self.clf, self.norm, self.eps, self.bounds = clf, threat.norm, eps, clf.bounds
+        self.rules: Rules = RULES.get(threat.norm, _Rules())
         self.loss, self.targeted_loss = loss, targeted_loss
-        self.early_stop, self.trace = early_stop, trace
+        self.early_stop, self.trace, self.counts = early_stop and counts, trace, counts
         self.out = _Found.empty(x)
 
     def evaluate(
         self, xa: torch.Tensor, yy: torch.Tensor, tt: torch.Tensor | None, grad: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """Loss (and gradient if ``grad``) at ``xa`` and which points fool the model."""
+        """Loss (and gradient if ``grad``) at ``xa`` and which points fool the model (none
+        when this phase's points do not count)."""
         if tt is None:
             assert self.loss is not None
             fn = self.loss
@@ -238,16 +283,22 @@ class _Search:
             f, g = fn(logits, yy), None
         if self.trace is not None:
             self.trace.append(f.mean())
-        return f, g, logits.argmax(dim=1) != yy
+        return f, g, (logits.argmax(dim=1) != yy) & self.counts
 
     def first(self, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None,
-              generator: torch.Generator) -> _State:  # fmt: skip
-        """The state at a random start in the ball, less the samples it already fools."""
-        start = random_point(x, self.norm, self.eps, self.bounds, generator)
+              generator: torch.Generator, init: torch.Tensor | None = None) -> _State:  # fmt: skip
+        """The state at a random start in the ball (at ``init`` projected into it, when an
+        earlier phase left one), less the samples it already fools."""
+        if init is None:
+            start = self.rules.start(x, self.norm, self.eps, self.bounds, generator)
+        else:
+            start = project(init, x, self.norm, self.eps, self.bounds)
         start = restrict(start, x, self.norm, self.eps)
         f0, g0, fooled0 = self.evaluate(start, y, targets, grad=True)
         assert g0 is not None
-        st = _State.start(x, y, targets, start, f0, g0, get_norm(self.norm).radius(x, self.eps))
+        radius = get_norm(self.norm).radius(x, self.eps)  # eps; per sample at snr
+        st = _State.start(x, y, targets, start, f0, g0, self.rules.eta_start * radius)
+        self.rules.begin(st, fresh=init is None)
         keep = self.out.settle(st.idx, start, fooled0, self.early_stop)
         return st if keep is None else st.select(keep)
 
@@ -255,12 +306,13 @@ class _Search:
         """Compute x^(k+1) (a momentum step from x^(k)); the state without the samples it
         fools (early stopping), empty when none is left."""
         norm, eps, bounds = self.norm, self.eps, self.bounds
-        a = 1.0 if k == 0 else MOMENTUM
         eta = per_sample(st.eta, st.xk)
-        step = eta * steepest_direction(mask_gradient(st.g), norm)
-        z = project(st.xk + step, st.x0, norm, eps, bounds)
-        xn = st.xk + a * (z - st.xk) + (1 - a) * (st.xk - st.xprev)
-        xn = project(xn, st.x0, norm, eps, bounds)
+        step = eta * self.rules.direction(st, mask_gradient(st.g), norm, bounds)
+        xn = project(st.xk + step, st.x0, norm, eps, bounds)
+        if self.rules.momentum:
+            a = 1.0 if k == 0 else MOMENTUM
+            xn = st.xk + a * (xn - st.xk) + (1 - a) * (st.xk - st.xprev)
+            xn = project(xn, st.x0, norm, eps, bounds)
         fn, gn, fooled = self.evaluate(xn, st.y, st.t, grad=with_grad)
         if gn is None:
             gn = st.g  # placeholder of the right shape; never used for a step
@@ -271,6 +323,22 @@ class _Search:
                 return st
         st.record(xn, fn, gn)
         return st
+
+    def run(self, st: _State, steps: int, rho: float) -> _Found:
+        """``steps`` steps with the rules' checkpoints; then what :meth:`finish` gives."""
+        marks = self.rules.marks(steps)
+        last_mark = 0
+        for k in range(steps):  # computes x^(k+1)
+            if st.idx.numel() == 0:
+                break
+            # the last iterate needs its loss, not its gradient
+            st = self.advance(st, k, with_grad=k + 1 < steps)
+            if st.idx.numel() == 0:
+                break
+            if k + 1 in marks:
+                self.rules.checkpoint(st, rho, k + 1 - last_mark, self.eps)
+                last_mark = k + 1
+        return self.finish(st)
 
     def finish(self, st: _State) -> _Found:
         """Samples still standing keep their highest-loss iterate as their best point."""
@@ -295,28 +363,23 @@ def apgd_search(
     rho: float = 0.75,
     early_stop: bool = True,
     trace: list[torch.Tensor] | None = None,
+    eps_schedule: bool = True,
 ) -> _Found:
     """One APGD run from a random start in the ball (one restart, one target per sample).
 
     Give ``loss`` (untargeted) or ``targeted_loss`` with ``targets``. Uses ``steps`` gradient
-    evaluations plus one forward pass for the last iterate; appends the mean loss of every
-    evaluated iterate to ``trace``.
+    evaluations plus one forward pass for the last iterate of each phase (one phase, but for
+    L1's ``eps_schedule``); appends the mean loss of every evaluated iterate to ``trace``.
     """
-    search = _Search(clf, x, threat, loss, targeted_loss, early_stop, trace)
-    st = search.first(x, y, targets, generator)
-    marks = checkpoints(steps)
-    last_mark = 0
-    for k in range(steps):  # computes x^(k+1)
-        if st.idx.numel() == 0:
-            break
-        # the last iterate needs its loss, not its gradient
-        st = search.advance(st, k, with_grad=k + 1 < steps)
-        if st.idx.numel() == 0:
-            break
-        if k + 1 in marks:
-            st.checkpoint(rho, k + 1 - last_mark)
-            last_mark = k + 1
-    return search.finish(st)
+    plan = RULES.get(threat.norm, _Rules()).phases(threat.eps, steps, eps_schedule)
+    init: torch.Tensor | None = None
+    found = _Found.empty(x)
+    for i, (eps, n) in enumerate(plan):
+        last = i == len(plan) - 1
+        search = _Search(clf, x, threat, eps, loss, targeted_loss, early_stop, trace, last)
+        found = search.run(search.first(x, y, targets, generator, init), n, rho)
+        init = found.x  # the next phase starts at this one's highest-loss point
+    return found
 
 
 @register("apgd")
@@ -342,6 +405,7 @@ class APGD(Attack[APGDParams]):
             return apgd_search(
                 clf, x[s], y[s], threat, generator, loss=get_loss(p.loss),
                 steps=p.steps, rho=p.rho, early_stop=p.early_stop, trace=trace,
+                eps_schedule=p.eps_schedule,
             )  # fmt: skip
 
         best.restarts(torch.arange(x.shape[0], device=x.device), p.restarts, search)
@@ -378,6 +442,7 @@ class APGDT(Attack[APGDTParams]):
                 return apgd_search(
                     clf, x[s], y[s], threat, generator, targeted_loss=dlr_targeted, targets=t[s],
                     steps=p.steps, rho=p.rho, early_stop=p.early_stop, trace=trace,
+                    eps_schedule=p.eps_schedule,
                 )  # fmt: skip
 
             standing = best.restarts(standing, p.restarts, search)

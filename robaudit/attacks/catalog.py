@@ -77,6 +77,7 @@ _ROWS: tuple[AttackInfo, ...] = (
         paper="Croce & Hein 2020",
         cost_rank=20,
         constrained=True,
+        norms=("linf", "l2", "l1"),  # L1: l1-APGD's rules (Croce & Hein 2021)
     ),
     AttackInfo(
         name="apgd-t",
@@ -84,6 +85,7 @@ _ROWS: tuple[AttackInfo, ...] = (
         paper="Croce & Hein 2020",
         cost_rank=30,
         constrained=True,
+        norms=("linf", "l2", "l1"),  # L1: l1-APGD's rules (Croce & Hein 2021)
     ),
     AttackInfo(
         name="deepfool",

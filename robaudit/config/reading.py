@@ -190,9 +190,10 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
         for member, _ in spec.members():
             norms = registry()[member].norms
             if spec.norm not in norms:
+                member_of = f"battery {spec.battery}'s member " if spec.battery else ""
                 problems.append(
-                    f"{source}: attacks[{i}].norm: {member} supports {', '.join(norms)}, "
-                    f"not {spec.norm!r}"
+                    f"{source}: attacks[{i}].norm: {member_of}{member} supports "
+                    f"{', '.join(norms)}, not {spec.norm!r}"
                 )
             problems.extend(check_access(source, i, member, spec.access))
             if spec_in is not None and not spec_in.is_image and registry()[member].needs_image:

@@ -294,7 +294,7 @@ class AttackSpec(L0Budgets):
         if self.battery is None:
             assert self.name is not None
             return [(self.name, self.params.model_dump())]
-        return battery_members(self.battery, self.params)
+        return battery_members(self.battery, self.params, self.norm)
 
     def threats(self) -> list[Threat]:
         """One threat per eps value (none before the budget profile filled an omitted eps)."""

@@ -9,14 +9,18 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from robaudit import norms
+from robaudit.attacks.catalog import CATALOG
 from robaudit.config import Config
 from robaudit.errors import UserInputError
-from robaudit.norms import CONFIG_NORMS, REGISTRY
+from robaudit.norms import REGISTRY
 from robaudit.threat import Threat, format_eps
 
-# adversarial training steps in a ball of a real-valued norm whose budgets are lengths: L0
-# counts are audited, not trained; snr's per-sample dB balls not yet
-NORMS = tuple(n for n in CONFIG_NORMS if REGISTRY[n].scales_with_range and not REGISTRY[n].counts)
+# the norms the training attacks (PGD, and TRADES' own steps) have update rules for, whose
+# budgets are lengths: L0 counts are audited, not trained; snr's per-sample dB balls not yet
+NORMS = tuple(
+    n for n in CATALOG["pgd"].norms
+    if n in REGISTRY and REGISTRY[n].scales_with_range and not REGISTRY[n].counts
+)
 
 # method -> its training stages, in order (distill trains a teacher, then the student)
 METHODS: dict[str, tuple[str, ...]] = {
@@ -184,8 +188,9 @@ def _config_threat(cfg: Config, norm: str | None) -> Threat | None:
     from robaudit.attacks.base import registry
 
     for g in cfg.gate.min_robust_accuracy:
-        usable = g.norm in NORMS and norm in (None, g.norm)
-        if g.access == "white-box" and g.variant == "model" and usable:
+        if g.norm not in NORMS:  # no training attack at this norm: not the default
+            continue
+        if g.access == "white-box" and g.variant == "model" and norm in (None, g.norm):
             return Threat(g.norm, g.budget)
     reg = registry()
     for spec in cfg.attacks:
@@ -193,7 +198,7 @@ def _config_threat(cfg: Config, norm: str | None) -> Threat | None:
             continue
         if spec.access != "white-box" or norm not in (None, spec.norm) or not spec.eps:
             continue
-        if spec.norm not in NORMS:  # a budget that is no length (snr) trains nothing here
+        if spec.norm not in NORMS:
             continue
         if any(reg[m].requires == "gradients" for m, _ in spec.members()):
             return Threat(spec.norm, spec.eps[0])

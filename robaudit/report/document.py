@@ -66,6 +66,7 @@ def _example(
         **{k: v for k, v in e.items() if k not in ("x", "x_adv")},
         "linf": float((x_adv - x).abs().max()),
         "l2": float((x_adv - x).norm()),
+        "l1": float((x_adv - x).abs().sum()),
     }
     if "features" in e:  # a table's row: the before/after feature table stands for a picture
         out["clean_png"] = out["adv_png"] = out["perturbation_png"] = None

@@ -146,7 +146,7 @@ def test_db_gives_the_snr_budgets_and_threats_sort_smallest_ball_first() -> None
     [
         ({"norm": "linf", "db": [40]}, "db gives snr budgets in dB; with norm 'linf' use eps"),
         ({"norm": "snr", "db": [40], "eps": [30]}, "not both"),
-        ({"name": "square", "norm": "snr", "eps": [40]}, "square supports linf, l2, not 'snr'"),
+        ({"name": "square", "norm": "snr", "eps": [40]}, "square supports linf, l2, l1, not 'snr'"),
     ],
 )
 def test_bad_snr_entries_are_one_line_config_errors(attack: dict[str, Any], message: str) -> None:

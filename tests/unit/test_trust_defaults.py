@@ -55,9 +55,11 @@ def test_profile_rule_by_input_size() -> None:
     assert choose((3, 64, 64))[0].name == "cifar"
     assert choose((3, 96, 96))[0].name == "imagenet"
     assert choose((3, 224, 224))[0].name == "imagenet"
-    lp = ("linf", "l2")  # the L0 shares are the same in every profile
-    assert {k: PROFILES["cifar"].budgets[k] for k in lp} == {"linf": ("8/255", "16/255"), "l2": ("0.5",)}
-    assert {k: PROFILES["imagenet"].headline[k] for k in lp} == {"linf": "4/255", "l2": "3"}
+    lp = ("linf", "l2", "l1")  # the L0 shares are the same in every profile
+    assert {k: PROFILES["cifar"].budgets[k] for k in lp} == {
+        "linf": ("8/255", "16/255"), "l2": ("0.5",), "l1": ("12",)
+    }
+    assert {k: PROFILES["imagenet"].headline[k] for k in lp} == {"linf": "4/255", "l2": "3", "l1": "255"}
     assert PROFILES["cifar"].budgets["l0"] == ("1%", "5%") and PROFILES["cifar"].headline["l0"] == "1%"
 
 
