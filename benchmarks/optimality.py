@@ -30,8 +30,8 @@ How distances are measured:
 
 Every candidate, robaudit's or a peer's, is judged by robaudit's engine (inside the box, and
 the ball for fixed budgets; a fresh forward pass). Peers run only if installed. Norms: linf,
-l2, l1; a norm's peers and grid rule are entries of ``PEERS`` and ``GRID_RULES`` (L0 needs an
-integer grid, one line there, once robaudit has L0 attacks).
+l2, l1, l0; a norm's peers and grid rule are entries of ``PEERS`` and ``GRID_RULES`` (L0 budgets
+are whole pixels: every count up to ε_max, exact, no refining).
 """
 
 from __future__ import annotations
@@ -134,18 +134,31 @@ PEERS: dict[str, list[Peer]] = {
         Peer("FMN L2", "foolbox", "minimal", _foolbox(lambda a: a.L2FMNAttack())),  # type: ignore[attr-defined]
         Peer("DDN", "foolbox", "minimal", _foolbox(lambda a: a.DDNAttack(steps=100))),  # type: ignore[attr-defined]
     ],
+    "l0": [
+        Peer("Pointwise", "foolbox", "minimal", _foolbox(lambda a: a.PointwiseAttack())),  # type: ignore[attr-defined]
+        Peer("FMN L0", "foolbox", "minimal", _foolbox(lambda a: a.L0FMNAttack())),  # type: ignore[attr-defined]
+    ],
     "linf": [
         Peer("APGD Linf", "torchattacks", "fixed", _torchattacks(lambda t, m, e: t.APGD(m, norm="Linf", eps=e, steps=100))),  # type: ignore[attr-defined]
         Peer("FMN Linf", "foolbox", "minimal", _foolbox(lambda a: a.LInfFMNAttack())),  # type: ignore[attr-defined]
     ],
 }  # fmt: skip
 
-# budgets k·ε_max/G; a norm counted in whole units (L0) will round them up here
-GRID_RULES: dict[str, Callable[[float, int], list[float]]] = {}
-
-
 def linear_grid(eps_max: float, points: int) -> list[float]:
     return [eps_max * k / points for k in range(1, points + 1)]
+
+
+def count_grid(eps_max: float, points: int) -> list[float]:
+    """Whole pixels: every count up to ε_max when there are at most ``points`` of them (then
+    the grid is exact and needs no refining), else ``points`` counts spread up to ε_max."""
+    top = max(1, math.ceil(eps_max))
+    if top <= points:
+        return [float(k) for k in range(1, top + 1)]
+    return sorted({float(math.ceil(top * k / points)) for k in range(1, points + 1)})
+
+
+# budgets k·ε_max/G by default; a norm counted in whole units (L0) counts pixels
+GRID_RULES: dict[str, Callable[[float, int], list[float]]] = {"l0": count_grid}
 
 
 def robaudit_attacks(norm: str, only: list[str] | None) -> dict[str, Attack]:
@@ -251,7 +264,7 @@ def eps_max_by_doubling(clf: Classifier, x: torch.Tensor, y: torch.Tensor, attac
                         norm: str, seed: int) -> float:  # fmt: skip
     """The budget, doubling from 1/256 of the box-covering radius, at which ``attack``
     breaks every correctly classified sample (or the covering radius)."""
-    cover = get(norm).covering_radius(1.0, int(x[0].numel()))
+    cover = get(norm).covering(1.0, tuple(x.shape[1:]))
     eps = cover / 256
     while eps < cover:
         res = run_plan(clf, x, y, [PlannedAttack(0, attack, Threat(norm, eps))], seed=seed,
@@ -359,9 +372,10 @@ def main() -> None:
              for n, a in ours.items() if not a.minimal_norm]  # fmt: skip
     fixed += [(p.name, p.source, peer_fixed(clf, model, x, y, p, norm))
               for p in peers if p.kind == "fixed"]  # fmt: skip
+    refine = 0 if get(norm).counts else args.refine  # whole pixels: nothing between steps
     for name, source, run in fixed:
         outcomes.append(
-            timed(name, source, "fixed", partial(grid_search, run, correct, grid, args.refine))
+            timed(name, source, "fixed", partial(grid_search, run, correct, grid, refine))
         )
     eps0, rows = score(outcomes, correct, grid)
     print_table(rows, eps0, f"local optimality at {get(norm).title} · {args.model.name} · "
