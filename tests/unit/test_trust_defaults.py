@@ -72,6 +72,9 @@ def test_profile_rule_by_input_size() -> None:
 def test_every_preset_fits_every_input_size(
     name: str, shape: tuple[int, int, int], linf: set[float], l2: set[float]
 ) -> None:
+    # strict also runs L1 at the profile's budgets and L0 at 1% of the pixels (floored, >= 1)
+    l1 = {(1, 8, 8): {3.5, 7.0}, (3, 32, 32): {12.0}, (3, 224, 224): {255.0}}[shape]
+    l0 = max(1, (shape[1] * shape[2]) // 100)
     cfg, inferred = fit_config(load_config(preset_path(name)), input_shape=shape, num_classes=10)
     got = {(t.norm, round(t.eps, 9)) for t in cfg.threats()}
     headline = min(linf) if shape != (1, 28, 28) else 0.3
@@ -80,7 +83,10 @@ def test_every_preset_fits_every_input_size(
     elif name == "quick":
         assert got == {("linf", round(e, 9)) for e in linf}
     else:
-        assert got == {("linf", round(e, 9)) for e in linf} | {("l2", round(e, 9)) for e in l2}
+        lp = {("linf", round(e, 9)) for e in linf} | {("l2", round(e, 9)) for e in l2}
+        if name == "strict":
+            lp |= {("l1", round(e, 9)) for e in l1} | {("l0", float(l0))}
+        assert got == lp
     assert cfg.model.input_shape == shape and cfg.model.num_classes == 10
     assert inferred.profile == choose(shape)[0].name
     # every gate threshold sits at a threat that runs
