@@ -380,8 +380,8 @@ def main() -> None:
     eps0, rows = score(outcomes, correct, grid)
     print_table(rows, eps0, f"local optimality at {get(norm).title} · {args.model.name} · "
                 f"{args.samples} digits (clean {float(correct.double().mean()):.0%}) · fixed "
-                f"budgets: grid {args.grid} x {grid[0]:.4g} up to {grid[-1]:.4g}, refined "
-                f"{args.refine}x below each distance")  # fmt: skip
+                f"budgets: grid of {len(grid)} from {grid[0]:.4g} up to {grid[-1]:.4g}, refined "
+                f"{refine}x below each distance")  # fmt: skip
     if args.curves:
         write_curves(args.curves, rows, grid)
 
