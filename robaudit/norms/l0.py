@@ -166,6 +166,13 @@ class L0(Norm):
     def describe(self, eps_label: str) -> str:
         return f"L0 {eps_label} ({self.unit}s)"
 
+    def budget_label(self, eps_label: str) -> str | None:
+        """``L0 5% of pixels``, ``L0 3 pixels``: a count, not a length."""
+        label = eps_label.strip()
+        if label.endswith("%"):
+            return f"L0 {label} of {self.unit}s"
+        return f"L0 {label} {self.unit}" + ("" if label == "1" else "s")
+
 
 class L0Feature(L0):
     """L0 counting single numbers: every channel of every position on its own."""
