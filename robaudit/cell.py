@@ -155,7 +155,7 @@ def _empty_part(n: int, black_box: bool) -> _Part:
         trace=None,
         counts=dict.fromkeys(
             ("budget", "bounds", "nonfinite", "silent", "mismatch", "queries", "grad_evals",
-             "constraint"),
+             "constraint", "feasible", "repaired"),
             0,
         ),
         seconds=0.0,
@@ -282,6 +282,8 @@ def _settle(
     if ctl.constraints is not None:
         cell.constraint_violations = merged.counts["constraint"]
         cell.broken_constraints = merged.broken_constraints
+        cell.feasible_candidates = merged.counts["feasible"]
+        cell.repaired = merged.counts["repaired"]
     if merged.naive is not None:
         cell.naive, cell.naive_reasons = merged.naive.hit, merged.naive.reasons
         cell.naive_hinge = merged.naive.hinge
@@ -392,6 +394,8 @@ def _attack_batch(ctx: CellContext, st: _Cell, number: int, idx: torch.Tensor) -
     part.counts["budget"] += checked.budget
     if checked.infeasible is not None:
         part.counts["constraint"] += int(checked.infeasible.sum())
+        part.counts["feasible"] += checked.feasible or 0
+        part.counts["repaired"] += checked.repaired
         part.broken_constraints = part.broken_constraints or checked.broken_constraints
     broken_out = verdict.nonfinite
     if bool(broken_out.any()):  # never count a NaN output as a break (or as robust)

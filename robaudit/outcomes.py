@@ -84,6 +84,11 @@ class CellOutcome:
     naive_reasons: dict[int, list[str]] | None = None
     # bool[N]: those naive breaks undone by putting the immutable features back
     naive_hinge: torch.Tensor | None = None
+    # tabular runs: the attack's candidates that, as returned (projected into the ball and the
+    # box, before the engine's repair), broke no constraint, and those the engine repaired
+    # (attacks that do not search inside the constraints); None without a feature schema
+    feasible_candidates: int | None = None
+    repaired: int | None = None
 
 
 @dataclass

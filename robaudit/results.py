@@ -127,6 +127,12 @@ class AttackRow:
     # tabular runs: samples whose naive candidate (robaudit.naive: the attack without the
     # constraints) is misclassified but breaks a constraint; None where not measured
     naive_breaks: int | None = None
+    # tabular runs: the share of the attack's candidates that, as it returned them (in the ball
+    # and the box, before the engine's repair), broke no constraint (constrained attacks: 1.0,
+    # else RA019), and how many the engine repaired; None without a schema (and the share
+    # without candidates)
+    constraint_satisfaction: float | None = None
+    repaired: int | None = None
 
 
 @dataclass(frozen=True)
@@ -306,4 +312,5 @@ def _row(r: AttackRow) -> dict[str, Any]:
     return out
 
 
-TABULAR_COLUMNS = ("constraint_violations", "naive_breaks")  # None (left out) elsewhere
+# None (left out) elsewhere
+TABULAR_COLUMNS = ("constraint_violations", "naive_breaks", "constraint_satisfaction", "repaired")

@@ -55,6 +55,8 @@ def combine(prior: Unit, new: Unit, room: int) -> Unit:
         naive=pick(old.naive, new_cell.naive),
         naive_hinge=pick(old.naive_hinge, new_cell.naive_hinge),
         naive_reasons=_reasons(old.naive_reasons, new_cell.naive_reasons),
+        feasible_candidates=_sum_or_none(old.feasible_candidates, new_cell.feasible_candidates),
+        repaired=_sum_or_none(old.repaired, new_cell.repaired),
     )
     shown = sorted(prior[1] + new[1], key=lambda e: e.sample)[:room]
     return cell, shown

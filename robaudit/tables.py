@@ -205,6 +205,11 @@ def _attack_row(
         cumulative_ci=wilson_interval(cumul, n),
         constraint_violations=c.constraint_violations,
         naive_breaks=int(c.naive.sum()) if c.naive is not None else None,
+        constraint_satisfaction=(
+            c.feasible_candidates / attacked if c.feasible_candidates is not None and attacked
+            else None
+        ),
+        repaired=c.repaired,
         **qs,
     )
 

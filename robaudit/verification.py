@@ -49,6 +49,10 @@ class Verification:
     # of the constraints the first of them breaks; None without a schema
     infeasible: torch.Tensor | None = None
     broken_constraints: tuple[str, ...] = ()
+    # tabular runs: candidates that, as the attack returned them (finite, projected into the
+    # ball and the box, before any repair), broke no constraint; and those the engine repaired
+    feasible: int | None = None
+    repaired: int = 0
 
     @property
     def adversarial(self) -> torch.Tensor:
@@ -100,11 +104,17 @@ def verify_batch(
         xa = norm.clip(xa, x, threat.eps, clf.bounds)
     infeasible: torch.Tensor | None = None
     names: tuple[str, ...] = ()
+    feasible: int | None = None
+    repaired = 0
     if constraints is not None:
+        # the attack's own candidates: how many are real records (no extra forward pass)
+        bad = constraints.violated(xa, x)
+        feasible = int((~bad.cpu() & finite.cpu()).sum())
         if repair:
+            repaired = int(bad.sum())
             eps = None if minimal else threat.eps
             xa = constraints.repair(xa, x, norm=threat.norm, eps=eps).to(x.device)
-        bad = constraints.violated(xa, x)
+            bad = constraints.violated(xa, x)
         if bool(bad.any()):
             first = int(bad.nonzero()[0])
             names = tuple(constraints.violations(xa[first : first + 1], x[first : first + 1])[0])
@@ -115,5 +125,6 @@ def verify_batch(
     if infeasible is not None:
         broken = broken & ~infeasible
     return Verification(
-        xa, size, verdict, broken, nonfinite, bounds, budget, infeasible, names
+        xa, size, verdict, broken, nonfinite, bounds, budget, infeasible, names, feasible,
+        repaired,
     )

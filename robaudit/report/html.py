@@ -27,6 +27,7 @@ from robaudit.report.notices import (
     naive_lines,
     own_budget,
     protocol_line,
+    satisfaction_rows,
     threat_text,
     untrusted_line,
 )
@@ -321,6 +322,7 @@ def render_html(doc: dict[str, Any]) -> str:
         black_box=black_box_rows(doc),
         untrusted=untrusted_line(doc),
         naive=naive_lines(doc),
+        satisfaction=satisfaction_rows(doc),
         protocol=protocol_line(doc),
         inferred=inferred_lines(doc),
         grade_text=grade_text(doc),

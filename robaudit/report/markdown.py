@@ -22,6 +22,7 @@ from robaudit.report.notices import (
     positive_columns,
     positive_note,
     protocol_line,
+    satisfaction_rows,
     threat_text,
     unrun_text,
     untrusted_line,
@@ -176,6 +177,30 @@ def _threat_table(doc: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _satisfaction(doc: dict[str, Any]) -> list[str]:
+    """Tabular runs: the share of each attack's candidates that were real records as it
+    returned them, and what the engine did with the others."""
+    rows = satisfaction_rows(doc)
+    if not rows:
+        return []
+    several = len({a.get("variant") for a in rows}) > 1
+    lines = [
+        "",
+        "**Constraint satisfaction of the attacks' candidates** (as returned, before robaudit "
+        "repairs them; attacks searching inside the constraints must reach 100%)",
+        "",
+        "| attack | threat | candidates | satisfy every constraint | repaired | still breaking one |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for a in rows:
+        lines.append(
+            f"| {md_escape(a.get('attack'))} | {threat_label(a, several)} | {a.get('attacked')} | "
+            f"{pct(a.get('constraint_satisfaction'))} | {a.get('repaired')} | "
+            f"{a.get('constraint_violations')} |"
+        )
+    return lines
+
+
 def _change_rows(changes: list[dict[str, Any]], clean: bool) -> list[str]:
     several = len({c.get("variant") for c in changes}) > 1
     rows = []
@@ -281,6 +306,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
     natural = natural_line(doc)
     if natural:
         lines += ["", f"- {md_escape(natural, start=True)}"]
+    lines += _satisfaction(doc)
     failures = (doc.get("gate") or {}).get("failures") or []
     if failures:
         lines += ["", "**Failed gate criteria**", ""]

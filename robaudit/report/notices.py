@@ -215,3 +215,10 @@ def naive_lines(doc: dict[str, Any]) -> list[str]:
             f"{_pct(row.get('robust_accuracy'))}): " + "; ".join(why)
         )
     return lines
+
+
+def satisfaction_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Tabular runs: the attack rows that say how many of the attack's candidates were real
+    records as it returned them (``constraint_satisfaction``, before the engine's repair), how
+    many the engine repaired, and how many still broke a constraint (never counted)."""
+    return [a for a in doc.get("attacks") or [] if isinstance(a, dict) and "repaired" in a]
