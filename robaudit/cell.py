@@ -9,6 +9,7 @@ one model call when asked, and merges the ranks' shares. The pass-wide inputs tr
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -60,6 +61,15 @@ class _Part:
     broken_constraints: tuple[str, ...] = ()  # of the first infeasible candidate
     naive: NaiveShare | None = None  # tabular runs: what a naive audit counts (robaudit.naive)
     naive_seconds: float = 0.0  # spent on the naive comparison, not the attack's own time
+    candidates: torch.Tensor | None = None  # tabular runs: float[N, F], verified candidates
+
+
+# a share's per-sample tensors ([N] or [N, F]; absent ones are None) and a sample's value
+# there until its batch is kept: what a dropped batch is reset to, what the merge copies
+_UNSET: dict[str, float] = {
+    "broken": False, "adversarial": False, "undecided": False, "norms": float("nan"),
+    "adv_pred": -1, "sample_queries": -1, "candidates": float("nan"),
+}  # fmt: skip
 
 
 def _merge(parts: list[_Part], room: int) -> _Part:
@@ -69,13 +79,10 @@ def _merge(parts: list[_Part], room: int) -> _Part:
     out = parts[0]
     for p in parts[1:]:
         m = p.owned
-        out.broken[m] = p.broken[m]
-        out.adversarial[m] = p.adversarial[m]
-        out.undecided[m] = p.undecided[m]
-        out.norms[m] = p.norms[m]
-        out.adv_pred[m] = p.adv_pred[m]
-        if out.sample_queries is not None and p.sample_queries is not None:
-            out.sample_queries[m] = p.sample_queries[m]
+        for name in _UNSET:
+            mine, theirs = getattr(out, name), getattr(p, name)
+            if mine is not None and theirs is not None:
+                mine[m] = theirs[m]
         for q, dist in p.dist_trace.items():
             mine = out.dist_trace.setdefault(q, torch.full_like(dist, float("nan")))
             mine[m] = dist[m]
@@ -199,6 +206,9 @@ def run_cell(
     )
     if ctl.constraints is not None and measured(attack, access):
         st.part.naive = NaiveShare.empty(ctx.n)
+    if ctl.constraints is not None:  # tabular runs: the breaks' feature changes, per sample
+        width = math.prod(ctx.x.shape[1:])
+        st.part.candidates = torch.full((ctx.n, width), float("nan"), dtype=ctx.x.dtype)
     ctx.progress.start(st.label, sum(int(b.numel()) for _, b in batches))
 
     def tallies() -> tuple[int, int, int, int, dict[str, int]]:
@@ -238,13 +248,9 @@ def _forget(part: _Part, idx: torch.Tensor) -> None:
     """Undo everything a dropped batch wrote (chunks verified before an OOM split included):
     the cell's tallies are rolled back to before it, and ``--resume`` runs it whole again."""
     part.owned[idx] = False
-    part.broken[idx] = False
-    part.adversarial[idx] = False
-    part.undecided[idx] = False
-    part.norms[idx] = float("nan")
-    part.adv_pred[idx] = -1
-    if part.sample_queries is not None:
-        part.sample_queries[idx] = -1
+    for name, unset in _UNSET.items():
+        if (values := getattr(part, name)) is not None:
+            values[idx] = unset
     for trace in part.dist_trace.values():
         trace[idx] = float("nan")
     if part.naive is not None:
@@ -284,6 +290,7 @@ def _settle(
         cell.broken_constraints = merged.broken_constraints
         cell.feasible_candidates = merged.counts["feasible"]
         cell.repaired = merged.counts["repaired"]
+        cell.candidates = merged.candidates
     if merged.naive is not None:
         cell.naive, cell.naive_reasons = merged.naive.hit, merged.naive.reasons
         cell.naive_hinge = merged.naive.hinge
@@ -416,6 +423,8 @@ def _attack_batch(ctx: CellContext, st: _Cell, number: int, idx: torch.Tensor) -
     _naive(ctx, st, idx, xb, yb, out.x_adv, bseed)
     part.adv_pred[idx] = verdict.pred
     part.norms[idx] = checked.norms
+    if part.candidates is not None:
+        part.candidates[idx] = checked.x_adv.reshape(int(idx.numel()), -1).to(part.candidates)
     if ctx.on_batch is not None:
         fits = checked.norms <= threat.eps + TOLERANCE if st.minimal else torch.ones_like(b)
         ctx.on_batch(

@@ -89,6 +89,11 @@ class CellOutcome:
     # (attacks that do not search inside the constraints); None without a feature schema
     feasible_candidates: int | None = None
     repaired: int | None = None
+    # tabular runs: float[N, F], each attacked sample's verified candidate (projected, repaired;
+    # NaN rows: not attacked), flattened; the report's feature_changes are counted off it
+    # (robaudit.tabular.changes). None: image runs, or a tabular cell saved without it (its
+    # breaks' features were not tallied)
+    candidates: torch.Tensor | None = None
 
 
 @dataclass

@@ -27,7 +27,7 @@ from robaudit.classifier import ACCESS_RANK, Classifier, resolve_device
 from robaudit.config import Config
 from robaudit.control import RunControl, StopRequested, interruptible
 from robaudit.distributed import SINGLE, Shard
-from robaudit.engine import BatchSink, EngineControl, EngineResult, VerifiedBatch, run_plan
+from robaudit.engine import BatchSink, EngineControl, EngineResult, run_plan
 from robaudit.errors import ModelLoadError, RuntimeFailure
 from robaudit.fitting import Inferred
 from robaudit.integrity import certification_findings, collect_findings
@@ -41,7 +41,7 @@ from robaudit.progress import Progress
 from robaudit.record import Tables, assemble, config_sha256, incomplete_state, run_meta
 from robaudit.results import Finding, RunResult
 from robaudit.tables import build_tables, positive_class_row
-from robaudit.tabular.changes import FeatureChanges
+from robaudit.tabular.changes import feature_changes
 from robaudit.threads import ThreadChoice
 from robaudit.variants import run_variants
 
@@ -273,11 +273,10 @@ def audit(
         run.control, store, run.shard, constraints=constraints,
         attack_only=cfg.data.attack_only_class,
     )
-    changes = FeatureChanges(data.samples, data.tabular.scaler) if data.tabular else None
     er = run_plan(
         clf, data.samples, data.y, list(plan.cells), seed=settings.seed,
         batch_size=settings.batch_size, cascade=cfg.engine.cascade,
-        examples=cfg.report.examples, progress=progress, on_batch=_both(on_batch, changes),
+        examples=cfg.report.examples, progress=progress, on_batch=on_batch,
         ctl=ctl,
     )
     stop = _Stop(er.failure, list(er.unrun), run, ctl)
@@ -304,23 +303,12 @@ def audit(
     )
     result = assemble(
         loaded, data, cfg, er, tables, variants, certification, findings, verdict, meta, plan,
-        settings.samples, natural, positive, changes.to_dict() if changes else None,
+        settings.samples, natural, positive,
+        feature_changes(er.cells, data.samples, data.tabular.scaler) if data.tabular else None,
     )
     if stop.failure is not None:
         raise RuntimeFailure(stop.failure, partial=result)
     return result
-
-
-def _both(first: BatchSink | None, second: BatchSink | None) -> BatchSink | None:
-    """One sink that hands each verified batch to both (either may be absent)."""
-    if first is None or second is None:
-        return first or second
-
-    def sink(batch: VerifiedBatch) -> None:
-        first(batch)
-        second(batch)
-
-    return sink
 
 
 def _positive_class(

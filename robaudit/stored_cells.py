@@ -57,6 +57,11 @@ def combine(prior: Unit, new: Unit, room: int) -> Unit:
         naive_reasons=_reasons(old.naive_reasons, new_cell.naive_reasons),
         feasible_candidates=_sum_or_none(old.feasible_candidates, new_cell.feasible_candidates),
         repaired=_sum_or_none(old.repaired, new_cell.repaired),
+        # kept only where both parts have it: a part saved without it leaves its breaks'
+        # feature changes untallied (the report says so) rather than half counted
+        candidates=both(old.candidates, new_cell.candidates)
+        if old.candidates is not None and new_cell.candidates is not None
+        else None,
     )
     shown = sorted(prior[1] + new[1], key=lambda e: e.sample)[:room]
     return cell, shown

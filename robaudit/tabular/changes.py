@@ -1,24 +1,40 @@
 """Which features the verified breaks of a tabular audit changed, how often and by how much.
 
 A fraud analyst acts on features, not on perturbation norms: "most breaks lower the amount and
-switch the channel to the app" says where the model is weak and what a fraudster would do. The
-engine hands every verified batch to a sink (:data:`robaudit.outcomes.BatchSink`); this one
-counts, over the breaks only, each feature changed (by more than the schema's tolerance in
-scaled units) and the size of the change in the data's own units (raw = scaled x span). Each
-(attack, sample) break counts once: a sample two attacks broke counts twice.
+switch the channel to the app" says where the model is weak and what a fraudster would do.
+Every cell of a tabular run keeps each attacked sample's verified candidate
+(``CellOutcome.candidates``), so the count is made from the cells themselves: it travels with
+them through a resumed partial cell, ``--resume`` and the ranks' merge, and a report equals an
+uninterrupted single-process run's. Over the breaks only, each feature changed (by more than
+the schema's tolerance in scaled units) is counted, with the size of the change in the data's
+own units (raw = scaled x span). Each cell's break counts once: a sample two attacks (or one
+attack at two budgets) broke counts twice. A cell saved without its candidates is listed as
+not tallied instead of being left out silently.
 
 Examples are turned into before/after feature tables here too (:func:`feature_table`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from robaudit.tabular.data import MinMaxScaler
 from robaudit.tabular.schema import TOL
+from robaudit.threat import Threat
+
+
+class CellLike(Protocol):
+    """What the count reads off a cell (a :class:`robaudit.outcomes.CellOutcome`)."""
+
+    index: int
+    attack: str
+    threat: Threat
+    broken: torch.Tensor
+    candidates: torch.Tensor | None
 
 
 class _Tally:
@@ -55,38 +71,41 @@ class _Tally:
         return {"breaks": self.breaks, "features": feats}
 
 
-class FeatureChanges:
-    """A batch sink over the verified batches of one audit (the bare model's cells)."""
+def feature_changes(cells: Sequence[CellLike], x: Any, scaler: MinMaxScaler) -> dict[str, Any]:
+    """The report's ``feature_changes`` over the audited model's cells: over all breaks, per
+    threat, and (only when some are) the cells whose breaks could not be tallied.
 
-    def __init__(self, x: Any, scaler: MinMaxScaler) -> None:
-        """``x``: the audited samples (a tensor, or the loader's samples: indexable by a tensor
-        of positions), in the scaler's columns and scaled units."""
-        self.x = x
-        self.columns = tuple(scaler.columns)
-        self.span = np.asarray(scaler.span, dtype=np.float64)
-        self.all = _Tally(len(self.columns))
-        self.by_threat: dict[str, _Tally] = {}
-
-    def __call__(self, batch: Any) -> None:
-        """Count the breaks of one verified batch (a :class:`robaudit.outcomes.VerifiedBatch`)."""
-        hit = batch.broken.cpu().bool()
-        if not bool(hit.any()):
-            return
-        xa = batch.x_adv[hit].reshape(int(hit.sum()), -1).double().numpy()
-        xc = self.x[batch.idx[hit]].reshape(xa.shape[0], -1).double().cpu().numpy()
+    ``x``: the audited samples (a tensor, or the loader's samples: indexable by a tensor of
+    positions), in the scaler's columns and scaled units.
+    """
+    columns = tuple(scaler.columns)
+    span = np.asarray(scaler.span, dtype=np.float64)
+    every = _Tally(len(columns))
+    by_threat: dict[str, _Tally] = {}
+    untallied: list[dict[str, Any]] = []
+    for cell in cells:
+        rows = cell.broken.nonzero().flatten()
+        if not rows.numel():
+            continue
+        if cell.candidates is None:
+            untallied.append(
+                {"attack": cell.attack, "attack_index": cell.index,
+                 "threat": cell.threat.key, "breaks": int(rows.numel())}
+            )  # fmt: skip
+            continue
+        xa = cell.candidates[rows].double().numpy()
+        xc = x[rows].reshape(xa.shape[0], -1).double().cpu().numpy()
         delta = xa - xc
-        moved = np.abs(delta) > TOL
-        size = np.abs(delta) * self.span
-        self.all.add(moved, size)
-        key = batch.threat.key
-        self.by_threat.setdefault(key, _Tally(len(self.columns))).add(moved, size)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The report's ``feature_changes``: over all breaks, and per threat."""
-        return {
-            **self.all.rows(self.columns),
-            "by_threat": {k: t.rows(self.columns) for k, t in sorted(self.by_threat.items())},
-        }
+        moved, size = np.abs(delta) > TOL, np.abs(delta) * span
+        every.add(moved, size)
+        by_threat.setdefault(cell.threat.key, _Tally(len(columns))).add(moved, size)
+    out = {
+        **every.rows(columns),
+        "by_threat": {k: t.rows(columns) for k, t in sorted(by_threat.items())},
+    }
+    if untallied:
+        out["not_tallied"] = untallied
+    return out
 
 
 def feature_table(

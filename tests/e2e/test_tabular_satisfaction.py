@@ -15,12 +15,17 @@ caught by tests/e2e/test_tabular_scan.py::test_attack_breaking_the_constraints_i
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+import yaml
 from torch import nn
 
 import robaudit
@@ -123,8 +128,11 @@ def test_satisfaction_rate_is_a_recount(
     assert '<section id="constraint-satisfaction">' in html
 
 
-def test_rates_survive_a_stop_mid_cell_and_resume(model: nn.Module, tmp_path: Path) -> None:
-    """A partial cell's counts are saved with it and added to what --resume runs."""
+def test_rates_survive_a_stop_mid_cell_and_resume(
+    model: nn.Module, tmp_path: Path, validate_report: Any
+) -> None:
+    """A partial cell's counts and its breaks' candidates (feature_changes) are saved with it and
+    added to what --resume runs."""
     cfg = _config(8)
     full = robaudit.scan(model, config=cfg, seed=0)
     state = tmp_path / ".robaudit"
@@ -140,10 +148,65 @@ def test_rates_survive_a_stop_mid_cell_and_resume(model: nn.Module, tmp_path: Pa
     assert 0 < stopped.attacked < whole.attacked
     assert stopped.repaired is not None and whole.repaired is not None
     assert 0 < stopped.repaired < whole.repaired  # the saved share holds the finished batches
+    shutil.copytree(state, tmp_path / "old")
     resumed = robaudit.scan(model, config=cfg, seed=0, checkpoint_dir=state, resume=True)
     assert resumed.incomplete is None
-    # feature_changes is left out: it tallies only the batches this process ran (a known gap)
-    got, want = (without_timing(r.to_dict()) for r in (resumed, full))
+    # feature_changes included: the breaks' candidates are saved with the cells, so the cells
+    # loaded whole and the partial SimBA cell's finished batches are counted too
+    fc = resumed.result.feature_changes
+    assert fc is not None and "not_tallied" not in fc
+    assert fc["breaks"] == sum(a.broken for a in full.result.attacks) > 0
+    assert without_timing(resumed.to_dict()) == without_timing(full.to_dict())
+
+    # saved cells without their candidates (written before they were kept): those cells'
+    # breaks are listed as not tallied, never silently left out of the counts
+    for f in (tmp_path / "old" / "cells").glob("*.pt"):
+        saved = torch.load(f, weights_only=True)
+        if saved["cell"]["cell"]["attack"] in ("pgd", "simba"):  # simba: the partial cell
+            del saved["cell"]["cell"]["candidates"]
+            torch.save(saved, f)
+    old = robaudit.scan(model, config=cfg, seed=0, checkpoint_dir=tmp_path / "old", resume=True)
+    fc, rows = old.result.feature_changes, {a.attack: a for a in full.result.attacks}
+    assert fc is not None
+    missing = {c["attack"]: c["breaks"] for c in fc["not_tallied"]}
+    assert missing == {"pgd": rows["pgd"].broken, "simba": rows["simba"].broken}
+    assert fc["breaks"] + sum(missing.values()) == sum(a.broken for a in full.result.attacks)
+    assert "white-box/linf/0.1" not in fc["by_threat"]  # pgd's, its only cell
+    got, want = (without_timing(r.to_dict()) for r in (old, full))
     assert isinstance(got, dict) and isinstance(want, dict)
     got.pop("feature_changes"), want.pop("feature_changes")
-    assert got == want
+    assert got == want  # nothing else depends on the candidates
+    written = old.save(tmp_path / "report", ["json", "html"])
+    validate_report(json.loads(Path(written["json"]).read_text()))
+    html = Path(written["html"]).read_text()
+    alert = html[html.index('id="feature-changes-incomplete"') : html.index('id="gallery"')]
+    assert f"{sum(missing.values())} break(s) are not tallied" in alert and "simba at" in alert
+
+
+@pytest.mark.slow
+def test_two_process_scan_equals_one_process(tmp_path: Path) -> None:
+    """``torchrun --nproc-per-node 2`` (Gloo on CPU): the batches are dealt over the ranks and
+    merged per cell, feature_changes included (a minimal-norm attack read off at two budgets
+    too); the report equals a single process's, timings aside."""
+    cfg = {**_config(8), "seed": 0, "engine": {"device": "cpu"}}
+    cfg["attacks"] = [*ATTACKS, {"name": "deepfool", "norm": "l2", "eps": [0.25, 0.5]}]
+    path = tmp_path / "fraud.yaml"
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    scan = ["-m", "robaudit", "scan", str(MODEL), "-c", str(path), "--quiet", "--out"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1"}
+    torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    docs = []
+    for name, launch in (("one", []), ("two", torchrun)):
+        out = tmp_path / name
+        proc = subprocess.run(
+            [sys.executable, *launch, *scan, str(out)],
+            env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert proc.returncode in (0, 1), proc.stderr[-3000:]
+        docs.append(json.loads((out / "report.json").read_text(encoding="utf-8")))
+    one, two = docs
+    assert two["meta"]["execution"]["processes"] == 2
+    fc = two["feature_changes"]
+    assert fc["breaks"] == sum(a["broken"] for a in one["attacks"]) > 0
+    assert "white-box/l2/0.25" in fc["by_threat"]  # deepfool's smaller budget
+    assert without_timing(two) == without_timing(one)
