@@ -23,7 +23,7 @@ REGISTRY["snr"] = Snr()  # audio: a per-sample L2 ball set by a signal-to-noise 
 CONFIG_NORMS += ("snr",)
 # threat sets that are no Lp ball (a patch region, its location in the name: patch@center):
 # get() finds them, the ball-contract tests over REGISTRY leave them out
-REGIONS: dict[str, Norm] = {n.name: n for n in (Patch(), Patch("center"))}
+REGIONS: dict[str, Norm] = {n.name: n for n in (Patch(), Patch("center"), Patch(universal=True))}
 
 
 def get(name: str) -> Norm:
