@@ -40,6 +40,16 @@ class PatchPGDParams(AttackParams):
         0.3, gt=0, le=2, description="first step as a share of the input range (cosine decay)"
     )
     loss: Literal["ce", "margin", "dlr"] = Field("margin", description="loss to ascend")
+    # universal: true (one patch for every image, robaudit.attacks.patch_universal)
+    train_steps: int = Field(
+        300, ge=1, le=100_000, description="universal: Adam steps of EOT training on held-out data"
+    )
+    train_images: int = Field(
+        5000, ge=1, le=10_000_000, description="universal: at most this many training images"
+    )
+    placements: int = Field(
+        16, ge=1, le=1000, description="universal: random places the patch is judged at"
+    )
 
     def probe(self) -> int:
         return self.probe_steps if self.probe_steps is not None else max(2, self.steps // 10)

@@ -156,6 +156,11 @@ def to_document(r: RunResult, *, incomplete: bool = False) -> dict[str, Any]:
         doc["feature_changes"] = r.feature_changes
     if r.natural is not None:  # only when the config asked for it: other reports are unchanged
         doc["natural"] = natural_document(r.natural, bounds)
+    if r.universal:  # universal patches: the numbers, the patch's values and its picture
+        doc["universal_patches"] = [
+            {**u.to_dict(), "patch": u.patch.tolist(), "patch_png": to_png_b64(u.patch, bounds)}
+            for u in r.universal
+        ]
     out = _clean(doc)
     assert isinstance(out, dict)
     return out

@@ -21,6 +21,7 @@ from robaudit.report.notices import (
     positive_columns,
     positive_note,
     protocol_line,
+    universal_lines,
     unrun_text,
     untrusted_line,
 )
@@ -276,6 +277,8 @@ def render_markdown(doc: dict[str, Any]) -> str:
     natural = natural_line(doc)
     if natural:
         lines += ["", f"- {md_escape(natural, start=True)}"]
+    for line in universal_lines(doc):
+        lines += ["", f"- {md_escape(line, start=True)}"]
     failures = (doc.get("gate") or {}).get("failures") or []
     if failures:
         lines += ["", "**Failed gate criteria**", ""]
