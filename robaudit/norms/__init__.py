@@ -36,4 +36,12 @@ def get(name: str) -> Norm:
         raise ValueError(f"unknown norm {name!r}; valid: {', '.join(REGISTRY)}") from None
 
 
-__all__ = ["CONFIG_NORMS", "REGIONS", "REGISTRY", "TINY", "Norm", "get", "per_sample"]
+def find(name: str) -> Norm | None:
+    """The norm called ``name``, or None (reading threat keys: patch@center is one too)."""
+    try:
+        return get(name)
+    except ValueError:
+        return None
+
+
+__all__ = ["CONFIG_NORMS", "REGIONS", "REGISTRY", "TINY", "Norm", "find", "get", "per_sample"]

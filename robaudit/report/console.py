@@ -14,7 +14,7 @@ from rich.text import Text
 import robaudit
 from robaudit.access import LEVELS as ACCESS_LEVELS
 from robaudit.baseline import points_text
-from robaudit.norms import get as get_norm
+from robaudit.norms import find as find_norm
 from robaudit.report.html import has_undecided
 from robaudit.report.notices import (
     evaluation_lines,
@@ -40,15 +40,6 @@ def _pct(v: float | None) -> str:
     return "—" if v is None else f"{100 * v:.1f}%"
 
 
-def _is_norm(name: str) -> bool:
-    """A threat key's norm part: any norm ``norms.get`` knows (patch@center, patch-universal)."""
-    try:
-        get_norm(name)
-    except ValueError:
-        return False
-    return True
-
-
 def _not_run_rows(doc: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     """(variant, access, norm, eps label) of planned threats with no row: nothing finished there.
 
@@ -59,7 +50,7 @@ def _not_run_rows(doc: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     for u in (doc.get("partial") or {}).get("unrun") or []:
         parts = str(u["threat"]).split("/")  # [variant/]access/norm/label; "8/255" has a slash
         at = next(
-            (i for i in range(len(parts) - 2) if parts[i] in ACCESS_LEVELS and _is_norm(parts[i + 1])),
+            (i for i in range(len(parts) - 2) if parts[i] in ACCESS_LEVELS and find_norm(parts[i + 1]) is not None),
             None,
         )
         if at is None:  # a variant that did not start at all ("jpeg/*")
