@@ -173,9 +173,8 @@ def prepare_universal(
         gen = torch.Generator().manual_seed(cell_seed(seed, "universal", p.index, p.threat.key))
         search = p.search or clf
         dev = search.device
-        trained = train_universal(search, held.x.to(dev), held.y.to(dev), p.threat.eps, gen,
-                                  steps=params.train_steps, scale=EOT_SCALE,
-                                  rotation=EOT_ROTATION)  # fmt: skip
+        trained = _best_of(search, held, p.threat.eps, gen, params.train_steps,
+                           params.train_restarts, dev)  # fmt: skip
         corners = random_corners(
             params.placements, trained.patch, (input_shape[-2], input_shape[-1]), gen
         )
@@ -186,6 +185,23 @@ def prepare_universal(
                                          held, ours_r, noise_r))  # fmt: skip
         out.append(replace(p, attack=PastedPatch(params, trained.patch, corners)))
     return out, tuple(outcomes)
+
+
+def _best_of(clf: Classifier, held: Holdout, size: float, gen: torch.Generator, steps: int,
+             restarts: int, dev: torch.device) -> UniversalPatch:  # fmt: skip
+    """The best of ``restarts`` patches trained from fresh random starts: the one with the
+    lowest accuracy on the training images at random places (Adam saturates a small patch's
+    pixels at the bounds within a few steps, so one start can settle on a weak pattern)."""
+    x, y = held.x.to(dev), held.y.to(dev)
+    best, best_acc = None, math.inf
+    for _ in range(restarts):
+        cand = train_universal(clf, x, y, size, gen, steps=steps, scale=EOT_SCALE,
+                               rotation=EOT_ROTATION)  # fmt: skip
+        acc = evaluate_universal(clf, x, y, cand.patch, size, gen).accuracy
+        if acc < best_acc:
+            best, best_acc = cand, acc
+    assert best is not None
+    return best
 
 
 def _judge(clf: Classifier, data: DataSet, patch: torch.Tensor, size: float,

@@ -44,6 +44,10 @@ class PatchPGDParams(AttackParams):
     train_steps: int = Field(
         300, ge=1, le=100_000, description="universal: Adam steps of EOT training on held-out data"
     )
+    train_restarts: int = Field(
+        4, ge=1, le=100, description="universal: patches trained from fresh starts; the one "
+        "the training images resist least is kept"
+    )
     train_images: int = Field(
         5000, ge=1, le=10_000_000, description="universal: at most this many training images"
     )

@@ -145,10 +145,11 @@ def random_placements(
 def random_corners(
     count: int, patch: torch.Tensor, image: tuple[int, int], generator: torch.Generator
 ) -> tuple[Corner, ...]:
-    """``count`` top-left corners drawn uniformly over the places the patch fits on the image:
-    the same places for every image, so each placement's accuracy is one number."""
+    """``count`` distinct top-left corners drawn uniformly over the places the patch fits on the
+    image (all of them when there are fewer): the same places for every image, so each
+    placement's accuracy is one number."""
     rows, cols = image[0] - int(patch.shape[-2]) + 1, image[1] - int(patch.shape[-1]) + 1
-    at = torch.randint(0, rows * cols, (count,), generator=generator).tolist()
+    at = torch.randperm(rows * cols, generator=generator)[:count].tolist()  # no place twice
     return tuple((int(a) // cols, int(a) % cols) for a in at)
 
 
