@@ -30,7 +30,7 @@ from robaudit.threat import Threat
 class PatchPGDParams(AttackParams):
     steps: int = Field(100, ge=1, le=100_000, description="gradient steps at the chosen place")
     locations: int = Field(
-        32, ge=1, le=10_000, description="places tried per sample and restart (anywhere only)"
+        64, ge=1, le=10_000, description="places tried per sample and restart (anywhere only)"
     )
     probe_steps: int | None = Field(
         None, ge=1, le=10_000, description="PGD steps at each place tried (default steps/10)"
