@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from robaudit.loading.data import DataSet
 from robaudit.loading.model import LoadedModel, load_model
 from robaudit.natural.run import NaturalOutcome, Predict
 from robaudit.natural.stage import run_natural
+from robaudit.norms.patch import UNIVERSAL
 from robaudit.plan import Plan, make_plan
 from robaudit.progress import Progress
 from robaudit.record import Tables, assemble, config_sha256, incomplete_state, run_meta
@@ -43,6 +44,7 @@ from robaudit.results import Finding, RunResult
 from robaudit.tables import build_tables, positive_class_row
 from robaudit.tabular.changes import feature_changes
 from robaudit.threads import ThreadChoice
+from robaudit.universal import UniversalOutcome, prepare_universal
 from robaudit.variants import run_variants
 
 
@@ -266,6 +268,7 @@ def audit(
     torch.manual_seed(settings.seed)  # for models that draw randomness from the global generator
     reference = _natural_reference(clf, cfg, settings, config_path)
     plan = make_plan(clf, data, cfg, access_reason(loaded, settings), config_path)
+    plan, universal = _universal_stage(clf, data, cfg, plan, settings)
     store = _open_store(run, cfg, loaded, data, settings)  # only now: a refused plan leaves none
     # a table's feature constraints: every candidate must satisfy them to count as a break
     constraints = data.tabular.constraints if data.tabular is not None else None
@@ -306,9 +309,27 @@ def audit(
         settings.samples, natural, positive,
         feature_changes(er.cells, data.samples, data.tabular.scaler) if data.tabular else None,
     )
+    if universal:  # universal patches: their own section (other reports unchanged)
+        result = replace(result, universal=universal)
     if stop.failure is not None:
         raise RuntimeFailure(stop.failure, partial=result)
     return result
+
+
+def _universal_stage(
+    clf: Classifier, data: DataSet, cfg: Config, plan: Plan, settings: RunSettings
+) -> tuple[Plan, tuple[UniversalOutcome, ...]]:
+    """Universal patches trained (held-out data) and judged before the engine runs; the plan's
+    cells at those threats paste the trained patch. The defense variants leave them out: a
+    universal patch is trained against the bare model only."""
+    if not any(p.threat.norm == UNIVERSAL for p in plan.cells):
+        return plan, ()
+    cells, outcomes = prepare_universal(
+        clf, data, plan.cells, input_shape=cfg.model.shape, seed=settings.seed,
+        data_seed=settings.data_seed,
+    )  # fmt: skip
+    kept = tuple(p for p in plan.variant_cells if p.threat.norm != UNIVERSAL)
+    return replace(plan, cells=tuple(cells), variant_cells=kept), outcomes
 
 
 def _positive_class(

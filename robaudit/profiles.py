@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from robaudit.errors import ConfigError
-from robaudit.norms import REGISTRY as NORMS
+from robaudit.norms import get as get_norm
 
 PROFILE_NAMES = ("auto", "digits", "mnist", "cifar", "imagenet", "tabular", "waveform", "audio")
 _WAVEFORM = {"linf": ("0.001", "0.0025"), "l2": ("0.1",), "snr": ("40", "30")}
@@ -71,7 +71,7 @@ class Profile:
 
 def _span(norm: str, span: float) -> float:
     """The range a norm's budgets scale with (1: budgets not in input units, such as dB)."""
-    return span if NORMS[norm].scales_with_range else 1.0
+    return span if get_norm(norm).scales_with_range else 1.0
 
 
 PROFILES: dict[str, Profile] = {
@@ -132,6 +132,14 @@ for _p in PROFILES.values():
     for _norm in ("l0", "l0-feature"):
         _p.budgets[_norm] = L0_BUDGETS
         _p.headline[_norm] = L0_BUDGETS[0]
+
+# patch budgets are the region's share of the image, on images only: 1% and 5% (headline), a
+# small and a sticker-sized patch (Sparse-RS's patch threat uses about 1-2% of ImageNet's
+# 224x224 pixels; Brown et al.'s stickers cover ~10%)
+PATCH_BUDGETS = ("1%", "5%")
+for _name in ("digits", "mnist", "cifar", "imagenet"):
+    PROFILES[_name].budgets["patch"] = PATCH_BUDGETS
+    PROFILES[_name].headline["patch"] = PATCH_BUDGETS[1]
 
 
 def choose(input_shape: tuple[int, ...]) -> tuple[Profile, str]:

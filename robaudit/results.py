@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from robaudit.natural.run import NaturalOutcome
+
+if TYPE_CHECKING:
+    from robaudit.universal import UniversalOutcome
 
 SCHEMA_VERSION = "1.0"
 VARIANT = "model"  # the bare model; defenses add variants later
@@ -294,6 +297,8 @@ class RunResult:
     # tabular runs: per threat, what a naive audit (no constraint checks) would have counted
     # more, and why each is not a real break (robaudit.naive.naive_rows)
     naive_audit: tuple[dict[str, Any], ...] | None = None
+    # universal patches (patch-pgd universal: true): the patch, per-placement accuracy, noise
+    universal: tuple[UniversalOutcome, ...] = ()
 
     def table(self) -> pd.DataFrame:
         """The long results table: one row per (variant, attack, threat)."""

@@ -155,12 +155,12 @@ def _at_least(name: str, value: float, limit: float, detail: str) -> Check:
 def _robust_check(g: GateThreshold, threats: tuple[ThreatRow, ...]) -> Check:
     """One ``min_robust_accuracy`` threshold against the run's row for its threat."""
     where = "" if g.variant == "model" else f"{g.variant} "
-    name = f"min_robust_accuracy[{where}{g.access} {g.norm} eps={g._eps_label or format_eps(g.budget)}]"
+    name = f"min_robust_accuracy[{where}{g.access} {g.threat_norm} eps={g._eps_label or format_eps(g.budget)}]"
     row = next(
         (
             t
             for t in threats
-            if t.norm == g.norm
+            if t.norm == g.threat_norm
             and t.access == g.access
             and t.variant == g.variant
             and abs(t.eps - g.budget) < 1e-9
@@ -171,7 +171,7 @@ def _robust_check(g: GateThreshold, threats: tuple[ThreatRow, ...]) -> Check:
         return (name, [GateFailure(name, float("nan"), g.value, "threat was not evaluated")])
     return _at_least(
         name, row.robust_accuracy, g.value,
-        f"robust accuracy {row.robust_accuracy:.1%} at {g.norm} eps {row.eps_label} is "
+        f"robust accuracy {row.robust_accuracy:.1%} at {g.threat_norm} eps {row.eps_label} is "
         f"below {g.value:.1%} by {100 * (g.value - row.robust_accuracy):.1f} points",
     )
 

@@ -30,7 +30,7 @@ from robaudit.threat import Threat
 class PatchPGDParams(AttackParams):
     steps: int = Field(100, ge=1, le=100_000, description="gradient steps at the chosen place")
     locations: int = Field(
-        32, ge=1, le=10_000, description="places tried per sample and restart (anywhere only)"
+        64, ge=1, le=10_000, description="places tried per sample and restart (anywhere only)"
     )
     probe_steps: int | None = Field(
         None, ge=1, le=10_000, description="PGD steps at each place tried (default steps/10)"
@@ -40,6 +40,20 @@ class PatchPGDParams(AttackParams):
         0.3, gt=0, le=2, description="first step as a share of the input range (cosine decay)"
     )
     loss: Literal["ce", "margin", "dlr"] = Field("margin", description="loss to ascend")
+    # universal: true (one patch for every image, robaudit.attacks.patch_universal)
+    train_steps: int = Field(
+        300, ge=1, le=100_000, description="universal: Adam steps of EOT training on held-out data"
+    )
+    train_restarts: int = Field(
+        4, ge=1, le=100, description="universal: patches trained from fresh starts; the one "
+        "the training images resist least is kept"
+    )
+    train_images: int = Field(
+        5000, ge=1, le=10_000_000, description="universal: at most this many training images"
+    )
+    placements: int = Field(
+        16, ge=1, le=1000, description="universal: random places the patch is judged at"
+    )
 
     def probe(self) -> int:
         return self.probe_steps if self.probe_steps is not None else max(2, self.steps // 10)

@@ -20,10 +20,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from robaudit.attacks.base import AttackOutput
 from robaudit.attacks.losses import LossFn, cross_entropy
 from robaudit.attacks.patch_common import place, region_of
+from robaudit.attacks.patch_pgd import PatchPGD, PatchPGDParams
 from robaudit.classifier import Classifier
 from robaudit.threat import Threat
+
+Corner = tuple[int, int]
 
 
 @dataclass(frozen=True)
@@ -136,6 +140,55 @@ def random_placements(
         lefts = torch.randint(0, width - w + 1, (n,), generator=generator)
         out.append(place(x, patch.to(x).expand(n, -1, -1, -1), tops, lefts))
     return out
+
+
+def random_corners(
+    count: int, patch: torch.Tensor, image: tuple[int, int], generator: torch.Generator
+) -> tuple[Corner, ...]:
+    """``count`` distinct top-left corners drawn uniformly over the places the patch fits on the
+    image (all of them when there are fewer): the same places for every image, so each
+    placement's accuracy is one number."""
+    rows, cols = image[0] - int(patch.shape[-2]) + 1, image[1] - int(patch.shape[-1]) + 1
+    at = torch.randperm(rows * cols, generator=generator)[:count].tolist()  # no place twice
+    return tuple((int(a) // cols, int(a) % cols) for a in at)
+
+
+def pasted(x: torch.Tensor, patch: torch.Tensor, corner: Corner) -> torch.Tensor:
+    """``x`` with ``patch`` (C×h×w) at ``corner`` on every image."""
+    n = int(x.shape[0])
+    tops, lefts = torch.full((n,), corner[0]), torch.full((n,), corner[1])
+    return place(x, patch.to(x).expand(n, -1, -1, -1), tops, lefts)
+
+
+class PastedPatch(PatchPGD):
+    """A trained universal patch as the engine runs it: per image, the first of the given
+    placements at which the model errs (else the last), for the engine to verify; so the
+    threat's robust accuracy is the share correct under every placement (worst case)."""
+
+    def __init__(self, params: PatchPGDParams, patch: torch.Tensor, corners: tuple[Corner, ...]):
+        super().__init__(params)
+        self.patch, self.corners = patch, corners
+
+    def cost(self) -> float:
+        return float(len(self.corners))  # one forward pass per placement
+
+    def run(
+        self,
+        clf: Classifier,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        threat: Threat,
+        generator: torch.Generator,
+    ) -> AttackOutput:
+        del threat, generator  # the patch and its places were fixed before the run
+        best = x.clone()
+        fooled = torch.zeros(int(x.shape[0]), dtype=torch.bool, device=x.device)
+        for corner in self.corners:
+            cand = pasted(x, self.patch, corner)
+            take = ~fooled
+            best[take] = cand[take]
+            fooled |= clf.predict(cand).to(x.device) != y
+        return AttackOutput(x_adv=best, claimed=fooled)
 
 
 def noise_patch(patch: torch.Tensor, generator: torch.Generator,

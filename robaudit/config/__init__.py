@@ -12,7 +12,9 @@ engine, results, reports or front ends (tests/architecture).
 from __future__ import annotations
 
 from robaudit.access import LEVELS as ACCESS_LEVELS
+from robaudit.config.certification import CertifiedThreshold
 from robaudit.config.checks import ACCESS_ORDER, fitted, variant_labels
+from robaudit.config.gate import GateSection, GateThreshold
 from robaudit.config.reading import (
     config_from_dict,
     config_from_yaml,
@@ -32,15 +34,12 @@ from robaudit.config.sections import (
     STARTER_NAMES,
     Access,
     AttackSpec,
-    CertifiedThreshold,
     CertifySection,
     Config,
     DataSection,
     DefenseSpec,
     EngineSection,
     Format,
-    GateSection,
-    GateThreshold,
     IntegritySection,
     ModelSection,
     Norm,

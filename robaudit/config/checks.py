@@ -119,17 +119,18 @@ def check_gate(source: str, cfg: Config) -> list[str]:
                 f"variant of this config; valid: {', '.join(sorted(variants))}"
             )
             continue
+        norm = g.threat_norm  # a patch's location is part of its threat
         if not any(
-            t.norm == g.norm and t.access == g.access and abs(t.eps - g.budget) < 1e-9
+            t.norm == norm and t.access == g.access and abs(t.eps - g.budget) < 1e-9
             for t in threats
         ):
             have = (
-                ", ".join(f"{t.access} {t.norm} {t.label}" for t in threats if t.norm == g.norm)
+                ", ".join(f"{t.access} {t.norm} {t.label}" for t in threats if t.norm == norm)
                 or "none"
             )
             out.append(
-                f"{source}: gate.min_robust_accuracy[{k}]: no attack runs at {g.access} {g.norm} "
-                f"eps {g._eps_label or f'{g.eps:g}'}; threats in this config at {g.norm}: {have}"
+                f"{source}: gate.min_robust_accuracy[{k}]: no attack runs at {g.access} {norm} "
+                f"eps {g._eps_label or f'{g.eps:g}'}; threats in this config at {norm}: {have}"
             )
     return out
 

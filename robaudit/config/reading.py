@@ -22,6 +22,7 @@ from robaudit.config.checks import (
     input_spec,
 )
 from robaudit.config.messages import did_you_mean, format_errors, key_str, with_others
+from robaudit.config.patch import check_patches
 from robaudit.config.sections import (
     MAX_CONFIG_BYTES,
     MAX_CONFIG_DEPTH,
@@ -184,7 +185,8 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
             problems.append(format_errors(source, exc, ("attacks", i), spec.params_model, spec=True))
             continue
         entry = data["attacks"][i] if isinstance(data["attacks"][i], dict) else {}
-        raw = entry.get("eps", entry.get("db"))  # db: snr budgets as the issue writes them
+        # db: snr budgets, size: patch budgets, as the issue writes them
+        raw = entry.get("eps", entry.get("db", entry.get("size")))
         raw_list = raw if isinstance(raw, list) else [raw]
         spec._eps_labels = [str(r).strip() if isinstance(r, str) else "" for r in raw_list]
         for member, _ in spec.members():
@@ -204,12 +206,15 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
             if problem:
                 problems.append(f"{source}: attacks[{i}].{problem}")
         problems.extend(check_eps(source, i, spec, cfg.model))
+        problems.extend(check_patches(source, f"attacks[{i}]", spec, cfg.model.input_shape))
     raw_gate = data.get("gate") if isinstance(data.get("gate"), dict) else {}
     raw_min = raw_gate.get("min_robust_accuracy") if isinstance(raw_gate, dict) else None
     for k, g in enumerate(cfg.gate.min_robust_accuracy):
         entry = raw_min[k] if isinstance(raw_min, list) and k < len(raw_min) else None
-        raw_eps = entry.get("eps") if isinstance(entry, dict) else None
+        raw_eps = entry.get("eps", entry.get("size")) if isinstance(entry, dict) else None
         g._eps_label = raw_eps.strip() if isinstance(raw_eps, str) else ""
+        where = f"gate.min_robust_accuracy[{k}]"
+        problems.extend(check_patches(source, where, g, cfg.model.input_shape))
     problems.extend(check_defenses(source, cfg))
     problems.extend(check_gate(source, cfg))
     problems.extend(check_natural(source, cfg))

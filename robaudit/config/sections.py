@@ -24,10 +24,12 @@ from robaudit.access import AccessName
 from robaudit.attacks.base import AttackParams, registry
 from robaudit.attacks.batteries import BATTERY_PARAMS, battery_members
 from robaudit.config.budgets import L0Budgets, count_shares
-from robaudit.config.certification import CertifiedThreshold, CertifySection
+from robaudit.config.certification import CertifySection
 from robaudit.config.decision import DecisionRule
+from robaudit.config.gate import GateSection, Norm
 from robaudit.config.messages import did_you_mean
 from robaudit.config.natural import NaturalSection
+from robaudit.config.patch import PatchFields
 from robaudit.errors import ConfigError
 from robaudit.inputs import InputSpec
 from robaudit.threat import Threat, _short_repr, parse_eps
@@ -55,7 +57,6 @@ MAX_CONFIG_DEPTH = 64
 # numpy's RandomState (the seeded sample subset) takes seeds in [0, 2**32 - 1]
 MAX_SEED = 2**32 - 1
 
-Norm = Literal["linf", "l2", "l1", "l0", "l0-feature", "snr"]
 Format = Literal["json", "html", "csv", "md", "junit"]
 # report.json, report.html, results.csv, summary.md (CI step summaries), junit.xml (CI test views)
 FORMATS: tuple[Format, ...] = ("json", "html", "csv", "md", "junit")
@@ -215,7 +216,7 @@ def _db_as_eps(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class AttackSpec(L0Budgets):
+class AttackSpec(PatchFields, L0Budgets):
     """One attack at one or more budgets; its own parameters sit beside name, norm and eps."""
 
     model_config = ConfigDict(extra="allow")
@@ -301,7 +302,8 @@ class AttackSpec(L0Budgets):
         if self.eps is None:
             return []
         labels = self._eps_labels or [""] * len(self.eps)
-        return [Threat(self.norm, e, self.access, lab) for e, lab in zip(self.eps, labels, strict=True)]
+        norm = self.threat_norm  # a patch's location (or universal) is in the threat's norm
+        return [Threat(norm, e, self.access, lab) for e, lab in zip(self.eps, labels, strict=True)]
 
 
 class DefenseSpec(BaseModel):
@@ -336,79 +338,6 @@ class DefenseSpec(BaseModel):
         cls = defense_registry()[self.name]
         params = self._params or cls.Params.model_validate(self.model_extra or {})
         return cls(params)
-
-
-class GateThreshold(_Section, L0Budgets):
-    """A minimum robust accuracy at one threat (of the bare model unless ``variant`` says)."""
-
-    norm: Norm
-    eps: float | None = Field(None, description="omitted: the budget profile's headline budget")
-    value: float = Field(ge=0.0, le=1.0)
-    access: Access = "white-box"
-    variant: str = Field("model", description="'model' or a defense variant's label")
-    _eps_label: str = PrivateAttr(default="")
-
-    @field_validator("eps", mode="before")
-    @classmethod
-    def _parse_eps(cls, v: Any) -> float | None:
-        return None if v is None else parse_eps(v)
-
-    @property
-    def budget(self) -> float:
-        """The eps of a fitted config (the profile's headline filled in when it was left out)."""
-        if self.eps is None:
-            raise ConfigError(f"gate threshold at {self.norm} has no eps yet: a run fits it")
-        return self.eps
-
-
-class GateSection(_Section):
-    """Thresholds that decide the exit code."""
-
-    fail_on_findings: Literal["none", "errors", "any"] = Field(
-        "errors",
-        description="fail on unresolved findings: none, errors (an error-severity finding means "
-        "the numbers cannot be trusted) or any (warnings too)",
-    )
-
-    @field_validator("fail_on_findings", mode="before")
-    @classmethod
-    def _findings_policy(cls, v: Any) -> Any:
-        if v is True:  # the boolean form of earlier versions
-            return "any"
-        if v is False:
-            return "none"
-        return v
-    min_clean_accuracy: float | None = Field(None, ge=0.0, le=1.0)
-    min_robust_accuracy: list[GateThreshold] = Field(default_factory=list)
-    min_score: float | None = Field(None, ge=0.0, le=100.0)
-    min_certified_accuracy: list[CertifiedThreshold] = Field(default_factory=list)
-    min_corruption_accuracy: float | dict[str, float] | None = Field(
-        None,
-        exclude_if=lambda v: v is None,
-        description="mean accuracy over the corruptions run, or a minimum per corruption name",
-    )
-    max_mce: float | None = Field(
-        None, ge=0.0, exclude_if=lambda v: v is None,
-        description="the highest mCE (needs natural.corruptions.reference)",
-    )
-    min_geometric_accuracy: float | None = Field(
-        None, ge=0.0, le=1.0, exclude_if=lambda v: v is None,
-        description="accuracy under the worst rotation/translation tried",
-    )
-    min_occlusion_accuracy: float | None = Field(
-        None, ge=0.0, le=1.0, exclude_if=lambda v: v is None,
-        description="accuracy with the occluding box at its worst position",
-    )
-    min_robust_recall: float | None = Field(
-        None, ge=0.0, le=1.0, exclude_if=lambda v: v is None,
-        description="the positive class's robust recall at every threat of the audited model "
-        "(needs data.attack_only_class or model.decision)",
-    )
-    allow_weak: bool = Field(
-        False,
-        description="pass a threat where no adversarial search ran or converged (noise only, "
-        "a decision-based attack still improving at its budget); such audits get no grade",
-    )
 
 
 class ReportSection(_Section):

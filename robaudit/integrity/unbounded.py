@@ -34,7 +34,8 @@ def sanity(
     gradients are dead and no copy exists, Square (gradient-free) joins it, so the check judges
     the evaluation robaudit actually ran, not the bare gradient attack it replaced. Each
     counting norm among ``norms`` (L0) gets its own check with its own attacks at a budget of
-    every pixel: PGD-L0, joined by Sparse-RS where gradients are dead.
+    every pixel: PGD-L0, joined by Sparse-RS where gradients are dead; patch threats get
+    Patch PGD at a patch covering the whole image.
     """
     from robaudit.attacks.fgsm_pgd import PGD, PGDParams
 
@@ -62,7 +63,20 @@ def sanity(
         found = _check(clf, x, y, idx, _l0_plan(clf, name, x, search, extra), seed,
                        "PGD-L0" + (" (straight-through copy)" if search is not None else ""),
                        f"at {name} eps {full:g} (every {unit})")  # fmt: skip
+    if found is None and any(getattr(get_norm(n), "family", "") == "patch" for n in norms):
+        found = _check(clf, x, y, idx, _patch_plan(search), seed,
+                       "Patch PGD" + (" (straight-through copy)" if search is not None else ""),
+                       "at a patch covering the whole image (patch eps 1)")  # fmt: skip
     return found
+
+
+def _patch_plan(search: Any) -> list[PlannedAttack]:
+    """Patch PGD with a patch as large as the image: its content is then any input in the box,
+    so a working search breaks about everything (one place: the whole image)."""
+    from robaudit.attacks.patch_pgd import PatchPGD, PatchPGDParams
+
+    attack = PatchPGD(PatchPGDParams(steps=20, locations=1, loss="margin"))
+    return [PlannedAttack(-1, attack, Threat("patch", 1.0), search=search)]
 
 
 def _l0_plan(clf: Classifier, name: str, x: Images, search: Any, extra: bool

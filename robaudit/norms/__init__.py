@@ -23,7 +23,7 @@ REGISTRY["snr"] = Snr()  # audio: a per-sample L2 ball set by a signal-to-noise 
 CONFIG_NORMS += ("snr",)
 # threat sets that are no Lp ball (a patch region, its location in the name: patch@center):
 # get() finds them, the ball-contract tests over REGISTRY leave them out
-REGIONS: dict[str, Norm] = {n.name: n for n in (Patch(), Patch("center"))}
+REGIONS: dict[str, Norm] = {n.name: n for n in (Patch(), Patch("center"), Patch(universal=True))}
 
 
 def get(name: str) -> Norm:
@@ -36,4 +36,12 @@ def get(name: str) -> Norm:
         raise ValueError(f"unknown norm {name!r}; valid: {', '.join(REGISTRY)}") from None
 
 
-__all__ = ["CONFIG_NORMS", "REGIONS", "REGISTRY", "TINY", "Norm", "get", "per_sample"]
+def find(name: str) -> Norm | None:
+    """The norm called ``name``, or None (reading threat keys: patch@center is one too)."""
+    try:
+        return get(name)
+    except ValueError:
+        return None
+
+
+__all__ = ["CONFIG_NORMS", "REGIONS", "REGISTRY", "TINY", "Norm", "find", "get", "per_sample"]

@@ -30,6 +30,9 @@ import torch.nn.functional as F
 from robaudit.norms.base import Norm
 
 CHANGED = 1e-6  # a pixel whose change is at most this (every channel) counts as untouched
+# one patch for every image, pasted anywhere (Brown et al. 2017): the same region set as
+# ``patch``, its own threat (a universal attacker is weaker than a per-sample one)
+UNIVERSAL = "patch-universal"
 SLACK = 1e-7  # float slack when a budget sits exactly on a side's threshold
 LOCATIONS = "anywhere, center or [row, col]"
 
@@ -72,13 +75,17 @@ def parse(name: str) -> Patch:
     """The patch norm called ``name`` (``patch``, ``patch@center``, ``patch@R,C``)."""
     if name == "patch":
         return Patch()
+    if name == UNIVERSAL:
+        return Patch(universal=True)
     where = name.partition("@")[2] if name.startswith("patch@") else ""
     if where == "center":
         return Patch("center")
     row, _, col = where.partition(",")
     if row.isdigit() and col.isdigit():
         return Patch((int(row), int(col)))
-    raise ValueError(f"unknown patch threat {name!r}; valid: patch, patch@center, patch@ROW,COL")
+    raise ValueError(
+        f"unknown patch threat {name!r}; valid: patch, patch@center, patch@ROW,COL, {UNIVERSAL}"
+    )
 
 
 def changed(delta: torch.Tensor) -> torch.Tensor:
@@ -111,11 +118,20 @@ def box_mask(
 class Patch(Norm):
     """One patch threat: a region of a budget share, anywhere or at a fixed place."""
 
-    def __init__(self, location: str | tuple[int, int] = "anywhere") -> None:
+    family = "patch"  # the config's norm for every location (attacks declare this one)
+    scales_with_range = False  # a share of the image, whatever the input range
+
+    def __init__(
+        self, location: str | tuple[int, int] = "anywhere", universal: bool = False
+    ) -> None:
+        if universal and location != "anywhere":
+            raise ValueError("a universal patch is pasted anywhere; it has no fixed location")
         self.location = location
+        self.universal = universal
         self.name = location_name(location if isinstance(location, str) else list(location))
+        self.name = UNIVERSAL if universal else self.name
         where = "" if location == "anywhere" else f" at {self.name.partition('@')[2]}"
-        self.title = f"Patch{where}"
+        self.title = "Universal patch" if universal else f"Patch{where}"
 
     # -- the region ----------------------------------------------------------------------
 
@@ -230,4 +246,10 @@ class Patch(Norm):
         return 1.0  # the region is the whole image
 
     def describe(self, eps_label: str) -> str:
-        return f"{self.title} {eps_label}"
+        """``Patch 5% (anywhere)``, ``Patch 5% (center)``, ``Patch 5% at (2, 3)``,
+        ``Universal patch 10%``: the share, then where the region may lie."""
+        if self.universal:
+            return f"{self.title} {eps_label}"
+        if isinstance(self.location, tuple):
+            return f"Patch {eps_label} at ({self.location[0]}, {self.location[1]})"
+        return f"Patch {eps_label} ({self.location})"

@@ -14,7 +14,7 @@ from rich.text import Text
 import robaudit
 from robaudit.access import LEVELS as ACCESS_LEVELS
 from robaudit.baseline import points_text
-from robaudit.norms import REGISTRY as NORMS
+from robaudit.norms import find as find_norm
 from robaudit.report.html import has_undecided
 from robaudit.report.notices import (
     evaluation_lines,
@@ -27,6 +27,7 @@ from robaudit.report.notices import (
     positive_note,
     protocol_line,
     threat_text,
+    universal_lines,
     unrun_text,
     untrusted_line,
 )
@@ -51,7 +52,7 @@ def _not_run_rows(doc: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     for u in (doc.get("partial") or {}).get("unrun") or []:
         parts = str(u["threat"]).split("/")  # [variant/]access/norm/label; "8/255" has a slash
         at = next(
-            (i for i in range(len(parts) - 2) if parts[i] in ACCESS_LEVELS and parts[i + 1] in NORMS),
+            (i for i in range(len(parts) - 2) if parts[i] in ACCESS_LEVELS and find_norm(parts[i + 1]) is not None),
             None,
         )
         if at is None:  # a variant that did not start at all ("jpeg/*")
@@ -135,6 +136,8 @@ def print_summary(doc: dict[str, Any], console: Console, written: dict[str, Path
     natural = natural_line(doc)
     if natural:
         console.print(natural, highlight=False)
+    for line in universal_lines(doc):
+        console.print(line, highlight=False)
     if has_undecided(doc):
         console.print(
             Text(

@@ -10,8 +10,9 @@ import math
 from dataclasses import asdict
 from typing import Any
 
+from robaudit.norms import find as find_norm
 from robaudit.report.audio import audio_example
-from robaudit.report.images import perturbation_png_b64, to_png_b64
+from robaudit.report.images import changed_box, perturbation_png_b64, to_png_b64
 from robaudit.report.natural import natural_document
 from robaudit.results import SCHEMA_VERSION, TABULAR_COLUMNS, AttackRow, RunResult
 from robaudit.scoring import SCORE_FORMULA
@@ -71,15 +72,25 @@ def _example(
     if "features" in e:  # a table's row: the before/after feature table stands for a picture
         out["clean_png"] = out["adv_png"] = out["perturbation_png"] = None
     elif x.dim() == 3:
+        # a patch threat's example: the changed region outlined (and its box in the JSON)
+        box = changed_box(x, x_adv) if _is_patch(str(e.get("threat_key", ""))) else None
+        if box is not None:
+            out["patch_box"] = list(box)
         out["clean_png"] = to_png_b64(x, bounds)
-        out["adv_png"] = to_png_b64(x_adv, bounds)
-        out["perturbation_png"] = perturbation_png_b64(x, x_adv)
+        out["adv_png"] = to_png_b64(x_adv, bounds, box)
+        out["perturbation_png"] = perturbation_png_b64(x, x_adv, box)
     else:
         out["clean_png"] = out["adv_png"] = out["perturbation_png"] = None
         out["changes"] = largest_changes(x, x_adv)
         if x.dim() == 2 and rate is not None:
             out["audio"] = audio_example(x, x_adv, bounds, rate)
     return out
+
+
+def _is_patch(threat_key: str) -> bool:
+    """Whether a threat key (``access/norm/label``) is at a patch threat."""
+    parts = threat_key.split("/")
+    return len(parts) > 1 and getattr(find_norm(parts[1]), "family", "") == "patch"
 
 
 def _sample_rate(config: dict[str, Any]) -> int | None:
@@ -160,6 +171,11 @@ def to_document(r: RunResult, *, incomplete: bool = False) -> dict[str, Any]:
         doc["naive_audit"] = list(r.naive_audit)
     if r.natural is not None:  # only when the config asked for it: other reports are unchanged
         doc["natural"] = natural_document(r.natural, bounds)
+    if r.universal:  # universal patches: the numbers, the patch's values and its picture
+        doc["universal_patches"] = [
+            {**u.to_dict(), "patch": u.patch.tolist(), "patch_png": to_png_b64(u.patch, bounds)}
+            for u in r.universal
+        ]
     out = _clean(doc)
     assert isinstance(out, dict)
     return out

@@ -24,6 +24,7 @@ from robaudit.report.notices import (
     protocol_line,
     satisfaction_rows,
     threat_text,
+    universal_lines,
     unrun_text,
     untrusted_line,
 )
@@ -307,6 +308,8 @@ def render_markdown(doc: dict[str, Any]) -> str:
     if natural:
         lines += ["", f"- {md_escape(natural, start=True)}"]
     lines += _satisfaction(doc)
+    for line in universal_lines(doc):
+        lines += ["", f"- {md_escape(line, start=True)}"]
     failures = (doc.get("gate") or {}).get("failures") or []
     if failures:
         lines += ["", "**Failed gate criteria**", ""]

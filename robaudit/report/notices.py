@@ -115,6 +115,21 @@ def natural_line(doc: dict[str, Any]) -> str | None:
     return "natural robustness: " + "; ".join(parts) if parts else None
 
 
+def universal_lines(doc: dict[str, Any]) -> list[str]:
+    """One line per universal patch (terminal and summary.md): trained vs noise patch."""
+    out = []
+    for u in doc.get("universal_patches") or []:
+        noise = u.get("noise") or {}
+        out.append(
+            f"universal patch {u['eps_label']}: accuracy at a random placement "
+            f"{100 * u['accuracy']:.1f}% (noise patch {100 * noise.get('accuracy', 0):.1f}%), "
+            f"correct under all {len(u['placements'])} placements {100 * u['robust_accuracy']:.1f}% "
+            f"(noise {100 * noise.get('robust_accuracy', 0):.1f}%); trained on "
+            f"{u['trained_on']['images']} images ({u['trained_on']['why']})"
+        )
+    return out
+
+
 def positive_columns(doc: dict[str, Any]) -> tuple[str, ...]:
     """The headline table's extra columns when the report follows a positive class (fraud)."""
     pc = doc.get("positive_class")

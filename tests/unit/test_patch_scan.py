@@ -1,0 +1,242 @@
+"""Patch threats everywhere a threat appears: the config (size, location, universal, shares,
+one-line errors, profile budgets, gate thresholds), the RA008 sanity check, the gallery's
+outline, the not-run rows, and a universal patch end to end in a scan."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import robaudit
+from robaudit.attacks.base import AttackOutput
+from robaudit.attacks.patch_pgd import PatchPGD
+from robaudit.classifier import Classifier
+from robaudit.config import config_from_dict
+from robaudit.errors import ConfigError
+from robaudit.fitting import fit_config
+from robaudit.integrity.unbounded import sanity
+from robaudit.loading.data import digits_arrays
+from robaudit.loading.model import load_model
+from robaudit.norms import get
+from robaudit.norms.patch import changed
+from robaudit.report.console import _not_run_rows
+from tests.helpers import one_thread
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE: dict[str, Any] = {
+    "version": 1,
+    "model": {"num_classes": 10, "input_shape": [1, 8, 8]},
+    "attacks": [{"name": "patch-pgd", "norm": "patch", "size": ["1%", "5%", 0.1]}],
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    yield from one_thread()
+
+
+def _cfg(entry: dict[str, Any] | None = None, gate: list[dict[str, Any]] | None = None,
+         shape: list[int] | None = None) -> dict[str, Any]:  # fmt: skip
+    doc = copy.deepcopy(BASE)
+    doc["attacks"][0].update(entry or {})
+    if gate is not None:
+        doc["gate"] = {"min_robust_accuracy": gate}
+    if shape is not None:
+        doc["model"]["input_shape"] = shape
+    return doc
+
+
+def test_size_is_eps_as_a_share_and_the_location_names_the_threat() -> None:
+    cfg = config_from_dict(_cfg())
+    assert cfg.attacks[0].eps == [0.01, 0.05, 0.1]
+    assert [t.key for t in cfg.threats()] == [
+        "white-box/patch/1%", "white-box/patch/5%", "white-box/patch/0.1",
+    ]  # fmt: skip
+    center = config_from_dict(_cfg({"location": "center", "size": "5%"}))
+    assert [t.key for t in center.threats()] == ["white-box/patch@center/5%"]
+    fixed = config_from_dict(_cfg({"location": [2, 3], "size": ["5%"]}))
+    assert [t.norm for t in fixed.threats()] == ["patch@2,3"]
+    universal = config_from_dict(_cfg({"universal": True, "size": ["10%"]}))
+    assert [t.key for t in universal.threats()] == ["white-box/patch-universal/10%"]
+    assert "location" not in cfg.model_dump()["attacks"][0]  # other configs' hashes unchanged
+    assert get("patch").describe("5%") == "Patch 5% (anywhere)"
+    assert get("patch@center").describe("5%") == "Patch 5% (center)"
+    assert get("patch-universal").describe("10%") == "Universal patch 10%"
+
+
+def test_gate_thresholds_name_a_patch_threat_with_its_location() -> None:
+    gate = [{"norm": "patch", "location": "center", "size": "5%", "value": 0.1}]
+    cfg = config_from_dict(_cfg({"location": "center", "size": ["5%"]}, gate))
+    g = cfg.gate.min_robust_accuracy[0]
+    assert (g.threat_norm, g.eps, g._eps_label) == ("patch@center", 0.05, "5%")
+    with pytest.raises(ConfigError, match=r"no attack runs at white-box patch@center eps 5%"):
+        config_from_dict(_cfg({"size": ["5%"]}, gate))  # the attack runs anywhere, not centred
+
+
+def test_profile_gives_patch_budgets_and_a_headline_gate() -> None:
+    doc = _cfg(gate=[{"norm": "patch", "value": 0.1}])
+    del doc["attacks"][0]["size"]
+    del doc["model"]["input_shape"]
+    fitted, inferred = fit_config(config_from_dict(doc), input_shape=(1, 8, 8))
+    assert [t.key for t in fitted.threats()] == ["white-box/patch/1%", "white-box/patch/5%"]
+    assert fitted.gate.min_robust_accuracy[0].eps == 0.05 and inferred.profile == "digits"
+
+
+@pytest.mark.parametrize(
+    ("entry", "shape", "message"),
+    [
+        (
+            {"size": ["150%"]},
+            None,
+            r"attacks\[0\]: eps '150%': a share must be > 0% and at most 100%",
+        ),
+        (
+            {"size": [0]},
+            None,
+            r"eps 0: a patch budget is its share of the image, > 0 and at most 1",
+        ),
+        ({"size": [1.5]}, None, r"eps 1.5: a patch budget"),
+        (
+            {"location": [6, 6]},
+            None,
+            r"attacks\[0\].location: a 3x3 patch \(eps 0.1\) at \[6, 6\] "
+            r"reaches past the 8x8 image; its corner may be at most \[5, 5\]",
+        ),
+        (
+            {"location": "top"},
+            None,
+            r"attacks\[0\].location: patch location 'top' is not valid; "
+            r"use anywhere, center or \[row, col\]",
+        ),
+        (
+            {"name": "pgd", "norm": "linf", "size": None, "eps": [0.1], "location": "center"},
+            None,
+            r"location: only a patch threat has one; norm is 'linf'",
+        ),
+        ({"norm": "linf", "size": None, "eps": [0.1], "universal": True}, None, r"universal: only"),
+        (
+            {"universal": True, "location": "center"},
+            None,
+            r"universal: a universal patch is pasted",
+        ),
+        (
+            {"name": "patch-rs", "universal": True},
+            None,
+            r"universal: patch-rs has no universal mode",
+        ),
+        ({"eps": [0.1]}, None, r"give the patch budgets as size or as eps, not both"),
+        (
+            {"name": "pgd", "norm": "linf"},
+            None,
+            r"size gives patch budgets; with norm 'linf' use eps",
+        ),
+        ({}, [30], r"attacks\[0\].norm: a patch threat works on images \(\[C, H, W\]\) only"),
+    ],
+)
+def test_one_line_errors(entry: dict[str, Any], shape: list[int] | None, message: str) -> None:
+    doc = _cfg(shape=shape)
+    doc["attacks"][0].update(entry)
+    doc["attacks"][0] = {k: v for k, v in doc["attacks"][0].items() if v is not None}
+    with pytest.raises(ConfigError, match=message) as info:
+        config_from_dict(doc)
+    assert "\n" not in str(info.value)
+
+
+def test_a_fixed_region_is_checked_once_the_shape_comes_from_the_data() -> None:
+    doc = _cfg({"location": [6, 6], "size": ["1%", "10%"]})
+    del doc["model"]["input_shape"]
+    cfg = config_from_dict(doc)  # the shape is not known yet: nothing to check
+    with pytest.raises(ConfigError, match=r"a 3x3 patch \(eps 0.1\) at \[6, 6\]"):
+        fit_config(cfg, input_shape=(1, 8, 8))
+    fitted, _ = fit_config(cfg, input_shape=(1, 16, 16))  # 5x5 at [6, 6] fits on 16x16
+    assert [t.norm for t in fitted.threats()] == ["patch@6,6", "patch@6,6"]
+
+
+def test_sanity_check_catches_a_patch_attack_that_does_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RA008 for patches: Patch PGD with a patch as large as the image breaks (almost) all of
+    the robust model's samples; the same check with a do-nothing patch search fires, while
+    the Linf check alone (no patch threat) still passes."""
+    model = load_model(ROOT / "sample_models" / "digits_cnn_robust.pt").module.eval()
+    x, y = (torch.from_numpy(a[:64].copy()) for a in digits_arrays("test"))
+    clf = Classifier(model, num_classes=10)
+    with torch.no_grad():
+        correct = model(x).argmax(1) == y
+    assert sanity(clf, x, y, correct, 0, None, ["linf", "patch@center"]) is None
+    monkeypatch.setattr(PatchPGD, "run", lambda self, clf, x, y, t, g: AttackOutput(x_adv=x))
+    assert sanity(clf, x, y, correct, 0, None, ["linf"]) is None
+    found = sanity(clf, x, y, correct, 0, None, ["linf", "patch"])
+    assert found is not None and found.id == "RA008"
+    assert "Patch PGD at a patch covering the whole image" in found.detail
+
+
+def test_not_run_rows_keep_patch_threats() -> None:
+    doc = {
+        "threats": [],
+        "partial": {
+            "unrun": [
+                {"threat": "white-box/patch@center/5%"},
+                {"threat": "white-box/patch-universal/10%"},
+                {"threat": "white-box/linf/8/255"},
+            ]
+        },
+    }
+    assert _not_run_rows(doc) == [
+        ("model", "white-box", "patch@center", "5%"),
+        ("model", "white-box", "patch-universal", "10%"),
+        ("model", "white-box", "linf", "8/255"),
+    ]
+
+
+@pytest.mark.slow
+def test_universal_patch_scan_end_to_end(tmp_path: Path, validate_report: Any) -> None:
+    """A scan of the plain sample model: a 10% patch trained on the train split leaves far
+    less robust accuracy (correct under all 16 placements, the same places on every image)
+    on the audited test images than a noise patch of the same size at the same places
+    (measured over seeds 0-2: 20-38 points; the issue's 30 holds with per-image random
+    places, test_patch_universal.py); the row's number is that worst case, the gate reads
+    it, the HTML shows the patch; patch examples in the gallery carry their outlined region."""
+    cfg = {
+        "model": {"input_shape": [1, 8, 8], "num_classes": 10},
+        "data": {"samples": 300},
+        "attacks": [
+            {"name": "patch-pgd", "norm": "patch", "size": ["10%"], "universal": True},
+            {"name": "patch-pgd", "norm": "patch", "size": ["5%"], "steps": 20, "locations": 4},
+        ],
+        "gate": {
+            "min_robust_accuracy": [
+                {"norm": "patch", "universal": True, "size": "10%", "value": 0.9},
+            ]
+        },
+        "report": {"examples": 4},
+    }
+    report = robaudit.scan(ROOT / "sample_models" / "digits_cnn.pt", config=cfg, seed=0)
+    (u,) = report.result.universal
+    row = next(t for t in report.result.threats if t.norm == "patch-universal")
+    assert row.robust_accuracy == pytest.approx(u.ours.robust_accuracy, abs=1e-9)
+    assert u.noise.robust_accuracy - u.ours.robust_accuracy >= 0.15
+    assert u.noise.accuracy - u.ours.accuracy >= 0.10  # at one random placement
+    assert u.held_out.split == "train" and u.ours.budget_violations == 0
+    assert [f.criterion for f in report.gate.failures] == [
+        "min_robust_accuracy[white-box patch-universal eps=10%]"
+    ]
+    paths = report.save(tmp_path)
+    doc = json.loads(Path(paths["json"]).read_text())
+    validate_report(doc)
+    section = doc["universal_patches"][0]
+    assert len(section["placements"]) == 16 and section["patch_shape"] == [1, 3, 3]
+    html = Path(paths["html"]).read_text()
+    assert 'id="universal"' in html and section["patch_png"] in html
+    for e, ex in zip(doc["examples"], report.result.examples, strict=True):
+        top, left, h, w = e["patch_box"]
+        inside = torch.zeros(8, 8, dtype=torch.bool)
+        inside[top : top + h, left : left + w] = True
+        moved = changed((ex["x_adv"] - ex["x"])[None])[0]
+        assert bool(moved.any()) and not bool((moved & ~inside).any()) and h <= 3 and w <= 3
