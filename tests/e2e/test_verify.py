@@ -19,6 +19,7 @@ from robaudit.export import FORMAT, AdversarialExamples
 
 EPS = {"linf": [0.1, 0.2], "l2": [0.5, 1.0], "l1": [2.0, 4.0]}  # two budgets per norm
 EPS["l0"] = [1, 3]  # pixels
+EPS["patch"] = ["5%", "10%"]  # 2x2 and 3x3 regions of the 8x8 digits, anywhere
 # σ-zero sparsifies over its steps: 3 steps leave nothing within 3 pixels; 30 do
 SLOWER = {"sigma-zero": {"steps": 30, "lr": 1.0}}
 SAMPLES = 30

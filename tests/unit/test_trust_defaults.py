@@ -86,6 +86,7 @@ def test_every_preset_fits_every_input_size(
         lp = {("linf", round(e, 9)) for e in linf} | {("l2", round(e, 9)) for e in l2}
         if name == "strict":
             lp |= {("l1", round(e, 9)) for e in l1} | {("l0", float(l0))}
+        lp |= {("patch", 0.05)}  # standard and strict: a sticker over 5% of the image, anywhere
         assert got == lp
     assert cfg.model.input_shape == shape and cfg.model.num_classes == 10
     assert inferred.profile == choose(shape)[0].name
@@ -153,7 +154,7 @@ def test_init_writes_a_config_fitted_to_the_model(tmp_path: Path, cli: Any) -> N
     assert text.count("#") > 40, "the fitted config keeps the preset's comments"
     cfg = load_config(target)
     assert {t.key for t in cfg.threats()} == {
-        "white-box/linf/8/255", "white-box/linf/16/255", "white-box/l2/0.5"
+        "white-box/linf/8/255", "white-box/linf/16/255", "white-box/l2/0.5", "white-box/patch/5%"
     }
     assert cli("init", "--preset", "standard", "--model", model).exit_code == 2  # needs --data
 
