@@ -34,8 +34,9 @@ def sanity(
     gradients are dead and no copy exists, Square (gradient-free) joins it, so the check judges
     the evaluation robaudit actually ran, not the bare gradient attack it replaced. Each
     counting norm among ``norms`` (L0) gets its own check with its own attacks at a budget of
-    every pixel: PGD-L0, joined by Sparse-RS where gradients are dead; patch threats get
-    Patch PGD at a patch covering the whole image.
+    every pixel: PGD-L0, joined by Sparse-RS where gradients are dead; L1 threats get APGD with
+    its L1 rules at an L1 budget covering the box; patch threats get Patch PGD at a patch
+    covering the whole image.
     """
     from robaudit.attacks.fgsm_pgd import PGD, PGDParams
 
@@ -63,11 +64,24 @@ def sanity(
         found = _check(clf, x, y, idx, _l0_plan(clf, name, x, search, extra), seed,
                        "PGD-L0" + (" (straight-through copy)" if search is not None else ""),
                        f"at {name} eps {full:g} (every {unit})")  # fmt: skip
+    if found is None and "l1" in norms:
+        full = get_norm("l1").covering(span, x.shape[1:])
+        found = _check(clf, x, y, idx, _l1_plan(full, search), seed,
+                       "APGD-L1 (DLR loss" + copy, f"at L1 eps {full:g} (the whole input range)")  # fmt: skip
     if found is None and any(getattr(get_norm(n), "family", "") == "patch" for n in norms):
         found = _check(clf, x, y, idx, _patch_plan(search), seed,
                        "Patch PGD" + (" (straight-through copy)" if search is not None else ""),
                        "at a patch covering the whole image (patch eps 1)")  # fmt: skip
     return found
+
+
+def _l1_plan(full: float, search: Any) -> list[PlannedAttack]:
+    """APGD with the L1 rules (sparse box-aware steps) at an L1 budget covering the box: a
+    working L1 search then reaches any input, so it breaks about everything."""
+    from robaudit.attacks.apgd import APGD, APGDParams
+
+    attack = APGD(APGDParams(steps=20, loss="dlr"))
+    return [PlannedAttack(-1, attack, Threat("l1", full), search=search)]
 
 
 def _patch_plan(search: Any) -> list[PlannedAttack]:

@@ -146,3 +146,25 @@ def test_fools_the_robust_digits_model_inside_ball_and_box(name: str) -> None:
     # the sample model keeps ~100% clean; at L1 2 l1-APGD breaks well over half of it
     assert float((v.broken & clean).sum()) >= 0.5 * float(clean.sum())
     assert out.claimed is not None and torch.equal(out.claimed, v.verdict.wrong)
+
+
+def test_sanity_check_at_l1_catches_an_l1_attack_that_does_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RA008 at L1: APGD with its L1 rules at a budget covering the box breaks (almost) all of
+    the robust model's samples; with the L1 search doing nothing the check fires, while the
+    Linf check alone (no L1 threat) still passes."""
+    from robaudit.attacks.base import AttackOutput
+    from robaudit.integrity.unbounded import sanity
+
+    model = load_model(ROOT / "sample_models" / "digits_cnn_robust.pt").module.eval()
+    x, y = (torch.from_numpy(a[:64].copy()) for a in digits_arrays("test"))
+    clf = Classifier(model, num_classes=10)
+    with torch.no_grad():
+        correct = model(x).argmax(1) == y
+    assert sanity(clf, x, y, correct, 0, None, ["linf", "l1"]) is None
+    monkeypatch.setattr(APGD, "run", lambda self, clf, x, y, t, g: AttackOutput(x_adv=x))
+    assert sanity(clf, x, y, correct, 0, None, ["linf"]) is None
+    found = sanity(clf, x, y, correct, 0, None, ["linf", "l1"])
+    assert found is not None and found.id == "RA008"
+    assert "APGD-L1" in found.detail and "at L1 eps 64" in found.detail
