@@ -127,12 +127,24 @@ def _straight_through(
     return [replace(p, search=copy) if p.attack.requires == "gradients" else p for p in plan]
 
 
-TITLES = {"square": "Square", "simba": "SimBA", "sparse-rs": "Sparse-RS"}
+TITLES = {"square": "Square", "simba": "SimBA", "sparse-rs": "Sparse-RS", "patch-rs": "Sparse-RS patches"}
 
 
-def gradient_free(queries: int, image: bool) -> Attack:
-    """The score-based search robaudit adds where gradients die: Square on images, SimBA in
-    the standard basis on other inputs (Square's windows are square patches of pixels)."""
+def gradient_free(queries: int, image: bool, norm: str = "linf") -> Attack:
+    """The score-based search robaudit adds where gradients die, by threat: Sparse-RS patches
+    for a patch, Sparse-RS for a few pixels (L0), else Square on images and SimBA in the
+    standard basis on other inputs (Square's windows are square patches of pixels)."""
+    from robaudit.norms import get as get_norm
+
+    n = get_norm(norm)
+    if getattr(n, "family", "") == "patch":
+        from robaudit.attacks.patch_rs import PatchRS, PatchRSParams
+
+        return PatchRS(PatchRSParams(queries=queries))
+    if n.counts:
+        from robaudit.attacks.sparse_rs import SparseRS, SparseRSParams
+
+        return SparseRS(SparseRSParams(queries=queries))
     if image:
         from robaudit.attacks.square import Square, SquareParams
 
@@ -146,20 +158,24 @@ def _add_gradient_free(
     pre: Preflight, plan: list[PlannedAttack], queries: int, image: bool = True
 ) -> list[PlannedAttack]:
     """Dead gradients whatever the loss (quantization or a non-differentiable step inside the
-    model): Square (SimBA off images) runs at every threat that has no adversarial
-    gradient-free search (the noise baseline is not one); RA003 is resolved once it ran at
-    every affected threat."""
+    model): a score-based search for the threat (Square; SimBA off images; Sparse-RS at L0;
+    Sparse-RS patches for a patch) runs at every threat that has no adversarial gradient-free
+    search (the noise baseline is not one); RA003 is resolved once it ran at every affected
+    threat."""
     have = {where(p.threat) for p in plan if gradient_free_search(p.attack)}
-    search = gradient_free(queries, image)
-    # a norm the search does not support (snr) keeps its finding open: nothing was added there
+    # a norm no search supports (snr) keeps its finding open: nothing was added there
     threats = sorted(
-        {p.threat for p in plan if where(p.threat) not in have and p.threat.norm in search.norms}
-    )
+        {
+            p.threat for p in plan
+            if where(p.threat) not in have
+            and p.threat.norm in gradient_free(queries, image, p.threat.norm).norms
+        }
+    )  # fmt: skip
     extra = [
-        PlannedAttack(REACTION_ID + 500 + i, gradient_free(queries, image), t)
+        PlannedAttack(REACTION_ID + 500 + i, gradient_free(queries, image, t.norm), t)
         for i, t in enumerate(threats)
     ]
-    title = TITLES[extra[0].attack.name] if extra else "Square"
+    title = " and ".join(dict.fromkeys(TITLES[e.attack.name] for e in extra)) or "Square"
     how = (
         f"added {title} ({queries} queries, gradient-free) at {len(extra)} threat(s)"
         if extra

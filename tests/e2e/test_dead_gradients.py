@@ -115,3 +115,26 @@ def test_a_torchscript_file_gets_the_graph_rewrite_and_the_report_names_it(
     # BPDA-PGD breaks (nearly) everything at 0.2 (the adaptive reference above gives 0.0)
     assert doc["threats"][0]["robust_accuracy"] <= 0.05
     assert "aten::round" in (out / "report.html").read_text(encoding="utf-8")
+
+
+def test_dead_gradients_get_a_search_for_every_threat_model() -> None:
+    """Where gradients die, each threat gets a gradient-free search that fits it: Square at L1,
+    Sparse-RS at L0, Sparse-RS patches for a sticker; RA003 is then resolved at all of them."""
+    cfg = {
+        "model": {"input_shape": [1, 8, 8], "num_classes": 10},
+        "data": {"samples": 40},
+        "attacks": [
+            {"name": "apgd", "norm": "l1", "eps": [2], "steps": 10},
+            {"name": "pgd-l0", "norm": "l0", "eps": [2], "steps": 10},
+            {"name": "patch-pgd", "norm": "patch", "eps": ["10%"], "steps": 10, "locations": 4},
+        ],
+        "integrity": {"square_queries": 100, "sanity": False},
+        "gate": {"fail_on_findings": "none"},
+        "report": {"examples": 0},
+    }
+    report = robaudit.scan(_model(), config=cfg, seed=0)
+    ra003 = [f for f in report.findings if f.id == "RA003"]
+    assert ra003 and all(f.resolved for f in ra003), [f.detail for f in ra003]
+    added = {(a.attack, a.norm) for a in report.result.attacks}
+    assert {("square", "l1"), ("sparse-rs", "l0"), ("patch-rs", "patch")} <= added
+    assert "Sparse-RS" in (ra003[0].reaction or "") and "patch" in (ra003[0].reaction or "")
