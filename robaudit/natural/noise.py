@@ -32,13 +32,13 @@ def shot_noise_fn(x: Tensor, photons: float, rng: Rng | None = None) -> Tensor:
 
 def impulse_noise_fn(x: Tensor, amount: float, rng: Rng | None = None) -> Tensor:
     """skimage's ``random_noise(mode='s&p', amount)``: each value is replaced with probability
-    ``amount``, by 1 or 0 with equal chance. One uniform draw ``u`` per value decides both
-    (replaced when ``u < amount``, by 1 when ``u < amount / 2``): the same distribution as
-    two draws, at half the cost."""
+    ``amount``, by 1 or 0 with equal chance. Two float32 draws per value: which values are
+    replaced (nested across severities: a higher amount replaces a superset) and by what (the
+    same at every severity), so a stronger severity only adds salt and pepper."""
     if amount == 0:
         return x
-    u = rng_for(rng, x).uniform32(x.shape[1:])
-    return torch.where(u < amount, (u < amount / 2).to(x.dtype), x)
+    draws = rng_for(rng, x).uniform32((2, *x.shape[1:]))
+    return torch.where(draws[:, 0] < amount, (draws[:, 1] < 0.5).to(x.dtype), x)
 
 
 def speckle_noise_fn(x: Tensor, sigma: float, rng: Rng | None = None) -> Tensor:

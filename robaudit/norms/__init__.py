@@ -20,7 +20,7 @@ REGISTRY: dict[str, Norm] = {n.name: n for n in (Linf(), L2(), L1())}
 REGISTRY.update({n.name: n for n in (L0(), L0Feature())})  # pixels, single numbers
 CONFIG_NORMS: tuple[str, ...] = ("linf", "l2", "l1", "l0", "l0-feature")
 REGISTRY["snr"] = Snr()  # audio: a per-sample L2 ball set by a signal-to-noise ratio in dB
-CONFIG_NORMS += ("snr",)
+CONFIG_NORMS += ("snr", "patch")  # patch: a region, its location in the config (norms.patch)
 # threat sets that are no Lp ball (a patch region, its location in the name: patch@center):
 # get() finds them, the ball-contract tests over REGISTRY leave them out
 REGIONS: dict[str, Norm] = {n.name: n for n in (Patch(), Patch("center"), Patch(universal=True))}

@@ -37,7 +37,8 @@ class Snr(L2):
     def size64(self, delta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         d = delta.detach().flatten(1).to(torch.float64).norm(dim=1)
         s = x.detach().flatten(1).to(torch.float64).norm(dim=1)
-        return 20.0 * (s.log10() - d.log10())
+        db = 20.0 * (s.log10() - d.log10())
+        return torch.where(d == 0, torch.full_like(db, float("inf")), db)  # no change: +inf dB
 
     def ball_size(self, eps: float) -> float:
         return -eps
