@@ -133,9 +133,25 @@ def separable_filter(x: Tensor, ky: Tensor, kx: Tensor, mode: str) -> Tensor:
     flat = x.reshape(n * c, 1, h, w)
     ry, rx = ky.numel() // 2, kx.numel() // 2
     flat = pad2d(flat, ry, rx, mode)
-    flat = F.conv2d(flat, ky.to(x).view(1, 1, -1, 1))
-    flat = F.conv2d(flat, kx.to(x).view(1, 1, 1, -1))
+    if ky.numel() <= SHORT_KERNEL and kx.numel() <= SHORT_KERNEL:
+        flat = _shifted_sum(_shifted_sum(flat, ky.to(x), 2), kx.to(x), 3)
+    else:
+        flat = F.conv2d(flat, ky.to(x).view(1, 1, -1, 1))
+        flat = F.conv2d(flat, kx.to(x).view(1, 1, 1, -1))
     return flat.reshape(n, c, h, w)
+
+
+SHORT_KERNEL = 15  # taps up to which shifted sums beat conv2d's one-channel kernels on CPU
+
+
+def _shifted_sum(x: Tensor, k: Tensor, dim: int) -> Tensor:
+    """Correlation with the 1-D kernel ``k`` along ``dim`` as a sum of shifted slices ("valid"
+    output): a few fused multiply-adds, where conv2d with one input channel is slow on CPU."""
+    out_len = x.shape[dim] - k.numel() + 1
+    out = x.narrow(dim, 0, out_len) * k[0]
+    for i in range(1, k.numel()):
+        out = out + x.narrow(dim, i, out_len) * k[i]
+    return out
 
 
 def gaussian_blur(
@@ -162,7 +178,15 @@ def filter2d(x: Tensor, kernel: Tensor, mode: str = "reflect101") -> Tensor:
     kernel = _trim(kernel)
     kh, kw = kernel.shape
     flat = pad2d(x.reshape(n * c, 1, h, w), kh // 2, kw // 2, mode)
-    out = F.conv2d(flat, kernel.to(x).view(1, 1, kh, kw))
+    k = kernel.to(x)
+    if kh * kw <= SHORT_KERNEL * 3:  # a small disk: shifted sums (see _shifted_sum)
+        out = flat[..., :h, :w] * k[0, 0]
+        for i in range(kh):
+            for j in range(kw):
+                if (i or j) and bool(k[i, j] != 0):
+                    out = out + flat[..., i : i + h, j : j + w] * k[i, j]
+        return out.reshape(n, c, h, w)
+    out = F.conv2d(flat, k.view(1, 1, kh, kw))
     return out.reshape(n, c, h, w)
 
 

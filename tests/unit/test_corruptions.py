@@ -191,3 +191,22 @@ def test_jpeg_matches_pillow_roughly() -> None:
             refs.append(np.asarray(Image.open(buf), dtype=np.float32) / 255)
         ref = torch.from_numpy(np.stack(refs)).permute(0, 3, 1, 2)
         assert float((ours - ref).abs().mean()) < 0.004
+
+
+def test_glass_blur_sweeps_in_one_gather_equal_the_sequential_copies() -> None:
+    """At max_delta 1 (every CIFAR-10-C severity) a sweep's targets are never written before
+    they are read, so the vectorized sweep equals the reference's position-by-position copies;
+    at max_delta 2 they differ (a target can be written first), so the fast path is not used."""
+    import numpy as np
+
+    from robaudit.natural.blur import glass_sweeps, glass_sweeps_parallel
+
+    rng = np.random.default_rng(0)
+    h = w = 12
+    for d, same in ((1, True), (2, False)):
+        pos = np.array([r * w + c for r in range(h - d, d, -1) for c in range(w - d, d, -1)])
+        offsets = rng.integers(-d, d, (5, 2, len(pos), 2))
+        targets = pos[None, None, :] + offsets[..., 1] * w + offsets[..., 0]
+        a = glass_sweeps(targets, pos, 5, h * w)
+        b = glass_sweeps_parallel(targets, pos, 5, h * w)
+        assert np.array_equal(a, b) == same
