@@ -180,11 +180,12 @@ def filter2d(x: Tensor, kernel: Tensor, mode: str = "reflect101") -> Tensor:
     flat = pad2d(x.reshape(n * c, 1, h, w), kh // 2, kw // 2, mode)
     k = kernel.to(x)
     if kh * kw <= SHORT_KERNEL * 3:  # a small disk: shifted sums (see _shifted_sum)
-        out = flat[..., :h, :w] * k[0, 0]
-        for i in range(kh):
-            for j in range(kw):
-                if (i or j) and bool(k[i, j] != 0):
-                    out = out + flat[..., i : i + h, j : j + w] * k[i, j]
+        taps = [(i, j, float(v)) for (i, j), v in zip(
+            [(i, j) for i in range(kh) for j in range(kw)], kernel.flatten().tolist(), strict=True
+        ) if v != 0]  # read on the host once: no device sync per tap
+        out = torch.zeros_like(flat[..., :h, :w])
+        for i, j, v in taps:
+            out = out + flat[..., i : i + h, j : j + w] * v
         return out.reshape(n, c, h, w)
     out = F.conv2d(flat, k.view(1, 1, kh, kw))
     return out.reshape(n, c, h, w)
