@@ -62,6 +62,8 @@ def region_of(threat: Threat, x: torch.Tensor) -> Region:
     height, width = int(x.shape[-2]), int(x.shape[-1])
     dims = region_dims(threat.eps if math.isfinite(threat.eps) else 1.0, height, width)
     fixed = None if norm.location == "anywhere" else norm.origin(dims, height, width)
+    if fixed is not None:  # a fixed region is cut at the image's edge (as the norm measures it)
+        dims = (min(dims[0], height - fixed[0]), min(dims[1], width - fixed[1]))
     return Region(dims, height, width, fixed)
 
 

@@ -189,3 +189,17 @@ def test_a_patch_covering_everything_breaks_almost_everything(plain: tuple) -> N
     res = run_plan(clf, x, y, [PlannedAttack(0, PatchPGD(PatchPGDParams(steps=10)), threat)],
                    seed=0, batch_size=N)  # fmt: skip
     assert int((res.correct & ~res.cells[0].broken).sum()) == 0
+
+
+@pytest.mark.parametrize("attack", [PatchRS(PatchRSParams(queries=60)), PatchPGD(PatchPGDParams(steps=5))])
+def test_a_fixed_region_at_the_edge_is_cut_there(attack: object, plain: tuple) -> None:
+    """patch@6,6 at 10% (3x3) on 8x8 images: the region is cut to 2x2 at the image's edge; both
+    attacks search inside it (no index past the image) and stay inside the budget."""
+    model, x, y = plain
+    clf = Classifier(model, num_classes=10)
+    threat = Threat("patch@6,6", 0.1)
+    out = attack.run(clf, x[:20], y[:20], threat, torch.Generator().manual_seed(0))  # type: ignore[attr-defined]
+    v = verify_batch(clf, x[:20], out.x_adv, y[:20], threat)
+    assert v.budget == 0 and v.bounds == 0
+    changed = (out.x_adv - x[:20]).abs().sum(dim=1) > 0
+    assert not bool(changed[:, :6, :].any()) and not bool(changed[:, :, :6].any())
