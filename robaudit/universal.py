@@ -89,11 +89,14 @@ def evaluate_universal(
     generator: torch.Generator,
     placements: int = 8,
     corners: tuple[Corner, ...] | None = None,
+    clean: torch.Tensor | None = None,
 ) -> UniversalResult:
     """The patch at ``placements`` random places per image (or at each of ``corners`` on every
-    image), each verified by the engine."""
+    image), each verified by the engine. ``clean``: the images' clean verdicts when the caller
+    has them (one forward pass fewer)."""
     threat = Threat("patch", size)
-    clean = clf.predict(x).to(y.device) == y
+    if clean is None:
+        clean = clf.predict(x).to(y.device) == y
     rows, violations = [], 0
     if corners is None:
         cands = random_placements(x, patch, placements, generator)
@@ -193,11 +196,19 @@ def _best_of(clf: Classifier, held: Holdout, size: float, gen: torch.Generator, 
     lowest accuracy on the training images at random places (Adam saturates a small patch's
     pixels at the bounds within a few steps, so one start can settle on a weak pattern)."""
     x, y = held.x.to(dev), held.y.to(dev)
+    bs = max(1, clf.batch_size)
+    chunks = [(x[i : i + bs], y[i : i + bs]) for i in range(0, len(y), bs)]
+    clean = [clf.predict(xb).to(yb.device) == yb for xb, yb in chunks]  # once, for every start
     best, best_acc = None, math.inf
     for _ in range(restarts):
         cand = train_universal(clf, x, y, size, gen, steps=steps, scale=EOT_SCALE,
                                rotation=EOT_ROTATION)  # fmt: skip
-        acc = evaluate_universal(clf, x, y, cand.patch, size, gen).accuracy
+        # judged a batch at a time: 8 pasted copies of every training image at once can
+        # exceed the device's memory at ImageNet size
+        parts = [evaluate_universal(clf, xb, yb, cand.patch, size, gen, clean=cb)
+                 for (xb, yb), cb in zip(chunks, clean, strict=True)]  # fmt: skip
+        right = sum(int((r.correct & r.clean[None, :]).sum()) for r in parts)
+        acc = right / max(1, sum(r.correct.numel() for r in parts))
         if acc < best_acc:
             best, best_acc = cand, acc
     assert best is not None

@@ -202,6 +202,30 @@ def _satisfaction(doc: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _feature_changes(doc: dict[str, Any]) -> list[str]:
+    """Tabular runs: which features the verified breaks changed, how often, by how much."""
+    fc = doc.get("feature_changes")
+    if not fc or not fc.get("features"):
+        return []
+    lines = [
+        "",
+        f"**Features the {fc.get('breaks')} verified breaks changed** (data units)",
+        "",
+        "| feature | changed in | share | mean change | largest change |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for f in fc["features"]:
+        lines.append(
+            f"| {md_escape(f.get('feature'))} | {f.get('changed')} | {pct(f.get('share'))} | "
+            f"{_g(f.get('mean_abs_change'))} | {_g(f.get('max_abs_change'))} |"
+        )
+    return lines
+
+
+def _g(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, (int, float)) else "—"
+
+
 def _change_rows(changes: list[dict[str, Any]], clean: bool) -> list[str]:
     several = len({c.get("variant") for c in changes}) > 1
     rows = []
@@ -308,6 +332,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
     if natural:
         lines += ["", f"- {md_escape(natural, start=True)}"]
     lines += _satisfaction(doc)
+    lines += _feature_changes(doc)
     for line in universal_lines(doc):
         lines += ["", f"- {md_escape(line, start=True)}"]
     failures = (doc.get("gate") or {}).get("failures") or []

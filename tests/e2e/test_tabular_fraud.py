@@ -163,6 +163,9 @@ def test_feature_changes_and_before_after_tables(
     assert any(f["changed"] for f in e["features"]) and e["clean_png"] is None
     raw = {f["feature"]: f["clean"] for f in e["features"]}
     assert 18 <= raw["age"] <= 90 and float(raw["age"]).is_integer()  # the data's own units
+    md = Path(written["md"]).read_text()
+    top = doc["feature_changes"]["features"][0]
+    assert "verified breaks changed" in md and f"| {top['changed']} |" in md  # summary.md too
     html = Path(written["html"]).read_text()
     gallery = html[html.index('id="gallery"') : html.index('id="findings"')]
     assert "Before / after" in gallery and "<img" not in gallery
