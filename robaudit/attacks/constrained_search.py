@@ -31,7 +31,7 @@ import torch
 from pydantic import Field
 
 from robaudit.attacks.base import Attack, AttackOutput, AttackParams, register
-from robaudit.attacks.common import is_l2, thin
+from robaudit.attacks.common import is_l2, mean_trace, thin
 from robaudit.attacks.feasible import active, restrict
 from robaudit.attacks.losses import margin
 from robaudit.attacks.projections import clip_to_ball
@@ -125,7 +125,7 @@ class ConstrainedSearch(Attack[ConstrainedSearchParams]):
         kinds = _kinds(int(flat.shape[1]), threat.norm, eps, x.device)
         search = _Search(clf, flat, y, threat.norm, eps, kinds, generator, shape)
         queries = torch.zeros(n, dtype=torch.int64)
-        trace: list[float] = []
+        trace: list[torch.Tensor] = []  # on the device: one host read at the end
         with torch.inference_mode():
             search.start(queries)
             budget = 1 if threat.eps <= 0 else p.queries
@@ -135,10 +135,10 @@ class ConstrainedSearch(Attack[ConstrainedSearchParams]):
                     break
                 share = square_fraction(i, budget, p.p_init)
                 search.iterate(alive, share, p.step, queries)
-                trace.append(float(search.loss.mean()))
+                trace.append(search.loss.mean())
         return AttackOutput(
             x_adv=search.cur.reshape(shape).clone(),
-            loss_trace=thin(trace) if trace else None,
+            loss_trace=thin(mean_trace(trace) or []) or None,
             claimed=search.won.clone(),
             queries=queries,
         )

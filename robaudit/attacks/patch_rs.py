@@ -26,7 +26,7 @@ import torch
 from pydantic import Field
 
 from robaudit.attacks.base import Attack, AttackOutput, AttackParams, register
-from robaudit.attacks.common import thin
+from robaudit.attacks.common import mean_trace, thin
 from robaudit.attacks.losses import get_loss
 from robaudit.attacks.patch_common import Region, place, region_of
 from robaudit.classifier import Classifier
@@ -109,7 +109,7 @@ class PatchRS(Attack[PatchRSParams]):
             return AttackOutput(x_adv=best, queries=queries)
         best_loss = torch.full((n,), -math.inf, device=x.device)
         won = torch.zeros(n, dtype=torch.bool, device=x.device)
-        trace: list[float] = []
+        trace: list[torch.Tensor] = []  # on the device: one host read at the end
         with torch.inference_mode():
             for r in range(p.restarts):
                 budget = p.queries // p.restarts + (1 if r < p.queries % p.restarts else 0)
@@ -118,12 +118,13 @@ class PatchRS(Attack[PatchRSParams]):
                     self._search(clf, x, y, region, standing, budget, generator,
                                  (best, best_loss, won, queries), trace)  # fmt: skip
         return AttackOutput(
-            x_adv=best, loss_trace=thin(trace) or None, claimed=won.clone(), queries=queries
+            x_adv=best, loss_trace=thin(mean_trace(trace) or []) or None, claimed=won.clone(),
+            queries=queries,
         )
 
     def _search(self, clf: Classifier, x: torch.Tensor, y: torch.Tensor, region: Region,
                 rows: torch.Tensor, budget: int, gen: torch.Generator,
-                out: tuple[torch.Tensor, ...], trace: list[float]) -> None:  # fmt: skip
+                out: tuple[torch.Tensor, ...], trace: list[torch.Tensor]) -> None:  # fmt: skip
         """One restart on the samples ``rows``; writes best points, losses, wins and queries."""
         best, best_loss, won, queries = out
         loss_fn, dev = get_loss(self.params.loss), x.device
@@ -148,7 +149,7 @@ class PatchRS(Attack[PatchRSParams]):
             best[st.rows[keep_best]] = cand[keep_best]
             best_loss[st.rows[keep_best]] = torch.where(fooled, math.inf, loss)[keep_best]
             won[st.rows[fooled]] = True
-            trace.append(float(best_loss.clamp(max=1e6).mean()))
+            trace.append(best_loss.clamp(max=1e6).mean())
             st.keep(~fooled)
             if st.rows.numel() == 0:
                 break

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from robaudit.attacks.base import AttackOutput
+from robaudit.attacks.common import mean_trace
 from robaudit.attacks.losses import LossFn, cross_entropy
 from robaudit.attacks.patch_common import place, region_of
 from robaudit.attacks.patch_pgd import PatchPGD, PatchPGDParams
@@ -110,7 +111,7 @@ def train_universal(
     init = lo + (hi - lo) * torch.rand(c, h, w, generator=generator)
     patch = init.to(x).requires_grad_(True)
     opt = torch.optim.Adam([patch], lr=lr * (hi - lo))
-    trace: list[float] = []
+    trace: list[torch.Tensor] = []  # on the device: one host read at the end
     loss_fn = cross_entropy if target is None else _towards(target)
     for _ in range(steps):
         idx = torch.randint(0, int(x.shape[0]), (min(batch_size, int(x.shape[0])),),
@@ -124,8 +125,8 @@ def train_universal(
         opt.step()
         with torch.no_grad():
             patch.clamp_(lo, hi)
-        trace.append(float(loss.mean()))
-    return UniversalPatch(patch.detach().clone(), size, int(x.shape[0]), steps, tuple(trace))
+        trace.append(loss.mean().detach())
+    return UniversalPatch(patch.detach().clone(), size, int(x.shape[0]), steps, tuple(mean_trace(trace) or ()))
 
 
 def random_placements(
