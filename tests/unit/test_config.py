@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from robaudit.config import PRESET_NAMES, config_from_yaml, load_config, preset_path
 from robaudit.errors import ConfigError
@@ -110,3 +111,12 @@ def test_every_problem_is_shown_on_the_one_line() -> None:
     msg = str(info.value)
     assert "\n" not in msg and msg.count("c.yaml") == 1
     assert "model.input_shape" in msg and "model.num_classes" in msg and "(and 1 more: " in msg
+
+
+@pytest.mark.parametrize("name", PRESET_NAMES)
+def test_presets_list_each_attack_once_per_norm(name: str) -> None:
+    """A preset entry written twice runs twice (twice the cost, nothing more found)."""
+    raw = yaml.safe_load(preset_path(name).read_text(encoding="utf-8"))
+    keys = [(a.get("name") or a.get("battery"), a.get("norm", "linf"), str(a.get("loss", "")))
+            for a in raw["attacks"]]  # fmt: skip
+    assert len(keys) == len(set(keys)), sorted(k for k in keys if keys.count(k) > 1)
