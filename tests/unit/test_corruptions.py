@@ -155,6 +155,13 @@ def test_channelwise_on_gray_equals_rgb_of_equal_channels(name: str) -> None:
     y_gray = c.apply_seeded(gray, 3, [1, 2])
     if not c.random or name in ("fog", "elastic_transform"):  # per-image fields only
         torch.testing.assert_close(y_rgb[:, :1], y_gray, atol=1e-5, rtol=0)
+        torch.testing.assert_close(y_rgb, y_rgb[:, :1].expand_as(y_rgb), atol=1e-5, rtol=0)
+    else:  # per-value draws: each channel gets noise of the same strength as the gray image
+        gray_std = float((y_gray - gray).std())
+        assert gray_std > 0.01
+        for ch in range(3):
+            ch_std = float((y_rgb[:, ch : ch + 1] - gray).std())
+            assert abs(ch_std - gray_std) < 0.15 * gray_std, (ch, ch_std, gray_std)
 
 
 def test_bad_inputs() -> None:
