@@ -372,7 +372,7 @@ def _attack_batch(ctx: CellContext, st: _Cell, number: int, idx: torch.Tensor) -
         with st.view.fast_layout(), interruptible(ctx.ctl.control), constrained_to(
             ctx.ctl.constraints
         ):
-            out = attack.run(st.view, xb, yb, threat, gen)
+            out = attack.run_samples(st.view, xb, yb, threat, gen, idx)
     except RuntimeError as exc:
         if _is_oom(exc):
             raise

@@ -105,6 +105,21 @@ class Attack(ABC, Generic[P]):
     ) -> AttackOutput:
         """Search the threat's ball around each ``x`` for an input ``clf`` misclassifies."""
 
+    def run_samples(
+        self,
+        clf: Classifier,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        threat: Threat,
+        generator: torch.Generator,
+        positions: torch.Tensor,
+    ) -> AttackOutput:
+        """What the engine calls: :meth:`run` on the samples at ``positions`` in the audited set.
+        An attack whose draws belong to each sample (a universal patch's placements) overrides
+        it, so a sample's draws do not depend on its batch."""
+        del positions
+        return self.run(clf, x, y, threat, generator)
+
     def cost(self) -> float:
         """A rough number of forward+backward passes per sample, for cheap-first ordering."""
         from_params = self.params.cost()

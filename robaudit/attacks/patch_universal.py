@@ -28,8 +28,6 @@ from robaudit.attacks.patch_pgd import PatchPGD, PatchPGDParams
 from robaudit.classifier import Classifier
 from robaudit.threat import Threat
 
-Corner = tuple[int, int]
-
 
 @dataclass(frozen=True)
 class UniversalPatch:
@@ -126,7 +124,9 @@ def train_universal(
         with torch.no_grad():
             patch.clamp_(lo, hi)
         trace.append(loss.mean().detach())
-    return UniversalPatch(patch.detach().clone(), size, int(x.shape[0]), steps, tuple(mean_trace(trace) or ()))
+    return UniversalPatch(
+        patch.detach().clone(), size, int(x.shape[0]), steps, tuple(mean_trace(trace) or ())
+    )
 
 
 def random_placements(
@@ -143,35 +143,81 @@ def random_placements(
     return out
 
 
-def random_corners(
-    count: int, patch: torch.Tensor, image: tuple[int, int], generator: torch.Generator
-) -> tuple[Corner, ...]:
-    """``count`` distinct top-left corners drawn uniformly over the places the patch fits on the
-    image (all of them when there are fewer): the same places for every image, so each
-    placement's accuracy is one number."""
+# splitmix64's constants as signed 64-bit integers (torch's int64 arithmetic wraps like C's)
+_GOLDEN, _MIX1, _MIX2 = -0x61C8864680B583EB, -0x40A7B892E31B1A47, -0x6B2FB644ECCEEE15
+_CHUNK = 1 << 22  # keys × places hashed at once
+
+
+def _shr(z: torch.Tensor, s: int) -> torch.Tensor:
+    """The logical right shift of int64 (torch's ``>>`` sign-extends)."""
+    return (z >> s) & ((1 << (64 - s)) - 1)
+
+
+def _mix(z: torch.Tensor) -> torch.Tensor:
+    """splitmix64's finaliser on int64: a bijection that scatters nearby inputs."""
+    z = (z ^ _shr(z, 30)) * _MIX1
+    z = (z ^ _shr(z, 27)) * _MIX2
+    return z ^ _shr(z, 31)
+
+
+def placement_corners(
+    keys: torch.Tensor, count: int, patch: torch.Tensor, image: tuple[int, int], seed: int
+) -> torch.Tensor:
+    """N×P×2 top-left corners: for each image, ``P = min(count, places)`` distinct places the
+    patch fits at, drawn from a hash of ``seed``, the image's key (its index in its source) and
+    the place. So an image gets the same places in any subset, batch, rank or device, and the
+    first k of P places are the places a run with ``count = k`` draws (the tries are nested)."""
     rows, cols = image[0] - int(patch.shape[-2]) + 1, image[1] - int(patch.shape[-1]) + 1
-    at = torch.randperm(rows * cols, generator=generator)[:count].tolist()  # no place twice
-    return tuple((int(a) // cols, int(a) % cols) for a in at)
+    places = rows * cols
+    p = min(count, places)
+    chunks = keys.to(torch.int64).cpu().split(max(1, _CHUNK // places))
+    out = [_hashed(seed, c, places).topk(p, dim=1, largest=False).indices for c in chunks]
+    first = torch.cat(out) if out else torch.zeros(0, p, dtype=torch.int64)
+    return torch.stack((first // cols, first % cols), dim=-1)
 
 
-def pasted(x: torch.Tensor, patch: torch.Tensor, corner: Corner) -> torch.Tensor:
-    """``x`` with ``patch`` (C×h×w) at ``corner`` on every image."""
+def _hashed(seed: int, keys: torch.Tensor, width: int) -> torch.Tensor:
+    """N×width int64 hashes of (seed, each key, each column): the same for a key in any batch."""
+    base = _mix(torch.tensor(seed & 0x7FFF_FFFF_FFFF_FFFF, dtype=torch.int64) * _GOLDEN)
+    at = torch.arange(width, dtype=torch.int64)
+    return _mix(
+        base + _mix(keys.to(torch.int64).cpu()[:, None] * _GOLDEN + 1) + at[None, :] * _GOLDEN
+    )
+
+
+def noise_patches(
+    keys: torch.Tensor, count: int, shape: tuple[int, ...], bounds: tuple[float, float], seed: int
+) -> torch.Tensor:
+    """N×count×C×h×w uniform random patches inside ``bounds``: a fresh one for each image and
+    placement, drawn from the image's key (the noise baseline is the expectation over noise,
+    not one draw: single noise patches of 3x3 on the 8x8 digits range from 74% to 87% accuracy
+    at a random place)."""
+    size = count * math.prod(shape)
+    u = _shr(_hashed(seed, keys, size), 11).double() * 2.0**-53  # 53 random bits in [0, 1)
+    lo, hi = bounds
+    return (lo + (hi - lo) * u).float().view(int(keys.shape[0]), count, *shape)
+
+
+def pasted_at(x: torch.Tensor, patch: torch.Tensor, corners: torch.Tensor) -> torch.Tensor:
+    """``x`` with ``patch`` (C×h×w, or N×C×h×w: one per image) at each image's corner
+    (``corners``: N×2)."""
     n = int(x.shape[0])
-    tops, lefts = torch.full((n,), corner[0]), torch.full((n,), corner[1])
-    return place(x, patch.to(x).expand(n, -1, -1, -1), tops, lefts)
+    patches = patch.to(x).expand(n, -1, -1, -1) if patch.dim() == 3 else patch.to(x)
+    return place(x, patches, corners[:, 0], corners[:, 1])
 
 
 class PastedPatch(PatchPGD):
-    """A trained universal patch as the engine runs it: per image, the first of the given
-    placements at which the model errs (else the last), for the engine to verify; so the
-    threat's robust accuracy is the share correct under every placement (worst case)."""
+    """A trained universal patch as the engine runs it: per image, the first of its own
+    placements (``corners[position]``, P×2) at which the model errs (else the last), for the
+    engine to verify; so the threat's robust accuracy is the share correct under every
+    placement tried (the worst case over P tries)."""
 
-    def __init__(self, params: PatchPGDParams, patch: torch.Tensor, corners: tuple[Corner, ...]):
+    def __init__(self, params: PatchPGDParams, patch: torch.Tensor, corners: torch.Tensor):
         super().__init__(params)
         self.patch, self.corners = patch, corners
 
     def cost(self) -> float:
-        return float(len(self.corners))  # one forward pass per placement
+        return float(self.corners.shape[1])  # one forward pass per placement
 
     def run(
         self,
@@ -181,19 +227,24 @@ class PastedPatch(PatchPGD):
         threat: Threat,
         generator: torch.Generator,
     ) -> AttackOutput:
+        raise RuntimeError("a pasted universal patch needs each sample's position (run_samples)")
+
+    def run_samples(
+        self,
+        clf: Classifier,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        threat: Threat,
+        generator: torch.Generator,
+        positions: torch.Tensor,
+    ) -> AttackOutput:
         del threat, generator  # the patch and its places were fixed before the run
+        corners = self.corners[positions.cpu()]
         best = x.clone()
         fooled = torch.zeros(int(x.shape[0]), dtype=torch.bool, device=x.device)
-        for corner in self.corners:
-            cand = pasted(x, self.patch, corner)
+        for k in range(int(corners.shape[1])):
+            cand = pasted_at(x, self.patch, corners[:, k])
             take = ~fooled
             best[take] = cand[take]
             fooled |= clf.predict(cand).to(x.device) != y
         return AttackOutput(x_adv=best, claimed=fooled)
-
-
-def noise_patch(patch: torch.Tensor, generator: torch.Generator,
-                bounds: tuple[float, float]) -> torch.Tensor:  # fmt: skip
-    """A patch of the same size with uniform random content: the baseline a trained one must beat."""
-    lo, hi = bounds
-    return (lo + (hi - lo) * torch.rand(patch.shape, generator=generator)).to(patch)
