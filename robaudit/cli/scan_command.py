@@ -271,9 +271,10 @@ def _checked(
 def _scan_run(job: _ScanJob) -> None:
     """Run the scan, write the report (rank 0), and turn a partial run into its exit code."""
     from robaudit.api.reports import Report
-    from robaudit.report.writers import prepare_out_dir
+    from robaudit.report.writers import missing_folders, prepare_out_dir, remove_if_empty
 
     main = job.run.shard.is_main
+    created = missing_folders(job.out) if main else []
     if main:
         prepare_out_dir(job.out)
     console = err_console()
@@ -284,6 +285,10 @@ def _scan_run(job: _ScanJob) -> None:
             written = Report(exc.partial).save(job.out)
             first = next(iter(written.values()), job.out)
             exc.args = (f"{exc}; partial report (incomplete) written to {first.parent}",)
+        remove_if_empty(created)
+        raise
+    except BaseException:  # a model or data that fails to load: leave no empty --out behind
+        remove_if_empty(created)
         raise
     if not main:
         if report.incomplete and report.incomplete.kind == INTERRUPTED:

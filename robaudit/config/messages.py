@@ -4,6 +4,7 @@ and the closest known key for a typo."""
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Any
 
 from pydantic import (
@@ -12,6 +13,9 @@ from pydantic import (
 )
 
 from robaudit.threat import _short_repr
+
+# "data.attack_only_class: …": a message that starts with the path of the key it is about
+_NAMES_ITS_KEY = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*|\[\d+\])*: ")
 
 
 def loc_str(loc: tuple[Any, ...]) -> str:
@@ -110,6 +114,8 @@ def format_errors(
             shown = (
                 "" if isinstance(got, (dict, list)) or got is None or short in msg else f" (got {short})"
             )
+            if not full and _NAMES_ITS_KEY.match(msg):  # a whole-config check names its key
+                where = source
             msgs.append(f"{where}: {msg}{shown}")
     # a misspelled key also shows up as a missing one: the unknown-key message explains both
     msgs.sort(key=lambda m: 0 if "unknown key" in m else 1)

@@ -72,12 +72,17 @@ class PatchFields(BaseModel):
     def _patch_budgets(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        if "size" in data:
+        key = "size" if "size" in data else "eps"
+        if key == "size":
             data = _size_as_eps(data)
         raw = data.get("eps")
         if data.get("norm") != PATCH or raw is None or raw in ("profile", "headline"):
             return data
-        shares = [_share(v) for v in (raw if isinstance(raw, list) else [raw])]
+        try:
+            shares = [_share(v) for v in (raw if isinstance(raw, list) else [raw])]
+        except ValueError as exc:  # name the field as the user wrote it
+            msg = str(exc)
+            raise ValueError(key + msg[3:] if msg.startswith("eps ") else msg) from None
         return {**data, "eps": shares if isinstance(raw, list) else shares[0]}
 
     @field_validator("location", mode="before")
@@ -123,19 +128,25 @@ def check_patches(source: str, where: str, entry: PatchFields, shape: tuple[int,
     spec = InputSpec.of(shape)
     if not spec.is_image:
         return [needs_image_error("a patch threat", spec, f"{source}: {where}.norm")]
-    if not isinstance(entry.location, tuple):
-        return []
     height, width = shape[-2], shape[-1]
-    row, col = entry.location
     out = []
     for e in entry.eps if isinstance(entry.eps, list) else [entry.eps]:
-        if e is None:
+        if e is None or isinstance(e, str):
             continue
         h, w = region_dims(float(e), height, width)
-        if row + h > height or col + w > width:
+        if h == 0 or w == 0:  # a threat that cannot change a pixel would read as "robust"
+            least = 0.25 / min(height, width) ** 2  # a side rounds to 1 from half a pixel
             out.append(
-                f"{source}: {where}.location: a {h}x{w} patch (eps {e:g}) at [{row}, {col}] "
-                f"reaches past the {height}x{width} image; its corner may be at most "
-                f"[{height - h}, {width - w}]"
+                f"{source}: {where}.size: a patch of {100 * float(e):.4g}% of the "
+                f"{height}x{width} image has no pixels (a side is round(sqrt(share) x side)); "
+                f"the smallest that has one is {100 * least:.3g}%"
             )
+        elif isinstance(entry.location, tuple):
+            row, col = entry.location
+            if row + h > height or col + w > width:
+                out.append(
+                    f"{source}: {where}.location: a {h}x{w} patch ({100 * float(e):.4g}% of "
+                    f"the image) at [{row}, {col}] reaches past the {height}x{width} image; its "
+                    f"corner may be at most [{height - h}, {width - w}]"
+                )
     return out

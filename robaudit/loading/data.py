@@ -75,7 +75,8 @@ __all__ = [
 DIGITS_TOTAL = 1797
 DIGITS_TEST_SIZE = 500
 VALID_SOURCE_FORMS = (
-    "'builtin:digits', a .npz file with arrays x and y, an ImageFolder directory, "
+    "'builtin:digits', a .npz file with arrays x and y, an ImageFolder directory, a folder "
+    "of WAV files in class sub-folders, a .csv or .parquet table (with data.label), "
     "or 'torchvision:NAME:ROOT' (NAME one of " + ", ".join(TORCHVISION_DATASETS) + ")"
 )
 DEFAULT_CACHE_MB = 1024  # a decoded set up to this size is kept; larger ones are streamed
@@ -172,6 +173,11 @@ def peek_input_shape(source: str, split: str) -> tuple[int, ...]:
         known = {"MNIST": (1, 28, 28), "FashionMNIST": (1, 28, 28), "KMNIST": (1, 28, 28)}
         return known.get(name, (3, 32, 32))  # CIFAR10, CIFAR100, SVHN; others fail on load
     path = Path(source).expanduser()
+    if not path.exists():
+        raise DataError(
+            f"data source '{source}' not found: no such file or directory "
+            f"(valid forms: {VALID_SOURCE_FORMS})"
+        )
     if path.is_dir() and is_wav_folder(path, split):
         return wav_folder_shape(path, split)
     if path.is_dir():

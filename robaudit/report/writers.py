@@ -96,6 +96,26 @@ def prepare_out_dir(out: Path) -> Path:
     return out
 
 
+def missing_folders(out: Path) -> list[Path]:
+    """``out`` and its ancestors that do not exist yet, deepest first: what a run creates."""
+    missing = []
+    for p in (out, *out.absolute().parents):
+        if p.exists():
+            break
+        missing.append(p)
+    return missing
+
+
+def remove_if_empty(folders: list[Path]) -> None:
+    """Remove the folders a failed run created, deepest first, as long as each is empty (a
+    partial report or saved cells keep theirs)."""
+    for p in folders:
+        try:
+            p.rmdir()
+        except OSError:
+            return
+
+
 def render_json(doc: dict[str, Any]) -> str:
     return json.dumps(doc, indent=2, allow_nan=False) + "\n"
 

@@ -397,6 +397,7 @@ def test_bad_input(case: dict[str, Any], tmp_path: Path, cli: Any,
                    models: Callable[[str], Path]) -> None:
     _skip_if_meaningless(case)
     built = build(case, tmp_path, models)
+    existed = built.out is not None and built.out.exists()
     result = cli(*built.argv)
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(
         result.exception
@@ -405,6 +406,8 @@ def test_bad_input(case: dict[str, Any], tmp_path: Path, cli: Any,
     if result.exit_code != 0 and result.exit_code != 1:
         _error_line(result.stdout, result.stderr, case.get("expect", []))
         assert _leftovers(built.out) == [], "files left in --out"
+        if built.out is not None and not existed:  # not even the folder the run made
+            assert not built.out.exists(), "an empty --out folder left behind"
     else:
         assert "Traceback" not in result.output
     if case.get("check"):
