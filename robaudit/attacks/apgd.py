@@ -57,36 +57,34 @@ def checkpoints(steps: int) -> list[int]:
     return sorted({w for w in (math.ceil(p * steps) for p in ps) if w < steps})
 
 
-class APGDParams(AttackParams):
-    steps: int = Field(100, ge=1, le=100_000, description="iterations per restart")
-    restarts: int = Field(1, ge=1, le=1000, description="random restarts on unbroken samples")
-    loss: Literal["ce", "dlr"] = Field(
-        "ce", description="loss to ascend: ce or dlr (Difference of Logits Ratio, scale-invariant)"
-    )
+class _StepSizeRules(AttackParams):
+    """What APGD and APGD-T share: the step-size rule, early stop, the L1 eps schedule."""
+
     rho: float = Field(
         0.75, gt=0, le=1, description="halve the step when fewer than this share of steps helped"
     )
     early_stop: bool = Field(True, description="drop a sample once its iterate fools the model")
     eps_schedule: bool = Field(
         True, description="L1 only: 30%/30%/40% of the steps at 3·eps, 2·eps, eps (AutoAttack)"
+    )
+
+
+class APGDParams(_StepSizeRules):
+    steps: int = Field(100, ge=1, le=100_000, description="iterations per restart")
+    restarts: int = Field(1, ge=1, le=1000, description="random restarts on unbroken samples")
+    loss: Literal["ce", "dlr"] = Field(
+        "ce", description="loss to ascend: ce or dlr (Difference of Logits Ratio, scale-invariant)"
     )
 
     def cost(self) -> float:
         return float(self.steps * self.restarts)
 
 
-class APGDTParams(AttackParams):
+class APGDTParams(_StepSizeRules):
     steps: int = Field(100, ge=1, le=100_000, description="iterations per restart and target")
     restarts: int = Field(1, ge=1, le=1000, description="random restarts per target class")
     targets: int = Field(
         9, ge=1, le=1000, description="most likely wrong classes tried in turn (≤ classes − 1)"
-    )
-    rho: float = Field(
-        0.75, gt=0, le=1, description="halve the step when fewer than this share of steps helped"
-    )
-    early_stop: bool = Field(True, description="drop a sample once its iterate fools the model")
-    eps_schedule: bool = Field(
-        True, description="L1 only: 30%/30%/40% of the steps at 3·eps, 2·eps, eps (AutoAttack)"
     )
 
     def cost(self) -> float:

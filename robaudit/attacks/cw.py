@@ -26,8 +26,12 @@ _ADAM_BETAS = (0.9, 0.999)
 _ADAM_EPS = 1e-8
 
 
-class CWParams(AttackParams):
-    steps: int = Field(100, ge=1, le=100_000, description="Adam iterations per binary-search step")
+class ConstantSearchParams(AttackParams):
+    """What C&W and EAD share: the per-sample search over the constant c, and the confidence."""
+
+    steps: int = Field(
+        100, ge=1, le=100_000, description="iterations per search step (C&W: Adam; EAD: FISTA)"
+    )
     binary_search_steps: int = Field(
         9, ge=1, le=100, description="binary-search steps over the constant c (per sample)"
     )
@@ -37,6 +41,12 @@ class CWParams(AttackParams):
     kappa: float = Field(
         0.0, ge=0, description="confidence: the margin by which the best other logit must win"
     )
+
+    def cost(self) -> float:
+        return float(self.binary_search_steps * self.steps)
+
+
+class CWParams(ConstantSearchParams):
     lr: float = Field(
         0.1,
         gt=0,
@@ -47,9 +57,6 @@ class CWParams(AttackParams):
         True,
         description="stop a sample's search step once its loss improved < 0.01% over steps/10",
     )
-
-    def cost(self) -> float:
-        return float(self.binary_search_steps * self.steps)
 
 
 def cw_objective(kappa: float) -> LossFn:

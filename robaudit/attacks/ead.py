@@ -28,22 +28,15 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from robaudit.attacks.base import Attack, AttackOutput, AttackParams, register
-from robaudit.attacks.cw import cw_objective, next_constants
+from robaudit.attacks.base import Attack, AttackOutput, register
+from robaudit.attacks.cw import ConstantSearchParams, cw_objective, next_constants
 from robaudit.attacks.losses import margin
 from robaudit.attacks.projections import per_sample
 from robaudit.classifier import Classifier
 from robaudit.threat import Threat
 
 
-class EADParams(AttackParams):
-    steps: int = Field(100, ge=1, le=100_000, description="FISTA iterations per search step")
-    binary_search_steps: int = Field(
-        9, ge=1, le=100, description="binary-search steps over the constant c (per sample)"
-    )
-    initial_const: float = Field(
-        1e-3, gt=0, description="first c; multiplied by 10 until a success, then bisected"
-    )
+class EADParams(ConstantSearchParams):
     beta: float = Field(
         0.03,
         ge=0,
@@ -53,9 +46,6 @@ class EADParams(AttackParams):
     )
     lr: float = Field(
         0.01, gt=0, description="first FISTA step size, decayed as lr·(1 − k/steps)^0.5"
-    )
-    kappa: float = Field(
-        0.0, ge=0, description="confidence: the margin by which the best other logit must win"
     )
     decision_rule: Literal["l1", "en"] = Field(
         "l1",
