@@ -44,7 +44,7 @@ from robaudit.results import Finding, RunResult
 from robaudit.tables import build_tables, positive_class_row
 from robaudit.tabular.changes import feature_changes
 from robaudit.threads import ThreadChoice
-from robaudit.universal import UniversalOutcome, prepare_universal
+from robaudit.universal import UniversalOutcome, VariantPatches, prepare_universal
 from robaudit.variants import run_variants
 
 
@@ -291,7 +291,7 @@ def audit(
     stop.not_run += left_out
     tables = build_tables(er, data.y, plan.params(), cfg.engine.cascade)
     positive = _positive_class(cfg, er, data, tables)
-    variants = _variant_stage(clf, data, cfg, plan, settings, progress, stop)
+    variants, universal = _variant_stage(clf, data, cfg, plan, settings, progress, stop, universal)
     certification = _certification_stage(clf, data, cfg, settings, stop, findings)
     natural = _natural_stage(clf, data, cfg, settings, stop, er.correct, reference)
     verdict = judge(
@@ -320,16 +320,15 @@ def _universal_stage(
     clf: Classifier, data: DataSet, cfg: Config, plan: Plan, settings: RunSettings
 ) -> tuple[Plan, tuple[UniversalOutcome, ...]]:
     """Universal patches trained (held-out data) and judged before the engine runs; the plan's
-    cells at those threats paste the trained patch. The defense variants leave them out: a
-    universal patch is trained against the bare model only."""
+    cells at those threats paste the trained patch. The defense variants train their own
+    (through the defense) when their stage runs (:class:`VariantPatches`)."""
     if not any(p.threat.norm == UNIVERSAL for p in plan.cells):
         return plan, ()
     cells, outcomes = prepare_universal(
         clf, data, plan.cells, input_shape=cfg.model.shape, seed=settings.seed,
         data_seed=settings.data_seed,
     )  # fmt: skip
-    kept = tuple(p for p in plan.variant_cells if p.threat.norm != UNIVERSAL)
-    return replace(plan, cells=tuple(cells), variant_cells=kept), outcomes
+    return replace(plan, cells=tuple(cells)), outcomes
 
 
 def _positive_class(
@@ -356,25 +355,30 @@ def _open_store(
 
 def _variant_stage(
     clf: Classifier, data: DataSet, cfg: Config, plan: Plan, settings: RunSettings,
-    progress: Progress | None, stop: _Stop,
-) -> VariantTables:
-    """The defense variants, unless the run already stopped (then named in not_run)."""
+    progress: Progress | None, stop: _Stop, universal: tuple[UniversalOutcome, ...],
+) -> tuple[VariantTables, tuple[UniversalOutcome, ...]]:
+    """The defense variants, unless the run already stopped (then named in not_run); with
+    the universal patches, the bare model's and those trained against each variant."""
     if not cfg.defenses:
-        return VariantTables()
+        return VariantTables(), universal
     if stop.halted():
         stop.not_run.append("defense variants")
-        return VariantTables()
+        return VariantTables(), universal
+    patches = None
+    if any(p.threat.norm == UNIVERSAL for p in plan.variant_cells):
+        patches = VariantPatches(data, cfg.model.shape, settings.seed, settings.data_seed, universal)
     try:
         v_threats, v_attacks, summaries, v_unrun = run_variants(
             clf, data.samples, data.y, list(plan.variant_cells), cfg, seed=settings.seed,
-            batch_size=settings.batch_size, progress=progress, ctl=stop.ctl,
+            batch_size=settings.batch_size, progress=progress, ctl=stop.ctl, prepare=patches,
         )
     except RuntimeFailure as exc:
         stop.failure = str(exc)
         stop.not_run.append("defense variants")
-        return VariantTables()
+        return VariantTables(), universal
     stop.unrun += v_unrun
-    return VariantTables(tuple(v_threats), tuple(v_attacks), tuple(summaries))
+    made = tuple(patches.made) if patches is not None else ()
+    return VariantTables(tuple(v_threats), tuple(v_attacks), tuple(summaries)), universal + made
 
 
 def _certification_stage(

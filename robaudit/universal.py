@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -45,6 +45,7 @@ from robaudit.attacks.patch_universal import (
     train_universal,
 )
 from robaudit.classifier import Classifier
+from robaudit.entries import NON_ADAPTIVE_ID
 from robaudit.loading.data import DataSet
 from robaudit.loading.holdout import Holdout, universal_training_data
 from robaudit.norms.patch import UNIVERSAL
@@ -133,10 +134,12 @@ class UniversalOutcome:
     held_out: Holdout
     ours: UniversalResult
     noise: UniversalResult
+    variant: str | None = None  # a defense variant's label: trained against the defended model
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON section's numbers (the renderers add the picture)."""
         return {
+            **({"variant": self.variant} if self.variant is not None else {}),
             "threat": self.threat.key, "attack_index": self.index, "size": self.threat.eps,
             "eps_label": self.threat.label, "patch_shape": list(self.patch.shape),
             "trained_on": {"split": self.held_out.split, "images": self.trained.trained_on,
@@ -167,11 +170,12 @@ def _summary(r: UniversalResult) -> dict[str, float]:
 
 def prepare_universal(
     clf: Classifier, data: DataSet, cells: Sequence[PlannedAttack], *, input_shape: tuple[int, ...],
-    seed: int, data_seed: int,
+    seed: int, data_seed: int, variant: str | None = None,
 ) -> tuple[list[PlannedAttack], tuple[UniversalOutcome, ...]]:  # fmt: skip
     """Train each universal cell's patch on images the audit does not judge, judge it at random
     places on the audited ones (next to a noise patch), and hand the engine the trained patch
-    in place of the per-sample search (:class:`PastedPatch`)."""
+    in place of the per-sample search (:class:`PastedPatch`). ``variant``: ``clf`` is that
+    defense variant (the patch is trained through the defense, as an adaptive attacker would)."""
     out, outcomes = [], []
     for p in cells:
         if p.threat.norm != UNIVERSAL or not isinstance(p.attack, PatchPGD):
@@ -197,9 +201,46 @@ def prepare_universal(
             tuple(trained.patch.shape), clf.bounds, cell_seed(seed, "universal noise", p.threat.key)
         ))  # fmt: skip
         outcomes.append(UniversalOutcome(p.threat, p.index, trained.patch.cpu(), corners, trained,
-                                         held, ours_r, noise_r))  # fmt: skip
+                                         held, ours_r, noise_r, variant))  # fmt: skip
         out.append(replace(p, attack=PastedPatch(params, trained.patch, corners)))
     return out, tuple(outcomes)
+
+
+@dataclass
+class VariantPatches:
+    """Universal patches on the defense variants (:func:`robaudit.variants.run_variants`'s
+    ``prepare``): the adaptive cell trains a patch through the defense, the non-adaptive twin
+    pastes the bare model's patch (a sticker made for the undefended model), both at the
+    bare model's places; ``made`` collects the variants' outcomes for the report."""
+
+    data: DataSet
+    input_shape: tuple[int, ...]
+    seed: int
+    data_seed: int
+    bare: tuple[UniversalOutcome, ...]
+    made: list[UniversalOutcome] = field(default_factory=list)
+
+    def __call__(
+        self, clf: Classifier, label: str, adaptive: list[PlannedAttack],
+        naive: list[PlannedAttack],
+    ) -> tuple[list[PlannedAttack], list[PlannedAttack]]:  # fmt: skip
+        cells, outcomes = prepare_universal(
+            clf, self.data, adaptive, input_shape=self.input_shape, seed=self.seed,
+            data_seed=self.data_seed, variant=label,
+        )  # fmt: skip
+        self.made.extend(outcomes)
+        return cells, [c for c in map(self._pasted, naive) if c is not None]
+
+    def _pasted(self, p: PlannedAttack) -> PlannedAttack | None:
+        """The twin of a universal cell pastes the bare model's patch (none trained: no twin)."""
+        if p.threat.norm != UNIVERSAL or not isinstance(p.attack, PatchPGD):
+            return p
+        entry = p.index - NON_ADAPTIVE_ID
+        bare = next((o for o in self.bare if o.index == entry and o.threat == p.threat), None)
+        if bare is None:
+            return None
+        # the places are tries, not a search: each is judged on the defended model
+        return replace(p, search=None, attack=PastedPatch(p.attack.params, bare.patch, bare.corners))
 
 
 def _best_of(clf: Classifier, held: Holdout, size: float, gen: torch.Generator, steps: int,

@@ -16,6 +16,7 @@ is one the defense undoes more easily than the one a full run reaches.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -41,6 +42,12 @@ from robaudit.results import AttackRow, ThreatRow, wilson_interval
 from robaudit.tables import build_tables
 from robaudit.threat import Threat
 from robaudit.verdicts import SequentialTest
+
+# (defended model, variant label, adaptive cells, non-adaptive twins) -> the cells to run
+PrepareCells = Callable[
+    [Classifier, str, list[PlannedAttack], list[PlannedAttack]],
+    tuple[list[PlannedAttack], list[PlannedAttack]],
+]
 
 
 def variant_classifier(
@@ -158,11 +165,14 @@ def run_variants(
     batch_size: int,
     progress: Progress | None,
     ctl: EngineControl | None = None,
+    prepare: PrepareCells | None = None,
 ) -> tuple[list[ThreatRow], list[AttackRow], list[dict[str, Any]], list[dict[str, object]]]:
     """Audit every configured defense; rows carry the variant's label.
 
     The fourth value lists the cells that did not run (a stop or a failure; their threat
     keys carry the variant's label). A failure ends the loop: ``failure`` is set on it.
+    ``prepare`` turns cells that need work before the engine runs (universal patches: trained
+    against the defended model, the twin pasting the bare model's) into cells it can run.
     """
     ctl = ctl or EngineControl()
     unrun: list[dict[str, object]] = []
@@ -180,6 +190,8 @@ def run_variants(
         vplan, twins = variant_plan(plan, bare, cfg.engine.non_adaptive)
         adaptive = [p for p in vplan if p.index not in twins]
         naive = [p for p in vplan if p.index in twins]
+        if prepare is not None:
+            adaptive, naive = prepare(vclf, label, adaptive, naive)
         vctl = replace(ctl, variant=label)
         er = run_plan(
             vclf, x, y, adaptive, seed=seed, batch_size=batch_size, cascade=cfg.engine.cascade,

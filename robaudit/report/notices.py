@@ -121,13 +121,17 @@ def universal_lines(doc: dict[str, Any]) -> list[str]:
     for u in doc.get("universal_patches") or []:
         noise = u.get("noise") or {}
         out.append(
-            f"universal patch {u['eps_label']}: accuracy at a random placement "
+            f"universal patch {u['eps_label']}{_on_variant(u)}: accuracy at a random placement "
             f"{100 * u['accuracy']:.1f}% (noise patch {100 * noise.get('accuracy', 0):.1f}%), "
             f"correct under all {u['placements']} placements {100 * u['robust_accuracy']:.1f}% "
             f"(noise {100 * noise.get('robust_accuracy', 0):.1f}%){_widest(u)}; trained on "
             f"{u['trained_on']['images']} images ({u['trained_on']['why']})"
         )
     return out
+
+
+def _on_variant(u: dict[str, Any]) -> str:
+    return f" on {u['variant']}" if u.get("variant") else ""
 
 
 def _widest(u: dict[str, Any]) -> str:

@@ -21,11 +21,12 @@ from robaudit.config import config_from_dict
 from robaudit.errors import ConfigError
 from robaudit.fitting import fit_config
 from robaudit.integrity.unbounded import sanity
-from robaudit.loading.data import digits_arrays
+from robaudit.loading.data import digits_arrays, load_data
 from robaudit.loading.model import load_model
 from robaudit.norms import get
 from robaudit.norms.patch import changed
 from robaudit.report.console import _not_run_rows
+from robaudit.universal import evaluate_universal
 from tests.helpers import one_thread
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -254,3 +255,57 @@ def test_universal_patch_scan_end_to_end(tmp_path: Path, validate_report: Any) -
         inside[top : top + h, left : left + w] = True
         moved = changed((ex["x_adv"] - ex["x"])[None])[0]
         assert bool(moved.any()) and not bool((moved & ~inside).any()) and h <= 3 and w <= 3
+
+
+class _TwoBits(torch.nn.Module):
+    """Bit-depth reduction to 2 bits (4 levels) in front of the model, written here."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(torch.round(x.clamp(0, 1) * 3) / 3)
+
+
+def test_a_defense_variant_gets_its_own_universal_patch(tmp_path: Path, validate_report: Any) -> None:
+    """With a defense, the variant's universal-patch row comes from a patch trained through
+    the defense (adaptive), its non-adaptive row from the bare model's patch pasted; both are
+    verified on the defended model, and the report shows the variant's patch too."""
+    cfg = {
+        "model": {"input_shape": [1, 8, 8], "num_classes": 10},
+        "data": {"samples": 120},
+        "attacks": [
+            {"name": "patch-pgd", "norm": "patch", "size": ["10%"], "universal": True,
+             "train_steps": 60, "train_restarts": 1, "placements": 8},
+        ],
+        "defenses": [{"name": "bit-depth", "bits": 2}],
+        "report": {"examples": 0},
+    }  # fmt: skip
+    report = robaudit.scan(ROOT / "sample_models" / "digits_cnn.pt", config=cfg, seed=0)
+    bare, defended = report.result.universal
+    assert bare.variant is None and defended.variant == "bit-depth(bits=2)"
+    # trained through the defense: the same start and draws, other losses on the way
+    assert bare.trained.loss_trace != defended.trained.loss_trace
+    assert torch.equal(bare.corners, defended.corners)  # the same places: a paired comparison
+    assert defended.ours.budget_violations == 0
+    (summary,) = report.result.variants
+    (row,) = [t for t in summary["threats"] if t["norm"] == "patch-universal"]
+    # the adaptive row is exactly the trained patch's worst case over its places
+    assert row["adaptive_robust_accuracy"] == pytest.approx(defended.ours.robust_accuracy, abs=1e-9)
+    # the twin pastes the bare model's patch: recomputed here on the defended model
+    model = load_model(ROOT / "sample_models" / "digits_cnn.pt").module.eval()
+    clf = Classifier(_TwoBits(model), num_classes=10)
+    audited = load_data("builtin:digits", split="test", samples=120, seed=0,
+                        input_shape=(1, 8, 8), bounds=(0.0, 1.0), num_classes=10)  # fmt: skip
+    naive = evaluate_universal(clf, audited.x, audited.y, bare.patch, 0.1, torch.Generator(),
+                               corners=bare.corners)  # fmt: skip
+    assert row["non_adaptive_robust_accuracy"] == pytest.approx(naive.robust_accuracy, abs=1e-9)
+    assert row["robust_accuracy"] <= min(row["adaptive_robust_accuracy"],
+                                         row["non_adaptive_robust_accuracy"]) + 1e-9  # fmt: skip
+    paths = report.save(tmp_path)
+    doc = json.loads(Path(paths["json"]).read_text())
+    validate_report(doc)
+    assert [u.get("variant") for u in doc["universal_patches"]] == [None, "bit-depth(bits=2)"]
+    html = Path(paths["html"]).read_text()
+    assert 'Defense variant <span class="mono">bit-depth(bits=2)</span>' in html
