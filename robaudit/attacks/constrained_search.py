@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from pydantic import Field
@@ -68,13 +69,19 @@ class _Kinds:
     groups: tuple[torch.Tensor, ...]  # column indices of mutable groups whose switch fits
     unit: torch.Tensor  # F: one raw unit in working units (1 / span)
 
-    @property
+    @cached_property
     def movable(self) -> torch.Tensor:
+        """F bool: the features a move may change (built once, not per proposal)."""
         out = self.continuous | self.integer | self.binary
         for idx in self.groups:
             out = out.clone()
             out[idx] = True
         return out
+
+    @cached_property
+    def counts(self) -> tuple[int, bool]:
+        """(movable features, any binary one): read on the host once, not every step."""
+        return int(self.movable.sum()), bool(self.binary.any())
 
 
 def _kinds(f: int, norm: str, eps: float, device: torch.device) -> _Kinds:
@@ -189,13 +196,14 @@ class _Search:
         m, f = base.shape
         draw = torch.rand(m, f, generator=self.g).to(base.device)
         draw[:, ~k.movable] = 2.0
-        count = max(1, round(share * int(k.movable.sum())))
+        movable, has_binary = k.counts
+        count = max(1, round(share * movable))
         cut = draw.kthvalue(min(count, f), dim=1, keepdim=True).values
         chosen = (draw <= cut) & (draw < 2.0)
         cand = base.clone()
         self._continuous(cand, x, chosen & k.continuous, step)
         self._integers(cand, chosen & k.integer)
-        if bool(k.binary.any()):
+        if has_binary:
             flip = chosen & k.binary
             cand = torch.where(flip, 1.0 - cand, cand)
         for cols in k.groups:

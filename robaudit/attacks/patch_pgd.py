@@ -52,7 +52,8 @@ class PatchPGDParams(AttackParams):
         5000, ge=1, le=10_000_000, description="universal: at most this many training images"
     )
     placements: int = Field(
-        16, ge=1, le=1000, description="universal: random places the patch is judged at"
+        16, ge=1, le=1000,
+        description="universal: places tried on each image (its own, drawn from its index)",
     )
 
     def probe(self) -> int:
