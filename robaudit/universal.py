@@ -28,8 +28,9 @@ noise patch's worst case moved by 18 points between seeds on the 8×8 digits).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import torch
@@ -94,7 +95,7 @@ def evaluate_universal(
     clf: Classifier,
     x: torch.Tensor,
     y: torch.Tensor,
-    patch: torch.Tensor,
+    patch: torch.Tensor | Callable[[int], torch.Tensor],
     size: float,
     generator: torch.Generator,
     placements: int = 8,
@@ -102,18 +103,20 @@ def evaluate_universal(
     clean: torch.Tensor | None = None,
 ) -> UniversalResult:
     """The patch at ``placements`` random places per image (or at each image's ``corners``,
-    N×P×2; ``patch`` may then be N×P×C×h×w, each image's own patch at each place), each
-    pasted image verified by the engine. ``clean``: the images' clean verdicts
+    N×P×2; ``patch`` may then be a function of the place k giving each image's own N×C×h×w
+    patch there), each pasted image verified by the engine. ``clean``: the images' clean verdicts
     when the caller has them (one forward pass fewer)."""
     threat = Threat("patch", size)
     if clean is None:
         clean = clf.predict(x).to(y.device) == y
     rows, violations = [], 0
+    cands: Iterable[torch.Tensor]
     if corners is None:
+        assert isinstance(patch, torch.Tensor), "random places take one patch"
         cands = random_placements(x, patch, placements, generator)
-    else:
-        cands = [pasted_at(x, patch if patch.dim() == 3 else patch[:, k], corners[:, k])
-                 for k in range(int(corners.shape[1]))]  # fmt: skip
+    else:  # one place at a time: a lazy patch source makes each place's patches on demand
+        cands = (pasted_at(x, patch(k) if callable(patch) else patch, corners[:, k])
+                 for k in range(int(corners.shape[1])))  # fmt: skip
     for cand in cands:
         v = verify_batch(clf, x, cand, y, threat)
         violations += v.budget + v.bounds
@@ -274,7 +277,7 @@ class _Fixed:
 
     patch: torch.Tensor
 
-    def __call__(self, keys: torch.Tensor, count: int) -> torch.Tensor:
+    def __call__(self, keys: torch.Tensor) -> torch.Tensor:
         return self.patch
 
 
@@ -286,16 +289,16 @@ class _Noise:
     bounds: tuple[float, float]
     seed: int
 
-    def __call__(self, keys: torch.Tensor, count: int) -> torch.Tensor:
-        return noise_patches(keys, count, self.shape, self.bounds, self.seed)
+    def __call__(self, keys: torch.Tensor) -> Callable[[int], torch.Tensor]:
+        return partial(noise_patches, keys, shape=self.shape, bounds=self.bounds, seed=self.seed)
 
 
 def _judge(
     clf: Classifier, data: DataSet, size: float, corners: torch.Tensor,
-    patches: Callable[[torch.Tensor, int], torch.Tensor],
+    patches: Callable[[torch.Tensor], torch.Tensor | Callable[[int], torch.Tensor]],
 ) -> UniversalResult:  # fmt: skip
     """:func:`evaluate_universal` over the audited images, one batch at a time; ``patches``
-    gives the patch for a batch's source keys and P places (one C×h×w, or N×P×C×h×w)."""
+    gives the patch for a batch's source keys (one C×h×w, or each place's N×C×h×w)."""
     parts = []
     gen = torch.Generator()  # unused: the corners are given
     keys = torch.tensor(data.indices, dtype=torch.int64)
@@ -303,7 +306,7 @@ def _judge(
         stop = min(len(data.y), start + clf.batch_size)
         x = data.samples[start:stop].to(clf.device)
         y = data.y[start:stop].to(clf.device)
-        patch = patches(keys[start:stop], int(corners.shape[1]))
+        patch = patches(keys[start:stop])
         parts.append(evaluate_universal(clf, x, y, patch, size, gen,
                                         corners=corners[start:stop]))  # fmt: skip
     return UniversalResult(

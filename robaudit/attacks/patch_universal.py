@@ -176,26 +176,32 @@ def placement_corners(
     return torch.stack((first // cols, first % cols), dim=-1)
 
 
-def _hashed(seed: int, keys: torch.Tensor, width: int) -> torch.Tensor:
-    """N×width int64 hashes of (seed, each key, each column): the same for a key in any batch."""
+def _hashed(seed: int, keys: torch.Tensor, width: int, start: int = 0) -> torch.Tensor:
+    """N×width int64 hashes of (seed, each key, columns start…start+width−1): the same for a
+    key in any batch."""
     base = _mix(torch.tensor(seed & 0x7FFF_FFFF_FFFF_FFFF, dtype=torch.int64) * _GOLDEN)
-    at = torch.arange(width, dtype=torch.int64)
+    at = torch.arange(start, start + width, dtype=torch.int64)
     return _mix(
         base + _mix(keys.to(torch.int64).cpu()[:, None] * _GOLDEN + 1) + at[None, :] * _GOLDEN
     )
 
 
 def noise_patches(
-    keys: torch.Tensor, count: int, shape: tuple[int, ...], bounds: tuple[float, float], seed: int
+    keys: torch.Tensor, place: int, shape: tuple[int, ...], bounds: tuple[float, float], seed: int
 ) -> torch.Tensor:
-    """N×count×C×h×w uniform random patches inside ``bounds``: a fresh one for each image and
-    placement, drawn from the image's key (the noise baseline is the expectation over noise,
-    not one draw: single noise patches of 3x3 on the 8x8 digits range from 74% to 87% accuracy
-    at a random place)."""
-    size = count * math.prod(shape)
-    u = _shr(_hashed(seed, keys, size), 11).double() * 2.0**-53  # 53 random bits in [0, 1)
+    """N×C×h×w uniform random patches inside ``bounds`` for each image's ``place``-th placement:
+    a fresh one for each image and placement, drawn from the image's key, one placement at a
+    time (a batch of ImageNet-sized patches at every place at once would take gigabytes). The
+    noise baseline is the expectation over noise, not one draw: single noise patches of 3x3 on
+    the 8x8 digits range from 74% to 87% accuracy at a random place."""
+    m = math.prod(shape)
+    keys = keys.to(torch.int64).cpu()
+    parts = [_shr(_hashed(seed, c, m, start=place * m), 11)
+             for c in keys.split(max(1, _CHUNK // max(1, m)))]  # fmt: skip
+    bits = torch.cat(parts) if parts else torch.zeros(0, m, dtype=torch.int64)
+    u = bits.double() * 2.0**-53  # 53 random bits in [0, 1)
     lo, hi = bounds
-    return (lo + (hi - lo) * u).float().view(int(keys.shape[0]), count, *shape)
+    return (lo + (hi - lo) * u).float().view(int(keys.shape[0]), *shape)
 
 
 def pasted_at(x: torch.Tensor, patch: torch.Tensor, corners: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,7 @@ places on the audited ones and verified by the engine (robaudit/universal.py).""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +82,7 @@ def test_a_trained_patch_beats_random_noise_patches_by_30_points() -> None:
     corners = placement_corners(keys, 8, trained.patch, (8, 8), seed=1)
     gen = torch.Generator()
     ours = evaluate_universal(clf, x, y, trained.patch, 0.1, gen, corners=corners)
-    noise = noise_patches(keys, 8, (1, 3, 3), clf.bounds, seed=2)
+    noise = partial(noise_patches, keys, shape=(1, 3, 3), bounds=clf.bounds, seed=2)
     base = evaluate_universal(clf, x, y, noise, 0.1, gen, corners=corners)
     assert ours.budget_violations == 0 and base.budget_violations == 0
     gap = {k: b - a for (k, a), (_, b) in zip(ours.tries(), base.tries(), strict=True)}
@@ -114,10 +115,12 @@ def test_each_image_gets_its_own_distinct_nested_places_in_any_batch() -> None:
 
 def test_noise_patches_are_uniform_in_the_bounds_and_fixed_by_the_key() -> None:
     keys = torch.tensor([4, 9, 11])
-    n = noise_patches(keys, 6, (3, 2, 2), (-1.0, 2.0), seed=3)
+    n = torch.stack([noise_patches(keys, k, (3, 2, 2), (-1.0, 2.0), seed=3) for k in range(6)], 1)
     assert n.shape == (3, 6, 3, 2, 2) and float(n.min()) >= -1 and float(n.max()) < 2
-    assert torch.equal(noise_patches(keys[1:], 6, (3, 2, 2), (-1.0, 2.0), seed=3), n[1:])
-    big = noise_patches(torch.arange(200), 10, (1, 3, 3), (0.0, 1.0), seed=0)
+    assert torch.equal(noise_patches(keys[1:], 4, (3, 2, 2), (-1.0, 2.0), seed=3), n[1:, 4])
+    assert not torch.equal(noise_patches(keys, 0, (3, 2, 2), (-1.0, 2.0), seed=4), n[:, 0])
+    big = torch.stack([noise_patches(torch.arange(200), k, (1, 3, 3), (0.0, 1.0), seed=0)
+                       for k in range(10)])  # fmt: skip
     assert abs(float(big.mean()) - 0.5) < 0.02 and abs(float(big.var()) - 1 / 12) < 0.005
     assert len(torch.unique(big)) > 0.99 * big.numel()  # fresh values, not repeated
 
