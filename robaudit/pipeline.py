@@ -92,6 +92,12 @@ class RunOptions:
     threads: ThreadChoice | None = None  # intra-op threads the run used, and why
 
 
+# bumped whenever the same config, model and data give other cell numbers within one
+# robaudit version, so --resume never mixes cells from before and after (2: universal
+# patches pasted at each image's own places, not at places shared by all images)
+CELL_REVISION = 2
+
+
 def run_fingerprint(cfg: Config, loaded: LoadedModel, data: DataSet, settings: RunSettings) -> str:
     """Everything that decides a cell's numbers; a resumed run must match it exactly.
 
@@ -111,6 +117,7 @@ def run_fingerprint(cfg: Config, loaded: LoadedModel, data: DataSet, settings: R
         batch_size=settings.batch_size,
         access=settings.access,
         robaudit=robaudit.__version__,
+        revision=CELL_REVISION,
     )
 
 
@@ -268,7 +275,7 @@ def audit(
     torch.manual_seed(settings.seed)  # for models that draw randomness from the global generator
     reference = _natural_reference(clf, cfg, settings, config_path)
     plan = make_plan(clf, data, cfg, access_reason(loaded, settings), config_path)
-    plan, universal = _universal_stage(clf, data, cfg, plan, settings)
+    plan, universal = _universal_stage(clf, data, cfg, plan, settings, run.shard)
     store = _open_store(run, cfg, loaded, data, settings)  # only now: a refused plan leaves none
     # a table's feature constraints: every candidate must satisfy them to count as a break
     constraints = data.tabular.constraints if data.tabular is not None else None
@@ -317,7 +324,7 @@ def audit(
 
 
 def _universal_stage(
-    clf: Classifier, data: DataSet, cfg: Config, plan: Plan, settings: RunSettings
+    clf: Classifier, data: DataSet, cfg: Config, plan: Plan, settings: RunSettings, shard: Shard
 ) -> tuple[Plan, tuple[UniversalOutcome, ...]]:
     """Universal patches trained (held-out data) and judged before the engine runs; the plan's
     cells at those threats paste the trained patch. The defense variants train their own
@@ -326,7 +333,7 @@ def _universal_stage(
         return plan, ()
     cells, outcomes = prepare_universal(
         clf, data, plan.cells, input_shape=cfg.model.shape, seed=settings.seed,
-        data_seed=settings.data_seed,
+        data_seed=settings.data_seed, shard=shard,
     )  # fmt: skip
     return replace(plan, cells=tuple(cells)), outcomes
 
@@ -366,7 +373,8 @@ def _variant_stage(
         return VariantTables(), universal
     patches = None
     if any(p.threat.norm == UNIVERSAL for p in plan.variant_cells):
-        patches = VariantPatches(data, cfg.model.shape, settings.seed, settings.data_seed, universal)
+        patches = VariantPatches(data, cfg.model.shape, settings.seed, settings.data_seed,
+                                 universal, stop.ctl.shard)  # fmt: skip
     try:
         v_threats, v_attacks, summaries, v_unrun = run_variants(
             clf, data.samples, data.y, list(plan.variant_cells), cfg, seed=settings.seed,

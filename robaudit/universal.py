@@ -46,6 +46,7 @@ from robaudit.attacks.patch_universal import (
     train_universal,
 )
 from robaudit.classifier import Classifier
+from robaudit.distributed import SINGLE, Shard
 from robaudit.entries import NON_ADAPTIVE_ID
 from robaudit.loading.data import DataSet
 from robaudit.loading.holdout import Holdout, universal_training_data
@@ -173,12 +174,14 @@ def _summary(r: UniversalResult) -> dict[str, float]:
 
 def prepare_universal(
     clf: Classifier, data: DataSet, cells: Sequence[PlannedAttack], *, input_shape: tuple[int, ...],
-    seed: int, data_seed: int, variant: str | None = None,
+    seed: int, data_seed: int, variant: str | None = None, shard: Shard = SINGLE,
 ) -> tuple[list[PlannedAttack], tuple[UniversalOutcome, ...]]:  # fmt: skip
     """Train each universal cell's patch on images the audit does not judge, judge it at random
     places on the audited ones (next to a noise patch), and hand the engine the trained patch
     in place of the per-sample search (:class:`PastedPatch`). ``variant``: ``clf`` is that
-    defense variant (the patch is trained through the defense, as an adaptive attacker would)."""
+    defense variant (the patch is trained through the defense, as an adaptive attacker would).
+    In a sharded run every rank trains, and rank 0's patch is the one all ranks use (GPU
+    kernels need not give every rank the same bits)."""
     out, outcomes = [], []
     for p in cells:
         if p.threat.norm != UNIVERSAL or not isinstance(p.attack, PatchPGD):
@@ -195,6 +198,8 @@ def prepare_universal(
         dev = search.device
         trained = _best_of(search, held, p.threat.eps, gen, params.train_steps,
                            params.train_restarts, dev)  # fmt: skip
+        if shard.active:  # one patch for the whole run
+            trained = replace(trained, patch=shard.broadcast(trained.patch.cpu()).to(dev))
         corners = placement_corners(
             torch.tensor(data.indices, dtype=torch.int64), params.placements, trained.patch,
             (input_shape[-2], input_shape[-1]), cell_seed(seed, "universal places", p.threat.key),
@@ -221,6 +226,7 @@ class VariantPatches:
     seed: int
     data_seed: int
     bare: tuple[UniversalOutcome, ...]
+    shard: Shard = SINGLE
     made: list[UniversalOutcome] = field(default_factory=list)
 
     def __call__(
@@ -229,7 +235,7 @@ class VariantPatches:
     ) -> tuple[list[PlannedAttack], list[PlannedAttack]]:  # fmt: skip
         cells, outcomes = prepare_universal(
             clf, self.data, adaptive, input_shape=self.input_shape, seed=self.seed,
-            data_seed=self.data_seed, variant=label,
+            data_seed=self.data_seed, variant=label, shard=self.shard,
         )  # fmt: skip
         self.made.extend(outcomes)
         return cells, [c for c in map(self._pasted, naive) if c is not None]

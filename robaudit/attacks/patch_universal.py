@@ -146,6 +146,7 @@ def random_placements(
 # splitmix64's constants as signed 64-bit integers (torch's int64 arithmetic wraps like C's)
 _GOLDEN, _MIX1, _MIX2 = -0x61C8864680B583EB, -0x40A7B892E31B1A47, -0x6B2FB644ECCEEE15
 _CHUNK = 1 << 22  # keys × places hashed at once
+_RANKED = 4096  # up to this many places, all are ranked; beyond, distinct draws are read
 
 
 def _shr(z: torch.Tensor, s: int) -> torch.Tensor:
@@ -166,14 +167,39 @@ def placement_corners(
     """N×P×2 top-left corners: for each image, ``P = min(count, places)`` distinct places the
     patch fits at, drawn from a hash of ``seed``, the image's key (its index in its source) and
     the place. So an image gets the same places in any subset, batch, rank or device, and the
-    first k of P places are the places a run with ``count = k`` draws (the tries are nested)."""
+    first k of P places are the places a run with ``count = k`` draws (the tries are nested).
+
+    Up to ``_RANKED`` places, every place is hashed and the P smallest hashes win; beyond
+    (ImageNet has tens of thousands), each image's hashed sequence of places is read until P
+    distinct ones came up: N×P work instead of N×places."""
     rows, cols = image[0] - int(patch.shape[-2]) + 1, image[1] - int(patch.shape[-1]) + 1
     places = rows * cols
     p = min(count, places)
-    chunks = keys.to(torch.int64).cpu().split(max(1, _CHUNK // places))
-    out = [_hashed(seed, c, places).topk(p, dim=1, largest=False).indices for c in chunks]
+    keys = keys.to(torch.int64).cpu()
+    if places <= _RANKED:
+        chunks = keys.split(max(1, _CHUNK // places))
+        out = [_hashed(seed, c, places).topk(p, dim=1, largest=False).indices for c in chunks]
+    else:
+        out = [_distinct_draws(seed, c, p, places) for c in keys.split(max(1, _CHUNK // (4 * p)))]
     first = torch.cat(out) if out else torch.zeros(0, p, dtype=torch.int64)
     return torch.stack((first // cols, first % cols), dim=-1)
+
+
+def _distinct_draws(seed: int, keys: torch.Tensor, p: int, places: int) -> torch.Tensor:
+    """N×p: the first ``p`` distinct places in each key's hashed sequence of draws."""
+    n = int(keys.shape[0])
+    seq = torch.zeros(n, 0, dtype=torch.int64)
+    while True:  # more draws until every row has p distinct ones (repeats are rare here)
+        width = max(2 * p, int(seq.shape[1]))
+        more = _shr(_hashed(seed, keys, width, start=int(seq.shape[1])), 1) % places
+        seq = torch.cat((seq, more), dim=1)
+        repeat = (seq[:, :, None] == seq[:, None, :]).tril(diagonal=-1).any(dim=2)
+        fresh = ~repeat
+        if bool((fresh.sum(dim=1) >= p).all()):
+            break
+    order = torch.cumsum(fresh.long(), dim=1)  # rank of each fresh draw in its row
+    pick = fresh & (order <= p)
+    return seq[pick].view(n, p)
 
 
 def _hashed(seed: int, keys: torch.Tensor, width: int, start: int = 0) -> torch.Tensor:

@@ -271,12 +271,10 @@ def _checked(
 def _scan_run(job: _ScanJob) -> None:
     """Run the scan, write the report (rank 0), and turn a partial run into its exit code."""
     from robaudit.api.reports import Report
-    from robaudit.report.writers import missing_folders, prepare_out_dir, remove_if_empty
+    from robaudit.report.writers import make_out_dir, remove_if_empty
 
     main = job.run.shard.is_main
-    created = missing_folders(job.out) if main else []
-    if main:
-        prepare_out_dir(job.out)
+    created = make_out_dir(job.out) if main else []
     console = err_console()
     try:
         report = _run_with_progress(job, console)

@@ -11,6 +11,7 @@ Checks that need the input's shape (a fixed region inside the image, images only
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
@@ -120,6 +121,17 @@ class PatchFields(BaseModel):
         return location_name(loc if isinstance(loc, str) else list(loc))
 
 
+def _least_share(height: int, width: int) -> str:
+    """The smallest share, in percent and rounded UP to 3 significant digits, whose region
+    has a pixel on both axes (so the value the message suggests is one the config accepts)."""
+    exact = 25.0 / min(height, width) ** 2  # a side rounds to 1 from half a pixel
+    step = 10.0 ** (math.floor(math.log10(exact)) - 2)
+    shown = math.ceil(exact / step - 1e-9) * step
+    while 0 in region_dims(shown / 100, height, width):
+        shown += step
+    return f"{shown:.3g}"
+
+
 def check_patches(source: str, where: str, entry: PatchFields, shape: tuple[int, ...] | None
                   ) -> list[str]:  # fmt: skip
     """Patch threats on this input: images only, a fixed region inside the image."""
@@ -135,11 +147,10 @@ def check_patches(source: str, where: str, entry: PatchFields, shape: tuple[int,
             continue
         h, w = region_dims(float(e), height, width)
         if h == 0 or w == 0:  # a threat that cannot change a pixel would read as "robust"
-            least = 0.25 / min(height, width) ** 2  # a side rounds to 1 from half a pixel
             out.append(
-                f"{source}: {where}.size: a patch of {100 * float(e):.4g}% of the "
+                f"{source}: {where}: a patch of {100 * float(e):.4g}% of the "
                 f"{height}x{width} image has no pixels (a side is round(sqrt(share) x side)); "
-                f"the smallest that has one is {100 * least:.3g}%"
+                f"the smallest that has one is {_least_share(height, width)}%"
             )
         elif isinstance(entry.location, tuple):
             row, col = entry.location

@@ -164,14 +164,16 @@ def _weak_beats_strong(
             reaction="gradients are dead here (RA003, resolved): the gradient-free "
             "search's breaks count in the worst case",
         )
-    elif _combinatorial(cells[0].threat.norm) and any(_score_search(c, attacks) for c in weak):
+    elif _expected_search_gain(cells[0].threat.norm, weak, attacks, s_broken, s_attacked,
+                               max(1, weak_share * attacked)):  # fmt: skip
         found = replace(
             found,
             resolved=True,
             reaction="a few-pixel or patch budget is combinatorial: gradient attacks step on a "
             "continuous relaxation and miss optima that a score-based random search finds "
             "(Sparse-RS, Croce et al. 2022), so both run and the search's breaks count in the "
-            "worst case; not a masking sign here",
+            "worst case; the gradient attacks found at least as many breaks themselves, so "
+            "this is not the pattern of masked gradients",
         )
     elif any(_constrained_search(c, attacks) for c in weak):
         found = replace(
@@ -182,6 +184,30 @@ def _weak_beats_strong(
             "CAA) and the search's breaks count in the worst case",
         )
     return [found]
+
+
+def _expected_search_gain(
+    norm: str, weak: list[CellOutcome], attacks: dict[int, Attack], s_broken: torch.Tensor,
+    s_attacked: torch.Tensor, allowed: float,
+) -> bool:  # fmt: skip
+    """At an L0 or patch threat, the extra breaks come from a score-based search (the other
+    weak attacks stay within ``allowed``), and the gradient attacks found at least as many
+    breaks themselves: the pattern of a combinatorial budget, not of blind gradients (a
+    masked model gives the gradient attacks few breaks and the search many)."""
+    if not _combinatorial(norm):
+        return False
+    search = [c for c in weak if _score_search(c, attacks)]
+    others = [c for c in weak if c not in search]
+    if not search:
+        return False
+
+    def extra(cs: list[CellOutcome]) -> int:
+        b = torch.zeros_like(s_broken)
+        for c in cs:
+            b |= c.broken
+        return int((b & ~s_broken & s_attacked).sum())
+
+    return extra(others) <= allowed and extra(search) <= int(s_broken.sum())
 
 
 def _combinatorial(norm: str) -> bool:

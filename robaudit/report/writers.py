@@ -85,25 +85,34 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def prepare_out_dir(out: Path) -> Path:
     """Create the output folder, or say clearly why it cannot be used."""
-    if out.exists() and not out.is_dir():
-        raise UserInputError(f"--out {out}: exists and is not a directory")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserInputError(f"--out {out}: cannot create the output folder ({exc.strerror})") from None
-    if not os.access(out, os.W_OK):
-        raise UserInputError(f"--out {out}: the output folder is not writable")
+    make_out_dir(out)
     return out
 
 
-def missing_folders(out: Path) -> list[Path]:
-    """``out`` and its ancestors that do not exist yet, deepest first: what a run creates."""
-    missing = []
-    for p in (out, *out.absolute().parents):
-        if p.exists():
-            break
-        missing.append(p)
-    return missing
+def make_out_dir(out: Path) -> list[Path]:
+    """:func:`prepare_out_dir`, returning the folders this call created, deepest first (what
+    :func:`remove_if_empty` may take back). They are made one level at a time along the path as
+    written, so with ``new/../old/sub`` the list holds ``new`` and ``sub``, never ``old``."""
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"--out {out}: exists and is not a directory")
+    created: list[Path] = []
+    try:
+        prefix = Path(out.parts[0])
+        for part in (None, *out.parts[1:]):
+            prefix = prefix if part is None else prefix / part
+            if not os.path.lexists(prefix):
+                prefix.mkdir()
+                created.append(prefix)
+            elif not prefix.is_dir():
+                raise NotADirectoryError(20, "a part of the path is a file", str(prefix))
+    except OSError as exc:
+        remove_if_empty(created[::-1])
+        why = exc.strerror or str(exc)
+        raise UserInputError(f"--out {out}: cannot create the output folder ({why})") from None
+    if not os.access(out, os.W_OK):
+        remove_if_empty(created[::-1])
+        raise UserInputError(f"--out {out}: the output folder is not writable")
+    return created[::-1]
 
 
 def remove_if_empty(folders: list[Path]) -> None:

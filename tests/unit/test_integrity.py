@@ -218,3 +218,10 @@ def test_a_few_pixel_search_beating_gradient_l0_attacks_is_expected_not_masking(
     (found,) = [f for f in post_run(res, attacks) if f.id == "RA007"]
     assert "sparse-rs" in found.detail and found.resolved
     assert "combinatorial" in (found.reaction or "")
+    # masked gradients (the input rounded inside forward): PGD-L0 finds nothing, Sparse-RS
+    # does; that pattern stays an open masking sign at L0 too
+    masked = Classifier(Quantized(), num_classes=10)
+    res = run_plan(masked, x, y, [PlannedAttack(i, a, Threat("l0", 3)) for i, a in attacks.items()],
+                   seed=0, batch_size=150)  # fmt: skip
+    (found,) = [f for f in post_run(res, attacks) if f.id == "RA007"]
+    assert not found.resolved, found.detail

@@ -107,7 +107,7 @@ def test_profile_gives_patch_budgets_and_a_headline_gate() -> None:
         (
             {"size": ["0.1%"]},
             None,
-            r"attacks\[0\].size: a patch of 0.1% of the 8x8 image has no pixels \(a side is "
+            r"attacks\[0\]: a patch of 0.1% of the 8x8 image has no pixels \(a side is "
             r"round\(sqrt\(share\) x side\)\); the smallest that has one is 0.391%",
         ),
         (

@@ -107,6 +107,13 @@ def test_each_image_gets_its_own_distinct_nested_places_in_any_batch() -> None:
     assert torch.equal(placement_corners(keys, 5, patch, (8, 8), seed=5), c[:, :5])
     assert not torch.equal(placement_corners(keys, 12, patch, (8, 8), seed=6), c)
     assert placement_corners(keys, 100, patch, (8, 8), seed=5).shape[1] == 36  # all places
+    # an ImageNet-sized image (23,716 places): drawn, not ranked; the same properties
+    big, keys2 = torch.zeros(3, 71, 71), torch.arange(3000) * 13
+    d = placement_corners(keys2, 16, big, (224, 224), seed=5)
+    assert d.shape == (3000, 16, 2) and int(d.min()) >= 0 and int(d.max()) <= 153
+    assert all(len(set((r[:, 0] * 154 + r[:, 1]).tolist())) == 16 for r in d)
+    assert torch.equal(placement_corners(keys2[perm], 16, big, (224, 224), seed=5), d[perm])
+    assert torch.equal(placement_corners(keys2, 3, big, (224, 224), seed=5), d[:, :3])
     # every place is drawn about equally often over many images
     many = placement_corners(torch.arange(3600), 1, patch, (8, 8), seed=0)[:, 0]
     counts = torch.bincount(many[:, 0] * 6 + many[:, 1], minlength=36)
