@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+import yaml
 
 import robaudit
 from robaudit.attacks.base import AttackOutput
@@ -27,7 +31,7 @@ from robaudit.norms import get
 from robaudit.norms.patch import changed
 from robaudit.report.console import _not_run_rows
 from robaudit.universal import evaluate_universal
-from tests.helpers import one_thread
+from tests.helpers import one_thread, without_timing
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE: dict[str, Any] = {
@@ -309,3 +313,36 @@ def test_a_defense_variant_gets_its_own_universal_patch(tmp_path: Path, validate
     assert [u.get("variant") for u in doc["universal_patches"]] == [None, "bit-depth(bits=2)"]
     html = Path(paths["html"]).read_text()
     assert 'Defense variant <span class="mono">bit-depth(bits=2)</span>' in html
+
+
+@pytest.mark.slow
+def test_two_process_universal_scan_equals_one_process(tmp_path: Path) -> None:
+    """``torchrun --nproc-per-node 2``: both ranks train the patch, rank 0's is broadcast,
+    each rank pastes it at its batches' own places; the report (the universal section and
+    the defense variant's rows included) equals a single process's, timings aside."""
+    cfg = {
+        "model": {"input_shape": [1, 8, 8], "num_classes": 10},
+        "data": {"samples": 96, "batch_size": 16},
+        "engine": {"device": "cpu"},
+        "attacks": [{"name": "patch-pgd", "norm": "patch", "size": ["10%"], "universal": True,
+                     "train_steps": 30, "train_restarts": 1, "placements": 6}],
+        "defenses": [{"name": "bit-depth", "bits": 3}],
+        "report": {"examples": 2},
+    }  # fmt: skip
+    path = tmp_path / "u.yaml"
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    scan = ["-m", "robaudit", "scan", str(ROOT / "sample_models" / "digits_cnn.pt"), "-c",
+            str(path), "--quiet", "--out"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1"}
+    torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    docs = []
+    for name, launch in (("one", []), ("two", torchrun)):
+        out = tmp_path / name
+        proc = subprocess.run([sys.executable, *launch, *scan, str(out)], env=env,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert proc.returncode in (0, 1), proc.stderr[-3000:]
+        docs.append(json.loads((out / "report.json").read_text(encoding="utf-8")))
+    one, two = docs
+    assert two["meta"]["execution"]["processes"] == 2
+    assert [u.get("variant") for u in two["universal_patches"]] == [None, "bit-depth(bits=3)"]
+    assert without_timing(two) == without_timing(one)
