@@ -2,7 +2,7 @@ r"""AttackBench's local optimality ξ of every attack of one norm on one sample 
 
     .venv/bin/python benchmarks/optimality.py --norm l1 --model sample_models/digits_cnn.pt \
         --samples 100 [--grid 30] [--refine 4] [--attacks apgd,apgd-t] [--no-peers] \
-        [--curves out.csv]
+        [--curves out.csv] [--variant apgd:steps=25 ...]
 
 Cinà et al. 2025 (AttackBench, arXiv 2404.19460): each attack gives, per sample, the smallest
 perturbation it finds that the model misclassifies (0 for a sample misclassified clean, inf
@@ -46,6 +46,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
+import yaml
 from torch import nn
 
 from robaudit.attacks.base import Attack, registry
@@ -161,6 +162,21 @@ def count_grid(eps_max: float, points: int) -> list[float]:
 GRID_RULES: dict[str, Callable[[float, int], list[float]]] = {"l0": count_grid}
 
 
+def variants(specs: list[str], norm: str) -> dict[str, Attack]:
+    """``NAME:key=value,key=value`` -> a robaudit attack with those parameters, shown as
+    ``NAME[key=value,...]``: the same attack tuned cheaper, to time it at a peer's strength."""
+    out: dict[str, Attack] = {}
+    for spec in specs:
+        name, _, rest = spec.partition(":")
+        cls = registry()[name]
+        if norm not in cls.norms:
+            raise SystemExit(f"--variant {spec}: {name} has no {norm} mode")
+        kv = dict(item.split("=", 1) for item in rest.split(",") if item)
+        params = cls.Params.model_validate({k: yaml.safe_load(v) for k, v in kv.items()})
+        out[f"{name}[{rest}]"] = cls(params)
+    return out
+
+
 def robaudit_attacks(norm: str, only: list[str] | None) -> dict[str, Attack]:
     """Every registered attack of ``norm`` with its default parameters (or those in ``only``),
     less baselines (random noise) and attacks that need more than the model."""
@@ -242,7 +258,7 @@ def run_minimal(clf: Classifier, x: torch.Tensor, y: torch.Tensor, name: str,
     if attack is not None:
         res = run_plan(clf, x, y, [PlannedAttack(0, attack, Threat(norm, INF, label="inf"))],
                        seed=seed, batch_size=len(y))  # fmt: skip
-        found = res.min_norms[(0, name, "white-box", norm)].double()
+        found = res.min_norms[(0, attack.name, "white-box", norm)].double()
         hit = correct & ~found.isnan()
         dist[hit] = found[hit]
     else:
@@ -313,11 +329,11 @@ def score(
 
 def print_table(rows: list[Row], eps0: float, header: str) -> None:
     print(header)
-    print(f"{'attack':<18} {'source':<13} {'kind':<8} {'success':>8} {'median d':>9} "
+    print(f"{'attack':<30} {'source':<13} {'kind':<8} {'success':>8} {'median d':>9} "
           f"{'AUREC':>8} {'xi':>6} {'seconds':>8}")  # fmt: skip
     for r in sorted(rows, key=lambda r: -r.xi if not math.isnan(r.xi) else 0):
         o = r.outcome
-        print(f"{o.name:<18} {o.source:<13} {o.kind:<8} {r.success:>8.0%} {r.median:>9.3f} "
+        print(f"{o.name:<30} {o.source:<13} {o.kind:<8} {r.success:>8.0%} {r.median:>9.3f} "
               f"{r.aurec:>8.4f} {r.xi:>6.3f} {o.seconds:>8.1f}")  # fmt: skip
     print(f"reference: the per-sample best of these {len(rows)} attacks; eps0 = {eps0:.4g}")
 
@@ -340,6 +356,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--refine", type=int, default=4, help="extra budgets per grid step")
     ap.add_argument("--attacks", help="comma-separated robaudit attacks (default: all)")
     ap.add_argument("--no-peers", action="store_true", help="robaudit's attacks only")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME:K=V,...",
+                    help="also run a robaudit attack with other parameters (repeatable)")
     ap.add_argument("--eps-max", type=float, help="largest grid budget (default: see above)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--curves", type=Path, help="write every robust-accuracy curve as CSV")
@@ -356,6 +374,7 @@ def main() -> None:
     clf = Classifier(model, num_classes=10)
     norm, seed = args.norm, args.seed
     ours = robaudit_attacks(norm, args.attacks.split(",") if args.attacks else None)
+    ours.update(variants(args.variant, norm))
     peers = [] if args.no_peers else [p for p in PEERS[norm] if _installed(p.source)]
     outcomes = [
         timed(n, "robaudit", "minimal", partial(run_minimal, clf, x, y, n, None, a, norm, seed))
