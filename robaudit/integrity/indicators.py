@@ -93,8 +93,9 @@ def _cell_findings(c: CellOutcome, attacks: dict[int, Attack], randomized: bool)
     # and its queries-vs-accuracy curve already shows what more queries would buy
     # a short run (a smoke test's PGD-10) has too few steps to tell a rising trend from
     # step-to-step noise: the indicator needs MIN_TRACE steps and a few samples standing
-    if tr and len(tr) >= MIN_TRACE and standing >= MIN_STANDING and _white(c, attacks):
-        k = max(3, len(tr) // 10)
+    per_run = _per_run(len(tr), attacks.get(c.index)) if tr else 0
+    if tr and per_run >= MIN_TRACE and standing >= MIN_STANDING and _white(c, attacks):
+        k = max(3, per_run // 10)
         last, prev = sum(tr[-k:]) / k, sum(tr[-2 * k : -k]) / k
         noise = 0.0
         if randomized:  # 3 standard errors of the difference of two k-step means
@@ -118,6 +119,16 @@ def _cell_findings(c: CellOutcome, attacks: dict[int, Attack], randomized: bool)
             )
         )
     return out
+
+
+def _per_run(length: int, attack: Attack | None) -> int:
+    """Trace points of one run: the whole trace, or one restart (or target) when the attack
+    restarts. A trace runs restart after restart, each from a random start whose loss climbs
+    again, so "the last tenth" of PGD-100 x 5's whole trace spans half of its last restart and
+    read that restart's ordinary climb as "still rising at the end"; and a short run stays too
+    short to judge however often it restarts."""
+    steps = getattr(attack.params, "steps", None) if attack is not None else None
+    return steps if isinstance(steps, int) and 0 < steps < length else length
 
 
 def _weak_beats_strong(

@@ -225,3 +225,21 @@ def test_a_few_pixel_search_beating_gradient_l0_attacks_is_expected_not_masking(
                    seed=0, batch_size=150)  # fmt: skip
     (found,) = [f for f in post_run(res, attacks) if f.id == "RA007"]
     assert not found.resolved, found.detail
+
+
+def test_incomplete_optimization_reads_the_last_restart_not_its_whole_climb() -> None:
+    """A restarting attack's trace runs restart after restart, each climbing from its own
+    start: RA005 judges the last tenth of one restart. PGD-100 x 5 (strict's) that converges
+    within each restart is not flagged (a tenth of the whole trace, half its last restart's
+    climb, was); a run too short in each restart still is, restarts or not."""
+    x, y = _data(48)
+    clf = Classifier(load_model(ROOT / "sample_models" / "digits_cnn_robust.pt").module, num_classes=10)
+    converged = PGD(PGDParams(steps=100, restarts=5, loss="margin", rel_step_size=0.05))
+    res = run_plan(clf, x, y, [PlannedAttack(0, converged, Threat("linf", 0.1))], seed=0, batch_size=48)
+    assert res.cells[0].loss_trace is not None and len(res.cells[0].loss_trace) > 100
+    assert "RA005" not in {f.id for f in post_run(res, {0: converged})}
+    plain = Classifier(_base(), num_classes=10)
+    x, y = _data()
+    slow = PGD(PGDParams(steps=40, restarts=2, rel_step_size=0.005, early_stop=False))
+    res = run_plan(plain, x, y, [PlannedAttack(0, slow, Threat("linf", 0.2))], seed=0, batch_size=64)
+    assert "RA005" in {f.id for f in post_run(res, {0: slow})}
