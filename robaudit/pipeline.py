@@ -275,7 +275,7 @@ def audit(
     torch.manual_seed(settings.seed)  # for models that draw randomness from the global generator
     reference = _natural_reference(clf, cfg, settings, config_path)
     plan = make_plan(clf, data, cfg, access_reason(loaded, settings), config_path)
-    plan, universal = _universal_stage(clf, data, cfg, plan, settings, run.shard)
+    plan, universal = _universal_stage(clf, data, cfg, plan, settings, run.shard, progress)
     store = _open_store(run, cfg, loaded, data, settings)  # only now: a refused plan leaves none
     # a table's feature constraints: every candidate must satisfy them to count as a break
     constraints = data.tabular.constraints if data.tabular is not None else None
@@ -324,7 +324,8 @@ def audit(
 
 
 def _universal_stage(
-    clf: Classifier, data: DataSet, cfg: Config, plan: Plan, settings: RunSettings, shard: Shard
+    clf: Classifier, data: DataSet, cfg: Config, plan: Plan, settings: RunSettings, shard: Shard,
+    progress: Progress | None,
 ) -> tuple[Plan, tuple[UniversalOutcome, ...]]:
     """Universal patches trained (held-out data) and judged before the engine runs; the plan's
     cells at those threats paste the trained patch. The defense variants train their own
@@ -333,7 +334,7 @@ def _universal_stage(
         return plan, ()
     cells, outcomes = prepare_universal(
         clf, data, plan.cells, input_shape=cfg.model.shape, seed=settings.seed,
-        data_seed=settings.data_seed, shard=shard,
+        data_seed=settings.data_seed, shard=shard, progress=progress,
     )  # fmt: skip
     return replace(plan, cells=tuple(cells)), outcomes
 
@@ -374,7 +375,7 @@ def _variant_stage(
     patches = None
     if any(p.threat.norm == UNIVERSAL for p in plan.variant_cells):
         patches = VariantPatches(data, cfg.model.shape, settings.seed, settings.data_seed,
-                                 universal, stop.ctl.shard)  # fmt: skip
+                                 universal, stop.ctl.shard, progress)  # fmt: skip
     try:
         v_threats, v_attacks, summaries, v_unrun = run_variants(
             clf, data.samples, data.y, list(plan.variant_cells), cfg, seed=settings.seed,

@@ -35,6 +35,13 @@ class NullProgress:
         return None
 
 
+def note(progress: Progress | None, kind: str, text: str, **fields: object) -> None:
+    """A line about work outside the cells, to a sink that logs lines (optional)."""
+    say = getattr(progress, "note", None)
+    if callable(say):
+        say(kind, text, **fields)
+
+
 def tally(progress: Progress, robust: int, of: int) -> None:
     """Pass a cell's running robust count to ``progress`` if it takes one (optional)."""
     take = getattr(progress, "tally", None)

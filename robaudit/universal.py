@@ -28,6 +28,7 @@ noise patch's worst case moved by 18 points between seeds on the 8×8 digits).
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -52,6 +53,7 @@ from robaudit.loading.data import DataSet
 from robaudit.loading.holdout import Holdout, universal_training_data
 from robaudit.norms.patch import UNIVERSAL
 from robaudit.outcomes import PlannedAttack, cell_seed
+from robaudit.progress import Progress, note
 from robaudit.threat import Threat
 from robaudit.verification import verify_batch
 
@@ -175,6 +177,7 @@ def _summary(r: UniversalResult) -> dict[str, float]:
 def prepare_universal(
     clf: Classifier, data: DataSet, cells: Sequence[PlannedAttack], *, input_shape: tuple[int, ...],
     seed: int, data_seed: int, variant: str | None = None, shard: Shard = SINGLE,
+    progress: Progress | None = None,
 ) -> tuple[list[PlannedAttack], tuple[UniversalOutcome, ...]]:  # fmt: skip
     """Train each universal cell's patch on images the audit does not judge, judge it at random
     places on the audited ones (next to a noise patch), and hand the engine the trained patch
@@ -196,8 +199,15 @@ def prepare_universal(
         gen = torch.Generator().manual_seed(cell_seed(seed, "universal", p.index, p.threat.key))
         search = p.search or clf
         dev = search.device
+        what = f"universal patch {p.threat.label}" + (f" on {variant}" if variant else "")
+        note(progress, "universal_start", f"train {what}: {params.train_restarts} x "
+             f"{params.train_steps} steps on {held.x.shape[0]} images", threat=p.threat.key,
+             variant=variant)  # fmt: skip
+        t0 = time.perf_counter()
         trained = _best_of(search, held, p.threat.eps, gen, params.train_steps,
                            params.train_restarts, dev)  # fmt: skip
+        note(progress, "universal_done", f"done  {what} in {time.perf_counter() - t0:.1f} s",
+             threat=p.threat.key, variant=variant, seconds=round(time.perf_counter() - t0, 3))
         if shard.active:  # one patch for the whole run
             trained = replace(trained, patch=shard.broadcast(trained.patch.cpu()).to(dev))
         corners = placement_corners(
@@ -227,6 +237,7 @@ class VariantPatches:
     data_seed: int
     bare: tuple[UniversalOutcome, ...]
     shard: Shard = SINGLE
+    progress: Progress | None = None
     made: list[UniversalOutcome] = field(default_factory=list)
 
     def __call__(
@@ -235,7 +246,7 @@ class VariantPatches:
     ) -> tuple[list[PlannedAttack], list[PlannedAttack]]:  # fmt: skip
         cells, outcomes = prepare_universal(
             clf, self.data, adaptive, input_shape=self.input_shape, seed=self.seed,
-            data_seed=self.data_seed, variant=label, shard=self.shard,
+            data_seed=self.data_seed, variant=label, shard=self.shard, progress=self.progress,
         )  # fmt: skip
         self.made.extend(outcomes)
         return cells, [c for c in map(self._pasted, naive) if c is not None]

@@ -55,11 +55,20 @@ class LogProgress:
             else:
                 self._write(f"[{now:7.1f}s] {text}")
 
-    def start(self, label: str, total: int) -> None:
+    def note(self, kind: str, text: str, **fields: Any) -> None:
+        """A line about work outside the cells (a universal patch in training), after the
+        header like every other line."""
+        self._flush_header()
+        self.event(kind, text, **fields)
+
+    def _flush_header(self) -> None:
         if self._header is not None:
             kind, text, fields = self._header
             self._header = None
             self.event(kind, text, **fields)
+
+    def start(self, label: str, total: int) -> None:
+        self._flush_header()
         self._label, self._total, self._done, self._robust = label, total, 0, None
         self._started = self._last = self._clock()
         self.event("cell_start", f"start {label}: {total} samples", cell=label, samples=total)

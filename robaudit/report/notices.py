@@ -140,7 +140,8 @@ def _widest(u: dict[str, Any]) -> str:
     if not tries:
         return ""
     t = max(tries, key=lambda t: t["noise_accuracy"] - t["accuracy"])
-    return (f", widest gap at {t['tries']} tries: {100 * t['accuracy']:.1f}% "
+    tries = f"{t['tries']} {'try' if t['tries'] == 1 else 'tries'}"
+    return (f", widest gap at {tries}: {100 * t['accuracy']:.1f}% "
             f"(noise {100 * t['noise_accuracy']:.1f}%)")  # fmt: skip
 
 

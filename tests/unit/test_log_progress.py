@@ -78,3 +78,27 @@ def test_a_long_cell_without_progress_still_gets_heartbeats() -> None:
     count = len(lines)
     time.sleep(0.6)
     assert len(lines) == count  # the ticker stopped with the cell
+
+
+def test_a_universal_patch_in_training_gets_its_lines_after_the_header() -> None:
+    """Training a universal patch happens before the cells: a CI log says so (start and time),
+    after the scan's header, in text and in JSON."""
+    import robaudit
+
+    root = Path(__file__).resolve().parents[2]
+    for fmt in ("text", "json"):
+        lines: list[str] = []
+        log = LogProgress(lines.append, fmt, heartbeat=3600.0)
+        log.header("scan_start", "robaudit · scan", model="m")
+        cfg = {"model": {"input_shape": [1, 8, 8], "num_classes": 10}, "data": {"samples": 20},
+               "attacks": [{"name": "patch-pgd", "norm": "patch", "size": ["10%"],
+                            "universal": True, "train_steps": 5, "train_restarts": 1,
+                            "placements": 2}]}  # fmt: skip
+        robaudit.scan(root / "sample_models" / "digits_cnn.pt", config=cfg, seed=0, progress=log)
+        if fmt == "text":
+            assert "robaudit · scan" in lines[0]
+            assert "train universal patch 10%: 1 x 5 steps on 1297 images" in lines[1]
+            assert "done  universal patch 10% in" in lines[2] and "start patch-pgd" in lines[3]
+        else:
+            kinds = [json.loads(line)["event"] for line in lines]
+            assert kinds[:4] == ["scan_start", "universal_start", "universal_done", "cell_start"]
