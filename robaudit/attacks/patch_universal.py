@@ -15,6 +15,7 @@ bounds after each step.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -131,16 +132,15 @@ def train_universal(
 
 def random_placements(
     x: torch.Tensor, patch: torch.Tensor, placements: int, generator: torch.Generator
-) -> list[torch.Tensor]:
-    """``placements`` copies of ``x``, each with ``patch`` at a random place per image."""
+) -> Iterator[torch.Tensor]:
+    """``placements`` copies of ``x``, each with ``patch`` at a random place per image, made
+    one at a time as they are consumed (not all held at once)."""
     n, _, height, width = x.shape
     _, h, w = patch.shape
-    out = []
     for _ in range(placements):
         tops = torch.randint(0, height - h + 1, (n,), generator=generator)
         lefts = torch.randint(0, width - w + 1, (n,), generator=generator)
-        out.append(place(x, patch.to(x).expand(n, -1, -1, -1), tops, lefts))
-    return out
+        yield place(x, patch.to(x).expand(n, -1, -1, -1), tops, lefts)
 
 
 # splitmix64's constants as signed 64-bit integers (torch's int64 arithmetic wraps like C's)
