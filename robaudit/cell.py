@@ -18,7 +18,7 @@ import torch
 from robaudit.attacks.feasible import constrained_to
 from robaudit.classifier import Classifier
 from robaudit.control import INTERRUPTED, RunControl, StopRequested, interruptible
-from robaudit.entries import NON_ADAPTIVE_ID, REACTION_ID
+from robaudit.entries import cell_label
 from robaudit.errors import RuntimeFailure
 from robaudit.loading.samples import Images
 from robaudit.naive import NaiveShare, measured, naive_batch
@@ -198,7 +198,7 @@ def run_cell(
     access = attack_access(attack, threat)
     st = _Cell(
         item=item,
-        label=_label(attack.name, threat, ctl.variant, item.index),
+        label=cell_label(attack.name, threat, ctl.variant, item.index),
         view=attack_view(item.search or ctx.search or clf, access),
         access=access,
         done=done,
@@ -243,16 +243,6 @@ def run_cell(
     st.part.counts["grad_evals"] = vg1 - vg0
     st.part.seconds = time.perf_counter() - t0 - st.part.naive_seconds
     return _settle(ctx, st, left, prior, keep_partial)
-
-
-def _label(name: str, threat: Threat, variant: str, index: int) -> str:
-    """How logs, bars and errors name a cell: the attack and threat, and on a defense variant
-    the variant (and whether this is its non-adaptive twin)."""
-    label = f"{name} {threat.norm} eps={threat.label}"
-    if variant != "model":
-        twin = " non-adaptive" if NON_ADAPTIVE_ID <= index < REACTION_ID else ""
-        label += f" on {variant}{twin}"
-    return label
 
 
 def _forget(part: _Part, idx: torch.Tensor) -> None:
