@@ -217,10 +217,12 @@ def prepare_universal(
         ours_r = _judge(clf, data, p.threat.eps, corners, _Fixed(trained.patch))
         noise_r = _judge(clf, data, p.threat.eps, corners, _Noise(
             tuple(trained.patch.shape), clf.bounds, cell_seed(seed, "universal noise", p.threat.key)
-        ))  # fmt: skip
+        ), clean=ours_r.clean)  # fmt: skip
         outcomes.append(UniversalOutcome(p.threat, p.index, trained.patch.cpu(), corners, trained,
                                          held, ours_r, noise_r, variant))  # fmt: skip
-        out.append(replace(p, attack=PastedPatch(params, trained.patch, corners)))
+        # the engine pastes each sample's first breaking place (judged above) and verifies it
+        broke = ~ours_r.correct & ours_r.clean[None, :]
+        out.append(replace(p, attack=PastedPatch(params, trained.patch, corners, broke)))
     return out, tuple(outcomes)
 
 
@@ -313,9 +315,11 @@ class _Noise:
 def _judge(
     clf: Classifier, data: DataSet, size: float, corners: torch.Tensor,
     patches: Callable[[torch.Tensor], torch.Tensor | Callable[[int], torch.Tensor]],
+    clean: torch.Tensor | None = None,
 ) -> UniversalResult:  # fmt: skip
     """:func:`evaluate_universal` over the audited images, one batch at a time; ``patches``
-    gives the patch for a batch's source keys (one C×h×w, or each place's N×C×h×w)."""
+    gives the patch for a batch's source keys (one C×h×w, or each place's N×C×h×w);
+    ``clean``: the images' clean verdicts from an earlier judgement (no clean pass again)."""
     parts = []
     gen = torch.Generator()  # unused: the corners are given
     keys = torch.tensor(data.indices, dtype=torch.int64)
@@ -324,8 +328,9 @@ def _judge(
         x = data.samples[start:stop].to(clf.device)
         y = data.y[start:stop].to(clf.device)
         patch = patches(keys[start:stop])
-        parts.append(evaluate_universal(clf, x, y, patch, size, gen,
-                                        corners=corners[start:stop]))  # fmt: skip
+        known = None if clean is None else clean[start:stop].to(y.device)
+        parts.append(evaluate_universal(clf, x, y, patch, size, gen, corners=corners[start:stop],
+                                        clean=known))  # fmt: skip
     return UniversalResult(
         torch.cat([r.correct for r in parts], dim=1),
         torch.cat([r.clean for r in parts]),

@@ -242,14 +242,21 @@ class PastedPatch(PatchPGD):
     """A trained universal patch as the engine runs it: per image, the first of its own
     placements (``corners[position]``, P×2) at which the model errs (else the last), for the
     engine to verify; so the threat's robust accuracy is the share correct under every
-    placement tried (the worst case over P tries)."""
+    placement tried (the worst case over P tries).
 
-    def __init__(self, params: PatchPGDParams, patch: torch.Tensor, corners: torch.Tensor):
+    ``broke``: P×N, where the patch at each place already broke each audited sample in a
+    verified judgement of this same model (:func:`robaudit.universal.prepare_universal`
+    judges every place for the report). The run then pastes each sample's first breaking
+    place straight away instead of querying the model P times again; the engine still
+    verifies that candidate with its own fresh forward pass."""
+
+    def __init__(self, params: PatchPGDParams, patch: torch.Tensor, corners: torch.Tensor,
+                 broke: torch.Tensor | None = None) -> None:  # fmt: skip
         super().__init__(params)
-        self.patch, self.corners = patch, corners
+        self.patch, self.corners, self.broke = patch, corners, broke
 
     def cost(self) -> float:
-        return float(self.corners.shape[1])  # one forward pass per placement
+        return 1.0 if self.broke is not None else float(self.corners.shape[1])
 
     def run(
         self,
@@ -272,6 +279,12 @@ class PastedPatch(PatchPGD):
     ) -> AttackOutput:
         del threat, generator  # the patch and its places were fixed before the run
         corners = self.corners[positions.cpu()]
+        if self.broke is not None:  # judged already: each sample's first breaking place
+            broke = self.broke[:, positions.cpu()]  # P×n
+            first = torch.where(broke.any(dim=0), broke.long().argmax(dim=0), broke.shape[0] - 1)
+            at = corners[torch.arange(int(corners.shape[0])), first]
+            return AttackOutput(x_adv=pasted_at(x, self.patch, at),
+                                claimed=broke.any(dim=0).to(x.device))  # fmt: skip
         best = x.clone()
         fooled = torch.zeros(int(x.shape[0]), dtype=torch.bool, device=x.device)
         for k in range(int(corners.shape[1])):

@@ -154,3 +154,14 @@ def test_the_pasted_patch_judges_each_sample_at_its_own_places() -> None:
         assert any(bool(moved[r : r + 3, c : c + 3].all()) for r, c in corners[i].tolist())
     with pytest.raises(RuntimeError, match="position"):
         attack.run(clf, x, y, threat, gen)
+    # with the places judged already (as a scan has them), no queries: the same verdicts, and
+    # each sample carries its first breaking place (the one the querying run also keeps)
+    judged = evaluate_universal(clf, x, y, torch.ones(1, 3, 3), 0.1, gen, corners=corners)
+    fast = PastedPatch(PatchPGDParams(), torch.ones(1, 3, 3), corners,
+                       broke=~judged.correct & judged.clean[None, :])  # fmt: skip
+    before = clf.counters.queries
+    out = fast.run_samples(clf, x, y, threat, gen, torch.arange(60))
+    assert clf.counters.queries == before and fast.cost() == 1.0
+    assert out.claimed is not None and torch.equal(out.claimed, fooled & judged.clean)
+    hit = fooled & judged.clean  # the engine attacks only samples classified right clean
+    assert torch.equal(out.x_adv[hit], whole.x_adv[hit])
