@@ -60,7 +60,8 @@ CATALOG: dict[str, FindingDoc] = {
         ),
         FindingDoc(
             "RA005", "warning", "Incomplete optimization",
-            "an iterative attack's loss was still rising over its last steps",
+            "an iterative attack's loss was still rising over the last tenth of its steps (of "
+            "its last restart or target when it has several)",
             "more steps would likely break more samples: robust accuracy may be overstated",
             "raise the attack's steps (or restarts) until the loss curve flattens",
         ),
